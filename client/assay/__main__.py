@@ -1,0 +1,5 @@
+import sys
+
+from assay._cli import main
+
+sys.exit(main())

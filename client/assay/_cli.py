@@ -1,0 +1,121 @@
+"""The ``assay`` command: serve, db upgrade, login and sync."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+
+from assay import _credentials
+from assay._errors import AssayError
+
+SERVER_MISSING = "the assay server is not installed; install it with: pip install 'assay[server]'"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args))
+    except AssayError as exc:
+        print(f"assay: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="assay", description="assay experiment tracker")
+    commands = parser.add_subparsers(title="commands")
+
+    serve = commands.add_parser("serve", help="run the server")
+    _add_server_options(serve)
+    serve.set_defaults(handler=_serve)
+
+    db = commands.add_parser("db", help="manage the database schema")
+    db_commands = db.add_subparsers(title="db commands")
+    upgrade = db_commands.add_parser("upgrade", help="apply pending schema migrations")
+    upgrade.add_argument("--data-dir", type=Path, help="directory of the embedded database")
+    upgrade.add_argument("--database-url", help="PostgreSQL or SQLite URL")
+    upgrade.set_defaults(handler=_db_upgrade)
+
+    login = commands.add_parser("login", help="store a server URL and API key")
+    login.add_argument("--server", help="server URL (default: ASSAY_SERVER)")
+    login.add_argument("--api-key", help="API key (default: ASSAY_API_KEY, else a prompt)")
+    login.set_defaults(handler=_login)
+
+    sync = commands.add_parser("sync", help="upload spooled or offline runs")
+    sync.add_argument("path", type=Path, help="a spool directory, or a folder holding several")
+    sync.add_argument("--server", help="server URL")
+    sync.add_argument("--api-key", help="API key")
+    sync.set_defaults(handler=_sync)
+    return parser
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to listen on (ASSAY_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="TCP port (ASSAY_PORT, default 8080)")
+    parser.add_argument("--data-dir", type=Path, help="data directory (ASSAY_DATA_DIR)")
+    parser.add_argument("--database-url", help="PostgreSQL or SQLite URL (ASSAY_DATABASE_URL)")
+    parser.add_argument("--redis-url", help="Redis URL (ASSAY_REDIS_URL)")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from assay_server import cli
+    except ImportError:
+        print(f"assay: error: {SERVER_MISSING}", file=sys.stderr)
+        return 1
+    return cli.serve(args)
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    try:
+        from assay_server import cli
+    except ImportError:
+        print(f"assay: error: {SERVER_MISSING}", file=sys.stderr)
+        return 1
+    return cli.db_upgrade(args)
+
+
+def _login(args: argparse.Namespace) -> int:
+    import os
+
+    from assay._api import Api
+
+    server = args.server or os.environ.get("ASSAY_SERVER")
+    if not server:
+        server = input("Server URL: ").strip()
+    api_key = args.api_key or os.environ.get("ASSAY_API_KEY")
+    if not api_key:
+        api_key = getpass.getpass("API key: ").strip()
+    credentials = _credentials.Credentials(_credentials.normalize_server(server), api_key)
+    with Api(credentials.server, credentials.api_key) as api:
+        user = api.whoami()
+    path = _credentials.store(credentials)
+    print(f"Logged in to {credentials.server} as {user['name']}; saved in {path}")
+    return 0
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from assay._sync import sync
+
+    if not args.path.exists():
+        print(f"assay: error: {args.path} does not exist", file=sys.stderr)
+        return 1
+    credentials = _credentials.resolve(args.server, args.api_key)
+    results = sync(args.path, credentials)
+    if not results:
+        print(f"nothing to sync: no spooled runs under {args.path}")
+        return 0
+    failed = 0
+    for result in results:
+        if result.error:
+            failed += 1
+            print(f"{result.run}: failed: {result.error} (kept in {result.directory})")
+        else:
+            state = ", finished" if result.finished else ""
+            print(f"{result.run}: uploaded {result.batches} batches{state}")
+    return 1 if failed else 0

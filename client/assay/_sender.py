@@ -1,0 +1,335 @@
+"""The background sender: batches logged rows and delivers each batch exactly once.
+
+A daemon thread cuts the run's buffer into numbered batches (when it holds
+``batch_rows`` rows or its oldest row is ``flush_interval`` seconds old), keeps
+every batch until the server acknowledges it as committed, and sends the
+unacknowledged ones again after a reconnect. The server skips a batch number
+it has stored before, so a resent batch is never stored twice. While the server
+stays unreachable for ``spool_after`` seconds, or too many bytes wait, batches
+move to the spool directory on disk; whatever is left when the run ends stays
+there for ``assay sync``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from assay import protocol
+from assay._connection import IngestClient, TransientError, fatal_or_transient
+from assay._credentials import Credentials
+from assay._errors import AssayError
+from assay._spool import Spool
+
+log = logging.getLogger("assay")
+
+Rows = list[tuple[int, float, dict[str, Any]]]
+#: Returns the rows logged since the last call, and config and summary updates.
+TakeFunction = Callable[[], tuple[Rows, dict[str, Any], dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class SenderOptions:
+    flush_interval: float = 0.2
+    batch_rows: int = 10_000
+    window: int = 32
+    spool_after: float = 30.0
+    max_memory_bytes: int = 64 * 1024 * 1024
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    open_timeout: float = 10.0
+
+
+@dataclass
+class Pending:
+    seq: int
+    frame: bytes | None
+    path: Path | None = None
+
+    def load(self) -> bytes:
+        if self.frame is not None:
+            return self.frame
+        assert self.path is not None
+        return self.path.read_bytes()
+
+
+class Sender(threading.Thread):
+    """Delivers one run session's batches; ``credentials`` None means offline."""
+
+    def __init__(
+        self,
+        take: TakeFunction,
+        hello: dict[str, Any],
+        credentials: Credentials | None,
+        spool: Spool,
+        options: SenderOptions,
+    ) -> None:
+        super().__init__(name=f"assay-sender-{hello['run']['id']}", daemon=True)
+        self.take = take
+        self.hello = hello
+        self.credentials = credentials
+        self.spool = spool
+        self.options = options
+        self.wake = threading.Event()
+        self.first_attempt = threading.Event()
+        self.done = threading.Event()
+        self.welcome: dict[str, Any] | None = None
+        self.fatal: AssayError | None = None
+        self.unacked: OrderedDict[int, Pending] = OrderedDict()
+        self.memory_bytes = 0
+        self.next_seq = 0
+        self.dropped_batches = 0
+        self.client: IngestClient | None = None
+        self.sent_up_to = -1
+        self.attempts = 0
+        self.next_attempt = 0.0
+        self.disconnected_since = time.monotonic()
+        self.last_sent = 0.0
+        self.heartbeat_interval = 5.0
+        self.finish_code: int | None = None
+        self.finish_deadline = 0.0
+        self.finish_sent = False
+        self.final_state: str | None = None
+
+    # Calls from the run's thread.
+
+    def request_finish(self, exit_code: int, timeout: float) -> None:
+        self.finish_code = exit_code
+        self.finish_deadline = time.monotonic() + timeout
+        self.wake.set()
+
+    # The thread.
+
+    def run(self) -> None:
+        if self.credentials is None:
+            self.spool.write_meta(self.hello)
+            self.first_attempt.set()
+        try:
+            while not self._step():
+                pass
+        except Exception:
+            log.exception("assay sender of run %s stopped", self.hello["run"]["id"])
+            self._spool_all()
+        finally:
+            if self.client is not None:
+                self.client.close()
+            self.first_attempt.set()
+            self.done.set()
+
+    def _step(self) -> bool:
+        """One pass of the loop; True when the sender is done."""
+        self._cut_batches()
+        finishing = self.finish_code is not None
+        if self.credentials is None or self.fatal is not None:
+            self._spool_all()
+            if finishing:
+                self._spool_finish()
+                return True
+            self.wake.wait(self.options.flush_interval)
+            self.wake.clear()
+            return False
+        if finishing and time.monotonic() > self.finish_deadline:
+            self._give_up()
+            return True
+        if self.client is None:
+            self._connect_when_due()
+        if self.client is None:
+            self._spool_if_away()
+            self.wake.wait(min(self.options.flush_interval, self._until_attempt()))
+            self.wake.clear()
+            return False
+        try:
+            return self._exchange(finishing)
+        except TransientError as exc:
+            self._disconnected(str(exc))
+            return False
+
+    def _exchange(self, finishing: bool) -> bool:
+        assert self.client is not None
+        self._send_pending()
+        if finishing and not self.unacked and not self.finish_sent:
+            self.client.send(protocol.pack({"type": "finish", "exit_code": self.finish_code}))
+            self.finish_sent = True
+        elif time.monotonic() - self.last_sent > self.heartbeat_interval:
+            self.client.send(protocol.pack({"type": "heartbeat"}))
+            self.last_sent = time.monotonic()
+        message = self.client.receive(0.05 if not finishing else 0.2)
+        while message is not None:
+            if self._handle(message):
+                return True
+            message = self.client.receive(0)
+        return False
+
+    def _handle(self, message: dict[str, Any]) -> bool:
+        kind = message["type"]
+        if kind == "ack":
+            self._acknowledged(message.get("seq"))
+        elif kind == "finished":
+            self.final_state = message.get("state")
+            return True
+        elif kind == "error":
+            if message.get("fatal"):
+                error = fatal_or_transient(message)
+                if isinstance(error, TransientError):
+                    raise error
+                assert isinstance(error, AssayError)
+                self._stop_on(error)
+            elif isinstance(message.get("seq"), int):
+                self._rejected(message)
+            else:
+                log.error("assay server error on run %s: %s", self._run_id, message.get("message"))
+        return False
+
+    def _acknowledged(self, seq: object) -> None:
+        pending = self.unacked.pop(seq, None)  # type: ignore[arg-type]
+        if pending is None:
+            return
+        if pending.frame is not None:
+            self.memory_bytes -= len(pending.frame)
+        if pending.path is not None:
+            pending.path.unlink(missing_ok=True)
+
+    def _rejected(self, message: dict[str, Any]) -> None:
+        # Sending the same bytes again cannot succeed, so the batch is dropped.
+        self.dropped_batches += 1
+        self._acknowledged(message["seq"])
+        log.error(
+            "assay server rejected batch %s of run %s: %s",
+            message["seq"],
+            self._run_id,
+            message.get("message"),
+        )
+
+    def _connect_when_due(self) -> None:
+        if time.monotonic() < self.next_attempt:
+            return
+        assert self.credentials is not None
+        client = IngestClient(
+            self.credentials.server, self.credentials.api_key, self.options.open_timeout
+        )
+        hello = dict(self.hello)
+        if self.welcome is not None:
+            # The run exists now: a reconnect continues it whatever the first hello asked.
+            hello["resume"] = "allow"
+        try:
+            welcome = client.open(hello)
+        except TransientError as exc:
+            self._disconnected(str(exc))
+            return
+        except AssayError as exc:
+            self._stop_on(exc)
+            return
+        finally:
+            self.first_attempt.set()
+        self.client = client
+        self.welcome = self.welcome or welcome
+        self.heartbeat_interval = float(welcome.get("heartbeat_interval", 5.0))
+        self.sent_up_to = -1
+        self.attempts = 0
+        self.last_sent = time.monotonic()
+        log.debug("assay run %s connected", self._run_id)
+
+    def _disconnected(self, reason: str) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+            self.disconnected_since = time.monotonic()
+            log.warning("assay run %s lost its connection (%s); retrying", self._run_id, reason)
+        self.attempts += 1
+        ceiling = min(self.options.backoff_max, self.options.backoff_base * 2**self.attempts)
+        self.next_attempt = time.monotonic() + random.uniform(0, ceiling)
+
+    def _stop_on(self, error: AssayError) -> None:
+        self.fatal = error
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        log.error(
+            "assay server rejected run %s: %s; its data is kept in %s",
+            self._run_id,
+            error,
+            self.spool.directory,
+        )
+
+    def _until_attempt(self) -> float:
+        return max(0.01, self.next_attempt - time.monotonic())
+
+    def _cut_batches(self) -> None:
+        rows, config, summary = self.take()
+        if not rows and not config and not summary:
+            return
+        for start in range(0, max(len(rows), 1), self.options.batch_rows):
+            part = rows[start : start + self.options.batch_rows]
+            body: dict[str, Any] = protocol.encode_rows(part)
+            if start == 0:
+                body["config"] = config or None
+                body["summary"] = summary or None
+            self._add_batch(body)
+
+    def _add_batch(self, body: dict[str, Any]) -> None:
+        seq = self.next_seq
+        self.next_seq += 1
+        frame = protocol.pack({"type": "batch", "seq": seq, **body})
+        self.unacked[seq] = Pending(seq, frame)
+        self.memory_bytes += len(frame)
+        if self.memory_bytes > self.options.max_memory_bytes:
+            self._spool_all()
+
+    def _send_pending(self) -> None:
+        assert self.client is not None
+        in_flight = sum(1 for seq in self.unacked if seq <= self.sent_up_to)
+        for seq, pending in self.unacked.items():
+            if in_flight >= self.options.window:
+                break
+            if seq <= self.sent_up_to:
+                continue
+            self.client.send(pending.load())
+            self.sent_up_to = seq
+            self.last_sent = time.monotonic()
+            in_flight += 1
+
+    def _spool_if_away(self) -> None:
+        if time.monotonic() - self.disconnected_since > self.options.spool_after:
+            self._spool_all()
+
+    def _spool_all(self) -> None:
+        """Move every in-memory batch to the spool directory."""
+        if not any(p.frame is not None for p in self.unacked.values()):
+            return
+        if not (self.spool.directory / "run.msgpack").exists():
+            self.spool.write_meta(self.hello)
+        for pending in self.unacked.values():
+            if pending.frame is not None:
+                pending.path = self.spool.write_batch(pending.seq, pending.frame)
+                self.memory_bytes -= len(pending.frame)
+                pending.frame = None
+
+    def _spool_finish(self) -> None:
+        assert self.finish_code is not None
+        if self.unacked or (self.spool.directory / "run.msgpack").exists():
+            self.spool.write_meta(self.hello)
+            self.spool.write_finish(self.finish_code)
+
+    def _give_up(self) -> None:
+        self._spool_all()
+        self.spool.write_meta(self.hello)
+        self.spool.write_finish(self.finish_code or 0)
+        log.warning(
+            "assay run %s: %d batches were not acknowledged before the timeout; they are "
+            "saved in %s, upload them with `assay sync %s`",
+            self._run_id,
+            len(self.unacked),
+            self.spool.directory,
+            self.spool.directory,
+        )
+
+    @property
+    def _run_id(self) -> str:
+        return str(self.hello["run"]["id"])

@@ -1,0 +1,76 @@
+"""Checking and flattening what ``Run.log`` receives.
+
+Nested dicts become keys joined by ``/``: ``{"train": {"loss": 1.0}}`` is
+logged as ``train/loss``. Values are float (NaN and infinities included), int
+(within 2**53, to stay exact), bool or None; NumPy scalars and zero-dimensional
+arrays are converted to these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from assay import protocol
+from assay._errors import InvalidValueError
+
+_PLAIN = (float, int, bool, type(None))
+
+
+def flatten_metrics(metrics: Mapping[str, Any], known_keys: set[str]) -> dict[str, Any]:
+    """Return a flat, checked copy of ``metrics``.
+
+    ``known_keys`` caches names already checked, since the same names arrive
+    on every call; the function adds the new ones.
+    """
+    if not isinstance(metrics, Mapping):
+        raise InvalidValueError(
+            f"log() takes a dict of metrics, got {type(metrics).__name__}; "
+            "for example run.log({'loss': 0.5})"
+        )
+    flat: dict[str, Any] = {}
+    _flatten_into(flat, "", metrics, known_keys)
+    if len(flat) > protocol.MAX_KEYS_PER_BATCH:
+        raise InvalidValueError(
+            f"log() received {len(flat)} metric names in one call; "
+            f"the maximum is {protocol.MAX_KEYS_PER_BATCH}"
+        )
+    return flat
+
+
+def _flatten_into(
+    flat: dict[str, Any], prefix: str, metrics: Mapping[str, Any], known_keys: set[str]
+) -> None:
+    for key, value in metrics.items():
+        if not isinstance(key, str):
+            raise InvalidValueError(
+                f"metric names must be strings, got {type(key).__name__} {key!r}"
+            )
+        name = prefix + key
+        if isinstance(value, Mapping):
+            _flatten_into(flat, name + "/", value, known_keys)
+            continue
+        if name not in known_keys:
+            try:
+                protocol.check_key(name)
+            except protocol.ProtocolError as exc:
+                raise InvalidValueError(exc.message) from None
+            known_keys.add(name)
+        flat[name] = value if type(value) in _PLAIN else _convert(name, value)
+        if type(value) is int and abs(value) > protocol.MAX_EXACT_INT:
+            _convert(name, value)
+
+
+def _convert(name: str, value: object) -> Any:
+    try:
+        payload, kind = protocol.encode_value(value)
+    except protocol.ProtocolError as exc:
+        raise InvalidValueError(f"metric {name!r}: {exc.message}") from None
+    return protocol.decode_value(payload, kind)
+
+
+def check_document(value: Any, what: str) -> None:
+    try:
+        protocol.check_document(value, what)
+    except protocol.ProtocolError as exc:
+        raise InvalidValueError(exc.message) from None

@@ -1,0 +1,165 @@
+"""The HTTP read API under ``/api/v1`` and the ingest websocket route.
+
+Responses are JSON, where NaN and infinities are written as
+``{"$float": "NaN"}``, ``{"$float": "Infinity"}`` and ``{"$float": "-Infinity"}``,
+or msgpack (exact floats) when the request sends ``Accept: application/msgpack``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgpack
+from assay.protocol import tag_floats
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from assay_server import history, runs
+from assay_server.auth import User, authenticate, bearer_token
+from assay_server.context import ServerContext
+from assay_server.downsample import MIN_SAMPLES
+from assay_server.errors import AssayError, BadRequest, Unauthorized
+from assay_server.ingest import IngestConnection
+
+log = logging.getLogger(__name__)
+
+MSGPACK = "application/msgpack"
+MAX_SAMPLES = 1_000_000
+MAX_PAGE = 10_000
+
+
+def respond(request: HTTPConnection, data: Any, status: int = 200) -> Response:
+    if MSGPACK in request.headers.get("accept", ""):
+        return Response(
+            msgpack.packb(data, use_bin_type=True), status_code=status, media_type=MSGPACK
+        )
+    return JSONResponse(tag_floats(data), status_code=status)
+
+
+def error_response(request: HTTPConnection, exc: Exception) -> Response:
+    assert isinstance(exc, AssayError)
+    response = respond(request, {"error": {"code": exc.code, "message": exc.message}}, exc.status)
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="assay"'
+    return response
+
+
+def internal_error(request: HTTPConnection, exc: Exception) -> Response:
+    # Starlette re-raises the exception after this handler, so the server logs it.
+    return respond(
+        request,
+        {"error": {"code": "internal", "message": "internal server error; see the server log"}},
+        500,
+    )
+
+
+def context(connection: HTTPConnection) -> ServerContext:
+    return connection.app.state.context  # type: ignore[no-any-return]
+
+
+async def authenticated(connection: HTTPConnection) -> User:
+    """The user whose API key the request carries; raise ``Unauthorized`` otherwise.
+
+    The key comes from ``Authorization: Bearer KEY``, or for websockets, whose
+    browser API cannot set headers, from the ``token`` query parameter.
+    """
+    key = bearer_token(connection.headers.get("authorization"))
+    if key is None and connection.scope["type"] == "websocket":
+        key = connection.query_params.get("token")
+    if key is None:
+        raise Unauthorized("missing API key; send it as 'Authorization: Bearer KEY'")
+    async with context(connection).db.reading() as db:
+        user = await authenticate(db, key)
+    if user is None:
+        raise Unauthorized("invalid or revoked API key", code="invalid_api_key")
+    return user
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def whoami(request: Request) -> Response:
+    user = await authenticated(request)
+    return respond(request, {"name": user.name, "is_admin": user.is_admin})
+
+
+async def list_projects(request: Request) -> Response:
+    await authenticated(request)
+    async with context(request).db.reading() as db:
+        return respond(request, {"projects": await runs.list_projects(db)})
+
+
+async def list_runs(request: Request) -> Response:
+    await authenticated(request)
+    limit = int_param(request, "limit", 1000, 1, MAX_PAGE)
+    offset = int_param(request, "offset", 0, 0, None)
+    async with context(request).db.reading() as db:
+        found = await runs.list_runs(db, request.path_params["project"], limit, offset)
+    return respond(request, {"runs": found})
+
+
+async def get_run(request: Request) -> Response:
+    await authenticated(request)
+    async with context(request).db.reading() as db:
+        run = await runs.get_run(db, request.path_params["project"], request.path_params["run_id"])
+    return respond(request, run)
+
+
+async def run_metrics(request: Request) -> Response:
+    await authenticated(request)
+    async with context(request).db.reading() as db:
+        row = await runs.run_row(db, request.path_params["project"], request.path_params["run_id"])
+        return respond(request, {"metrics": await runs.metric_stats(db, row.pk)})
+
+
+async def run_history(request: Request) -> Response:
+    await authenticated(request)
+    keys = request.query_params.getlist("keys") or None
+    samples = int_param(request, "samples", None, MIN_SAMPLES, MAX_SAMPLES)
+    min_step = int_param(request, "min_step", None, 0, None)
+    max_step = int_param(request, "max_step", None, 0, None)
+    async with context(request).db.reading() as db:
+        row = await runs.run_row(db, request.path_params["project"], request.path_params["run_id"])
+        series = await history.read_series(db, row.pk, keys, min_step, max_step)
+    return respond(request, {"history": history.history_rows(series, samples)})
+
+
+def int_param(request: Request, name: str, default: int | None, low: int, high: int | None) -> Any:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name!r} must be an integer, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise BadRequest(f"query parameter {name!r} must be {bounds}, got {value}")
+    return value
+
+
+async def ingest(websocket: WebSocket) -> None:
+    try:
+        user = await authenticated(websocket)
+    except AssayError as exc:
+        # Rejecting the handshake, rather than accepting and closing, tells the
+        # client not to retry at once.
+        await websocket.send_denial_response(error_response(websocket, exc))
+        return
+    await IngestConnection(websocket, context(websocket), user).serve()
+
+
+routes = [
+    Route("/healthz", healthz),
+    Route("/api/v1/whoami", whoami),
+    Route("/api/v1/projects", list_projects),
+    Route("/api/v1/projects/{project}/runs", list_runs),
+    Route("/api/v1/projects/{project}/runs/{run_id}", get_run),
+    Route("/api/v1/projects/{project}/runs/{run_id}/metrics", run_metrics),
+    Route("/api/v1/projects/{project}/runs/{run_id}/history", run_history),
+    WebSocketRoute("/api/v1/ingest", ingest),
+]

@@ -1,0 +1,100 @@
+"""The ASGI application and its start-up and shut-down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable
+
+from starlette.applications import Starlette
+
+from assay_server import api, runs
+from assay_server.auth import bootstrap_admin
+from assay_server.bus import Bus, LocalBus, RedisBus, event_fields
+from assay_server.context import ServerContext
+from assay_server.database import Database
+from assay_server.errors import AssayError
+from assay_server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def print_admin_key(key: str) -> None:
+    # Printed, never logged: log lines end up in aggregators, and this is a secret.
+    print(
+        f"Created the admin account. Its API key, shown only this once:\n\n    {key}\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def create_bus(settings: Settings) -> Bus:
+    if settings.redis_url is None:
+        return LocalBus(
+            settings.redis_prefix, settings.live_stream_length, settings.event_stream_length
+        )
+    return RedisBus(
+        settings.redis_url,
+        settings.redis_prefix,
+        settings.live_stream_length,
+        settings.event_stream_length,
+    )
+
+
+async def start(settings: Settings, on_admin_key: Callable[[str], None]) -> ServerContext:
+    """Migrate the database, create the admin on first start and open the bus."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url, settings.db_pool_size)
+    await db.upgrade()
+    async with db.exclusive() as connection:
+        key = await bootstrap_admin(connection, settings.bootstrap_api_key)
+    if key is not None:
+        on_admin_key(key)
+    return ServerContext(settings=settings, db=db, bus=create_bus(settings))
+
+
+async def reap_crashed_runs(context: ServerContext) -> None:
+    """Mark runs crashed when their heartbeats stop, for as long as the server runs."""
+    interval = min(5.0, context.settings.crash_timeout / 4)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            async with context.db.transaction() as connection:
+                crashed = await runs.mark_crashed(connection, context.settings.crash_timeout)
+            for row in crashed:
+                log.info("run %s marked crashed: no heartbeat", row.run_id)
+                await context.bus.publish_event(
+                    row.project_id,
+                    event_fields(
+                        "run.state", row.run_id, {"state": runs.CRASHED, "previous": runs.RUNNING}
+                    ),
+                )
+        except Exception:
+            log.exception("crash detection failed; retrying in %.0f s", interval)
+
+
+def create_app(
+    settings: Settings, on_admin_key: Callable[[str], None] = print_admin_key
+) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        context = await start(settings, on_admin_key)
+        app.state.context = context
+        reaper = asyncio.create_task(reap_crashed_runs(context))
+        log.info("assay server ready on %s:%s", settings.host, settings.port)
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+            await context.bus.close()
+            await context.db.close()
+
+    return Starlette(
+        routes=api.routes,
+        lifespan=lifespan,
+        exception_handlers={AssayError: api.error_response, Exception: api.internal_error},
+    )

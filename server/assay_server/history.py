@@ -1,0 +1,338 @@
+"""Metric history in columnar chunks: writing batches, reading and compacting.
+
+Each batch adds one chunk per metric it carries. A chunk holds the steps,
+timestamps, float64 payloads and (when needed) kind bytes of one metric, with
+its count, step range, min, max and NaN, infinity and null flags beside it,
+so a reader of one metric never touches another's rows. When a value is
+logged twice at one step, the later one wins: chunks are read in insertion
+order and the last occurrence of each step is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from assay import protocol
+from sqlalchemy import Double, bindparam, case, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from assay_server import schema
+from assay_server.batch import Batch, Column, Float64Array, Int64Array, UInt8Array
+from assay_server.downsample import downsample
+from assay_server.sql import insert_or_ignore
+
+#: A metric is compacted once it has this many chunks.
+COMPACT_AFTER = 64
+#: Compaction merges neighbouring chunks up to this many points.
+CHUNK_TARGET = 16_384
+
+
+class Series:
+    """One metric's history, sorted by step with one value per step."""
+
+    def __init__(
+        self,
+        steps: Int64Array,
+        times: Float64Array,
+        values: Float64Array,
+        kinds: UInt8Array,
+    ) -> None:
+        self.steps = steps
+        self.times = times
+        self.values = values
+        self.kinds = kinds
+
+    @classmethod
+    def from_chunks(cls, chunks: Sequence[Any]) -> Series:
+        steps = np.concatenate([np.frombuffer(c.steps, "<i8") for c in chunks])
+        times = np.concatenate([np.frombuffer(c.times, "<f8") for c in chunks])
+        values = np.concatenate([np.frombuffer(c.payload, "<f8") for c in chunks])
+        kinds = np.concatenate(
+            [
+                np.zeros(c.count, np.uint8) if c.kinds is None else np.frombuffer(c.kinds, "u1")
+                for c in chunks
+            ]
+        )
+        # np.unique keeps the first occurrence, so search the reversed arrays to
+        # keep the last value logged at each step.
+        _, reversed_index = np.unique(steps[::-1], return_index=True)
+        keep = len(steps) - 1 - reversed_index
+        return cls(steps[keep], times[keep], values[keep], kinds[keep])
+
+    def select(self, index: Int64Array) -> Series:
+        return Series(self.steps[index], self.times[index], self.values[index], self.kinds[index])
+
+    def between(self, min_step: int | None, max_step: int | None) -> Series:
+        low = 0 if min_step is None else int(np.searchsorted(self.steps, min_step, "left"))
+        high = (
+            len(self.steps)
+            if max_step is None
+            else int(np.searchsorted(self.steps, max_step, "right"))
+        )
+        return self.select(np.arange(low, high))
+
+
+async def ensure_metrics(
+    connection: AsyncConnection, run_pk: int, keys: Iterable[str], is_sqlite: bool
+) -> dict[str, int]:
+    """Return the metric ids of ``keys`` for a run, creating the missing ones."""
+    wanted = list(keys)
+    if not wanted:
+        return {}
+    await connection.execute(
+        insert_or_ignore(schema.metrics, is_sqlite),
+        [{"run_pk": run_pk, "key": key, "count": 0, "chunk_count": 0} for key in wanted],
+    )
+    ids: dict[str, int] = {}
+    for start in range(0, len(wanted), 1000):
+        rows = await connection.execute(
+            select(schema.metrics.c.key, schema.metrics.c.id).where(
+                schema.metrics.c.run_pk == run_pk,
+                schema.metrics.c.key.in_(wanted[start : start + 1000]),
+            )
+        )
+        ids.update({row.key: row.id for row in rows})
+    return ids
+
+
+async def claim_batch(
+    connection: AsyncConnection, run_pk: int, session: int, seq: int, is_sqlite: bool
+) -> bool:
+    """Record a batch number; False when it was stored before and must be skipped."""
+    result = await connection.execute(
+        insert_or_ignore(schema.batches, is_sqlite).values(
+            run_pk=run_pk, session=session, seq=seq, stored_at=time.time()
+        )
+    )
+    return bool(result.rowcount)
+
+
+async def write_batch(
+    connection: AsyncConnection, run_pk: int, batch: Batch, metric_ids: dict[str, int]
+) -> None:
+    """Store the columns of a claimed batch and fold them into each metric's summary."""
+    if not batch.columns:
+        return
+    await connection.execute(
+        schema.chunks.insert(), [_chunk_row(metric_ids[c.key], c) for c in batch.columns]
+    )
+    await connection.execute(
+        _SUMMARY_UPDATE, [_summary_params(metric_ids[c.key], c) for c in batch.columns]
+    )
+    if batch.max_step is not None:
+        next_step = batch.max_step + 1
+        await connection.execute(
+            update(schema.runs)
+            .where(schema.runs.c.pk == run_pk, schema.runs.c.next_step < next_step)
+            .values(next_step=next_step)
+        )
+
+
+def _typed(name: str) -> Any:
+    return bindparam(name, type_=Double())
+
+
+_m = schema.metrics.c
+_SUMMARY_UPDATE = (
+    update(schema.metrics)
+    .where(_m.id == bindparam("metric_id"))
+    .values(
+        count=_m.count + bindparam("n"),
+        chunk_count=_m.chunk_count + 1,
+        last_step=bindparam("last_step"),
+        last_value=_typed("last_value"),
+        last_kind=bindparam("last_kind"),
+        min_value=case(
+            (_typed("low").is_(None), _m.min_value),
+            (_m.min_value.is_(None), _typed("low")),
+            (_typed("low") < _m.min_value, _typed("low")),
+            else_=_m.min_value,
+        ),
+        max_value=case(
+            (_typed("high").is_(None), _m.max_value),
+            (_m.max_value.is_(None), _typed("high")),
+            (_typed("high") > _m.max_value, _typed("high")),
+            else_=_m.max_value,
+        ),
+        has_nan=_m.has_nan | bindparam("nan"),
+        has_inf=_m.has_inf | bindparam("inf"),
+        has_null=_m.has_null | bindparam("null"),
+    )
+)
+
+
+def _summary_params(metric_id: int, column: Column) -> dict[str, Any]:
+    return {
+        "metric_id": metric_id,
+        "n": column.count,
+        "last_step": column.last_step,
+        "last_value": column.last_value,
+        "last_kind": column.last_kind,
+        "low": column.value_min,
+        "high": column.value_max,
+        "nan": column.has_nan,
+        "inf": column.has_inf,
+        "null": column.has_null,
+    }
+
+
+def _chunk_row(metric_id: int, column: Column) -> dict[str, Any]:
+    return {
+        "metric_id": metric_id,
+        "count": column.count,
+        "step_min": int(column.steps.min()),
+        "step_max": int(column.steps.max()),
+        "value_min": column.value_min,
+        "value_max": column.value_max,
+        "has_nan": column.has_nan,
+        "has_inf": column.has_inf,
+        "has_null": column.has_null,
+        "steps": column.steps.astype("<i8").tobytes(),
+        "values": column.values.astype("<f8").tobytes(),
+        "kinds": None if column.kinds is None else column.kinds.tobytes(),
+        "times": column.times.astype("<f8").tobytes(),
+    }
+
+
+async def read_series(
+    connection: AsyncConnection,
+    run_pk: int,
+    keys: Sequence[str] | None,
+    min_step: int | None = None,
+    max_step: int | None = None,
+) -> dict[str, Series]:
+    """Read whole metrics of one run, touching only the chunks of ``keys``."""
+    query = select(schema.metrics.c.id, schema.metrics.c.key).where(
+        schema.metrics.c.run_pk == run_pk
+    )
+    if keys is not None:
+        query = query.where(schema.metrics.c.key.in_(list(keys)))
+    metric_rows = (await connection.execute(query.order_by(schema.metrics.c.key))).all()
+    series: dict[str, Series] = {}
+    for metric in metric_rows:
+        chunk_query = (
+            select(
+                schema.chunks.c.count,
+                schema.chunks.c.steps,
+                schema.chunks.c["values"].label("payload"),
+                schema.chunks.c.kinds,
+                schema.chunks.c.times,
+            )
+            .where(schema.chunks.c.metric_id == metric.id)
+            .order_by(schema.chunks.c.id)
+        )
+        if min_step is not None:
+            chunk_query = chunk_query.where(schema.chunks.c.step_max >= min_step)
+        if max_step is not None:
+            chunk_query = chunk_query.where(schema.chunks.c.step_min <= max_step)
+        chunk_rows = (await connection.execute(chunk_query)).all()
+        if chunk_rows:
+            series[metric.key] = Series.from_chunks(chunk_rows).between(min_step, max_step)
+    return series
+
+
+def history_rows(series: dict[str, Series], samples: int | None) -> list[dict[str, Any]]:
+    """Join metrics into rows keyed by step, as ``Run.history()`` returns them.
+
+    A metric that was not logged at a step is absent from that row; a logged
+    null is present as None. ``_timestamp`` is the latest time any of the
+    row's metrics was logged.
+    """
+    rows: dict[int, dict[str, Any]] = {}
+    for key, one in series.items():
+        if samples is not None:
+            one = one.select(downsample(one.values, one.kinds, samples))
+        for step, timestamp, value, kind in zip(
+            one.steps.tolist(),
+            one.times.tolist(),
+            one.values.tolist(),
+            one.kinds.tolist(),
+            strict=True,
+        ):
+            row = rows.get(step)
+            if row is None:
+                row = rows[step] = {"step": step, "_timestamp": timestamp}
+            elif timestamp > row["_timestamp"]:
+                row["_timestamp"] = timestamp
+            row[key] = protocol.decode_value(value, kind)
+    return [rows[step] for step in sorted(rows)]
+
+
+async def compactable_metrics(connection: AsyncConnection, run_pk: int) -> list[int]:
+    rows = await connection.execute(
+        select(schema.metrics.c.id).where(
+            schema.metrics.c.run_pk == run_pk, schema.metrics.c.chunk_count >= COMPACT_AFTER
+        )
+    )
+    return [row.id for row in rows]
+
+
+async def compact_metric(connection: AsyncConnection, metric_id: int) -> int:
+    """Merge runs of neighbouring small chunks; return how many chunks were removed.
+
+    Only neighbours merge, and their points keep their order inside the merged
+    chunk, which takes the place of the first, so "the later value wins" holds.
+    """
+    c = schema.chunks.c
+    layout = (
+        await connection.execute(
+            select(c.id, c.count).where(c.metric_id == metric_id).order_by(c.id)
+        )
+    ).all()
+    groups: list[list[int]] = []
+    current: list[int] = []
+    size = 0
+    for chunk_id, count in layout:
+        if count >= CHUNK_TARGET // 2 or size + count > CHUNK_TARGET:
+            groups.append(current)
+            current, size = [], 0
+        if count < CHUNK_TARGET // 2:
+            current.append(chunk_id)
+            size += count
+    groups.append(current)
+    removed = 0
+    for group in (g for g in groups if len(g) > 1):
+        await _merge_chunks(connection, group)
+        removed += len(group) - 1
+    await connection.execute(
+        update(schema.metrics)
+        .where(schema.metrics.c.id == metric_id)
+        .values(chunk_count=len(layout) - removed)
+    )
+    return removed
+
+
+async def _merge_chunks(connection: AsyncConnection, chunk_ids: list[int]) -> None:
+    c = schema.chunks.c
+    rows = (
+        await connection.execute(select(schema.chunks).where(c.id.in_(chunk_ids)).order_by(c.id))
+    ).all()
+    kinds = [
+        np.zeros(row.count, np.uint8) if row.kinds is None else np.frombuffer(row.kinds, "u1")
+        for row in rows
+    ]
+    merged_kinds = np.concatenate(kinds)
+    lows = [row.value_min for row in rows if row.value_min is not None]
+    highs = [row.value_max for row in rows if row.value_max is not None]
+    await connection.execute(
+        update(schema.chunks)
+        .where(c.id == chunk_ids[0])
+        .values(
+            count=sum(row.count for row in rows),
+            step_min=min(row.step_min for row in rows),
+            step_max=max(row.step_max for row in rows),
+            value_min=min(lows) if lows else None,
+            value_max=max(highs) if highs else None,
+            has_nan=any(row.has_nan for row in rows),
+            has_inf=any(row.has_inf for row in rows),
+            has_null=any(row.has_null for row in rows),
+            steps=b"".join(row.steps for row in rows),
+            values=b"".join(row._mapping["values"] for row in rows),
+            kinds=merged_kinds.tobytes() if merged_kinds.any() else None,
+            times=b"".join(row.times for row in rows),
+        )
+    )
+    await connection.execute(delete(schema.chunks).where(c.id.in_(chunk_ids[1:])))

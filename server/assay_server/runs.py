@@ -1,0 +1,334 @@
+"""Projects and runs: creation, resume, state changes and reads."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from assay.protocol import tag_floats, untag_floats
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from assay_server import schema
+from assay_server.errors import Conflict, NotFound
+from assay_server.sql import insert_or_ignore
+
+RUNNING = "running"
+FINISHED = "finished"
+FAILED = "failed"
+CRASHED = "crashed"
+STATES = (RUNNING, FINISHED, FAILED, CRASHED)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What an SDK's ``hello`` says about the run it wants to write."""
+
+    project: str
+    run_id: str
+    name: str | None
+    config: dict[str, Any]
+    tags: list[str]
+    group: str | None
+    notes: str | None
+    resume: str
+    session: int
+
+
+@dataclass(frozen=True)
+class AttachedRun:
+    pk: int
+    project_id: int
+    project: str
+    run_id: str
+    created: bool
+    previous_state: str | None
+    next_step: int
+
+
+async def ensure_project(
+    connection: AsyncConnection, name: str, owner_id: int, is_sqlite: bool
+) -> int:
+    await connection.execute(
+        insert_or_ignore(schema.projects, is_sqlite).values(
+            name=name, owner_id=owner_id, created_at=time.time()
+        )
+    )
+    project_id = await connection.scalar(
+        select(schema.projects.c.id).where(schema.projects.c.name == name)
+    )
+    assert project_id is not None
+    return int(project_id)
+
+
+async def attach_run(
+    connection: AsyncConnection, spec: RunSpec, owner_id: int, is_sqlite: bool
+) -> AttachedRun:
+    """Create the run of ``spec`` or resume it, as its ``resume`` mode allows."""
+    project_id = await ensure_project(connection, spec.project, owner_id, is_sqlite)
+    query = select(schema.runs).where(
+        schema.runs.c.project_id == project_id, schema.runs.c.run_id == spec.run_id
+    )
+    if not is_sqlite:
+        query = query.with_for_update()
+    existing = (await connection.execute(query)).first()
+    now = time.time()
+    if existing is None:
+        if spec.resume == "must":
+            raise NotFound(
+                f"run {spec.run_id!r} does not exist in project {spec.project!r}; "
+                "resume='must' only continues an existing run, use resume='allow' to create it",
+                code="run_not_found",
+            )
+        result = await connection.execute(
+            schema.runs.insert().values(
+                project_id=project_id,
+                run_id=spec.run_id,
+                name=spec.name or spec.run_id,
+                state=RUNNING,
+                config=tag_floats(spec.config),
+                summary={},
+                tags=spec.tags,
+                group_name=spec.group,
+                notes=spec.notes,
+                created_at=now,
+                heartbeat_at=now,
+                next_step=0,
+                session=spec.session,
+            )
+        )
+        pk = int(result.inserted_primary_key[0])  # type: ignore[index]
+        return AttachedRun(pk, project_id, spec.project, spec.run_id, True, None, 0)
+
+    if spec.resume == "never" and existing.session != spec.session:
+        raise Conflict(
+            f"run {spec.run_id!r} already exists in project {spec.project!r}; "
+            "pass resume='allow' or resume='must' to continue it, or choose another id",
+            code="run_exists",
+        )
+    changes: dict[str, Any] = {"state": RUNNING, "heartbeat_at": now, "session": spec.session}
+    changes.update(
+        finished_at=None,
+        exit_code=None,
+        config=tag_floats({**untag_floats(existing.config), **spec.config}),
+    )
+    if spec.name:
+        changes["name"] = spec.name
+    if spec.tags:
+        changes["tags"] = spec.tags
+    if spec.group is not None:
+        changes["group_name"] = spec.group
+    if spec.notes is not None:
+        changes["notes"] = spec.notes
+    await connection.execute(
+        update(schema.runs).where(schema.runs.c.pk == existing.pk).values(**changes)
+    )
+    return AttachedRun(
+        existing.pk,
+        project_id,
+        spec.project,
+        spec.run_id,
+        False,
+        existing.state,
+        int(existing.next_step),
+    )
+
+
+async def touch(connection: AsyncConnection, run_pk: int) -> str | None:
+    """Record a heartbeat; return the previous state when this revives a crashed run."""
+    state = await connection.scalar(select(schema.runs.c.state).where(schema.runs.c.pk == run_pk))
+    values: dict[str, Any] = {"heartbeat_at": time.time()}
+    if state == CRASHED:
+        values["state"] = RUNNING
+    await connection.execute(
+        update(schema.runs).where(schema.runs.c.pk == run_pk).values(**values)
+    )
+    return state if state == CRASHED else None
+
+
+async def finish_run(connection: AsyncConnection, run_pk: int, exit_code: int) -> str:
+    state = FINISHED if exit_code == 0 else FAILED
+    now = time.time()
+    await connection.execute(
+        update(schema.runs)
+        .where(schema.runs.c.pk == run_pk)
+        .values(state=state, exit_code=exit_code, finished_at=now, heartbeat_at=now)
+    )
+    return state
+
+
+async def mark_crashed(connection: AsyncConnection, timeout: float) -> list[Row[Any]]:
+    """Mark running runs without a heartbeat for ``timeout`` seconds as crashed.
+
+    The UPDATE selects and changes the rows in one statement, so when several
+    instances run it at once each run is reported by exactly one of them.
+    """
+    now = time.time()
+    result = await connection.execute(
+        update(schema.runs)
+        .where(
+            schema.runs.c.state == RUNNING,
+            schema.runs.c.heartbeat_at < now - timeout,
+        )
+        .values(state=CRASHED, finished_at=now)
+        .returning(schema.runs.c.project_id, schema.runs.c.run_id)
+    )
+    return list(result.all())
+
+
+async def merge_documents(
+    connection: AsyncConnection,
+    run_pk: int,
+    config: dict[str, Any] | None,
+    summary: dict[str, Any] | None,
+) -> None:
+    """Apply ``config`` and ``summary`` updates key by key, as ``dict.update`` does."""
+    row = (
+        await connection.execute(
+            select(schema.runs.c.config, schema.runs.c.summary).where(schema.runs.c.pk == run_pk)
+        )
+    ).one()
+    values: dict[str, Any] = {}
+    if config:
+        values["config"] = {**row.config, **tag_floats(config)}
+    if summary:
+        values["summary"] = {**row.summary, **tag_floats(summary)}
+    if values:
+        await connection.execute(
+            update(schema.runs).where(schema.runs.c.pk == run_pk).values(**values)
+        )
+
+
+async def list_projects(connection: AsyncConnection) -> list[dict[str, Any]]:
+    run_count = (
+        select(func.count())
+        .where(schema.runs.c.project_id == schema.projects.c.id)
+        .scalar_subquery()
+    )
+    rows = await connection.execute(
+        select(
+            schema.projects.c.name, schema.projects.c.created_at, run_count.label("runs")
+        ).order_by(schema.projects.c.name)
+    )
+    return [
+        {"name": row.name, "created_at": row.created_at, "run_count": row.runs} for row in rows
+    ]
+
+
+async def project_id(connection: AsyncConnection, name: str) -> int:
+    found = await connection.scalar(
+        select(schema.projects.c.id).where(schema.projects.c.name == name)
+    )
+    if found is None:
+        raise NotFound(f"project {name!r} does not exist", code="project_not_found")
+    return int(found)
+
+
+async def list_runs(
+    connection: AsyncConnection, project: str, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    pid = await project_id(connection, project)
+    rows = (
+        await connection.execute(
+            select(schema.runs)
+            .where(schema.runs.c.project_id == pid)
+            .order_by(schema.runs.c.created_at.desc(), schema.runs.c.pk.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+    ).all()
+    summaries = await _summaries(connection, [row.pk for row in rows])
+    return [_run_dict(project, row, summaries.get(row.pk, {})) for row in rows]
+
+
+async def get_run(connection: AsyncConnection, project: str, run_id: str) -> dict[str, Any]:
+    row = await run_row(connection, project, run_id)
+    summaries = await _summaries(connection, [row.pk])
+    return _run_dict(project, row, summaries.get(row.pk, {}))
+
+
+async def run_row(connection: AsyncConnection, project: str, run_id: str) -> Row[Any]:
+    pid = await project_id(connection, project)
+    row = (
+        await connection.execute(
+            select(schema.runs).where(
+                and_(schema.runs.c.project_id == pid, schema.runs.c.run_id == run_id)
+            )
+        )
+    ).first()
+    if row is None:
+        raise NotFound(
+            f"run {run_id!r} does not exist in project {project!r}", code="run_not_found"
+        )
+    return row
+
+
+async def metric_stats(connection: AsyncConnection, run_pk: int) -> dict[str, dict[str, Any]]:
+    """Per-metric count, last, min, max and whether NaN, infinity or null was logged."""
+    rows = await connection.execute(
+        select(schema.metrics).where(schema.metrics.c.run_pk == run_pk).order_by("key")
+    )
+    return {
+        row.key: {
+            "count": row.count,
+            "last_step": row.last_step,
+            "last": _sql_value(row.last_value, row.last_kind),
+            "min": row.min_value,
+            "max": row.max_value,
+            "has_nan": row.has_nan,
+            "has_inf": row.has_inf,
+            "has_null": row.has_null,
+        }
+        for row in rows
+    }
+
+
+async def _summaries(connection: AsyncConnection, run_pks: list[int]) -> dict[int, dict[str, Any]]:
+    if not run_pks:
+        return {}
+    rows = await connection.execute(
+        select(
+            schema.metrics.c.run_pk,
+            schema.metrics.c.key,
+            schema.metrics.c.last_value,
+            schema.metrics.c.last_kind,
+        ).where(schema.metrics.c.run_pk.in_(run_pks))
+    )
+    summaries: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        summaries.setdefault(row.run_pk, {})[row.key] = _sql_value(row.last_value, row.last_kind)
+    return summaries
+
+
+def _sql_value(value: float | None, kind: int | None) -> float | int | bool | None:
+    if kind == schema.SQL_KIND_NAN:
+        return float("nan")
+    if kind == schema.SQL_KIND_NULL or value is None:
+        return None
+    if kind == schema.SQL_KIND_INT:
+        return int(value)
+    if kind == schema.SQL_KIND_BOOL:
+        return value != 0
+    return float(value)
+
+
+def _run_dict(project: str, row: Row[Any], logged: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row.run_id,
+        "project": project,
+        "name": row.name,
+        "state": row.state,
+        "config": untag_floats(row.config),
+        # Values set through run.summary take precedence over the last logged ones.
+        "summary": {**logged, **untag_floats(row.summary)},
+        "tags": list(row.tags),
+        "group": row.group_name,
+        "notes": row.notes,
+        "created_at": row.created_at,
+        "heartbeat_at": row.heartbeat_at,
+        "finished_at": row.finished_at,
+        "exit_code": row.exit_code,
+        "next_step": row.next_step,
+    }

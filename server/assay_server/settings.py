@@ -1,0 +1,181 @@
+"""Server settings, read once at start-up from the environment and the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting with a value the server cannot use."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table: name, environment variable and help text."""
+
+    name: str
+    env: str
+    help: str
+
+
+def _field(default: Any, env: str, help: str) -> Any:
+    return field(default=default, metadata={"env": env, "help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = _field("127.0.0.1", "ASSAY_HOST", "Address to listen on.")
+    port: int = _field(8080, "ASSAY_PORT", "TCP port to listen on.")
+    data_dir: Path = _field(
+        Path(".assay"),
+        "ASSAY_DATA_DIR",
+        "Directory for the embedded SQLite database when no database URL is set.",
+    )
+    database_url: str | None = _field(
+        None,
+        "ASSAY_DATABASE_URL",
+        "PostgreSQL or SQLite URL, e.g. postgresql://user@host/db. "
+        "Default: a SQLite file in the data directory.",
+    )
+    redis_url: str | None = _field(
+        None,
+        "ASSAY_REDIS_URL",
+        "Redis URL, e.g. redis://host:6379/0. Default: an in-process bus, one instance only.",
+    )
+    redis_prefix: str = _field(
+        "assay:", "ASSAY_REDIS_PREFIX", "Prefix of every Redis key this server writes."
+    )
+    bootstrap_api_key: str | None = _field(
+        None,
+        "ASSAY_BOOTSTRAP_API_KEY",
+        "API key of the admin account created when the database has no users. "
+        "Default: a generated key, printed once.",
+    )
+    db_pool_size: int = _field(
+        20, "ASSAY_DB_POOL_SIZE", "Database connections per server process (PostgreSQL)."
+    )
+    heartbeat_interval: float = _field(
+        5.0, "ASSAY_HEARTBEAT_INTERVAL", "Seconds between SDK heartbeats, sent to each SDK."
+    )
+    crash_timeout: float = _field(
+        60.0,
+        "ASSAY_CRASH_TIMEOUT",
+        "Seconds without a heartbeat after which a running run is marked crashed.",
+    )
+    live_stream_length: int = _field(
+        10_000,
+        "ASSAY_LIVE_STREAM_LENGTH",
+        "Approximate number of batches kept in each run's Redis live stream.",
+    )
+    event_stream_length: int = _field(
+        100_000,
+        "ASSAY_EVENT_STREAM_LENGTH",
+        "Approximate number of events kept in each project's Redis event stream.",
+    )
+    log_level: str = _field("info", "ASSAY_LOG_LEVEL", "Logging level of the server.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL with its async driver, derived from ``database_url``."""
+        if self.database_url is None:
+            return f"sqlite+aiosqlite:///{(self.data_dir / 'assay.db').resolve()}"
+        return async_database_url(self.database_url)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``environ`` (default: ``os.environ``), then ``overrides``.
+
+        Overrides whose value is None are ignored, so unset command-line options
+        fall back to the environment and then to the defaults.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for item in dataclasses.fields(cls):
+            raw = environ.get(item.metadata["env"])
+            if raw is not None and raw != "":
+                values[item.name] = _cast(item, raw)
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not 0 < self.port < 65536:
+            raise SettingsError(f"port must be between 1 and 65535, got {self.port!r}")
+        if self.bootstrap_api_key is not None and len(self.bootstrap_api_key) < 16:
+            raise SettingsError(
+                "ASSAY_BOOTSTRAP_API_KEY must be at least 16 characters long; "
+                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        if self.crash_timeout <= self.heartbeat_interval:
+            raise SettingsError(
+                f"ASSAY_CRASH_TIMEOUT ({self.crash_timeout!r}) must be longer than "
+                f"ASSAY_HEARTBEAT_INTERVAL ({self.heartbeat_interval!r})"
+            )
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise SettingsError(
+                f"ASSAY_REDIS_URL must start with redis://, rediss:// or unix://, "
+                f"got {self.redis_url!r}"
+            )
+        async_database_url(self.resolved_database_url)
+
+
+def table() -> list[Setting]:
+    """Every setting with its environment variable and help text, for docs and --help."""
+    return [
+        Setting(item.name, item.metadata["env"], item.metadata["help"])
+        for item in dataclasses.fields(Settings)
+    ]
+
+
+_ASYNC_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+
+def async_database_url(url: str) -> str:
+    """Rewrite a standard database URL to name the async driver the server uses."""
+    scheme, separator, rest = url.partition("://")
+    driver = _ASYNC_DRIVERS.get(scheme.lower())
+    if not separator or driver is None:
+        raise SettingsError(
+            f"ASSAY_DATABASE_URL must be a postgresql:// or sqlite:/// URL, got {_hide(url)!r}"
+        )
+    return f"{driver}://{rest}"
+
+
+def _hide(url: str) -> str:
+    """Mask the password of a URL so that error messages can show the rest."""
+    scheme, separator, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{separator}{user}:***@{location}"
+
+
+def _cast(item: dataclasses.Field[Any], raw: str) -> Any:
+    kind = item.type if isinstance(item.type, str) else getattr(item.type, "__name__", "")
+    casts: dict[str, Callable[[str], Any]] = {
+        "int": int,
+        "float": float,
+        "Path": Path,
+    }
+    cast = casts.get(kind.replace(" | None", ""), str)
+    try:
+        return cast(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{item.metadata['env']} must be {kind.replace(' | None', '')}, got {raw!r}"
+        ) from None

@@ -1,0 +1,238 @@
+"""The SDK against a real server: logging, steps, documents and run states."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import assay
+import pytest
+from conftest import RunningServer
+
+
+def start_run(server: RunningServer, tmp_path: Path, **kwargs: Any) -> assay.Run:
+    return assay.init(
+        kwargs.pop("project", "tests"),
+        server=server.url,
+        api_key=server.api_key,
+        spool_dir=tmp_path / "spool",
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def reader(server: RunningServer) -> Iterator[assay.Api]:
+    with assay.Api(server=server.url, api_key=server.api_key) as client:
+        yield client
+
+
+def test_four_special_values_read_back_exactly(
+    server: RunningServer, tmp_path: Path, reader: assay.Api
+) -> None:
+    run = start_run(server, tmp_path)
+    for step, value in enumerate([1.0, math.nan, math.inf, -math.inf, None, 0.5]):
+        run.log({"loss": value}, step=step)
+    run.finish()
+
+    rows = reader.run("tests", run.id).history(keys=["loss"])
+
+    assert [row["step"] for row in rows] == [0, 1, 2, 3, 4, 5]
+    values = [row["loss"] for row in rows]
+    assert values[0] == 1.0
+    assert isinstance(values[1], float) and math.isnan(values[1])
+    assert values[2] == math.inf
+    assert values[3] == -math.inf
+    assert values[4] is None
+    assert "loss" in rows[4]
+    assert values[5] == 0.5
+
+
+def test_int_and_bool_values_keep_their_type(
+    server: RunningServer, tmp_path: Path, reader: assay.Api
+) -> None:
+    run = start_run(server, tmp_path)
+    run.log({"count": 2**53, "flag": True, "zero": 0})
+    run.finish()
+
+    row = reader.run("tests", run.id).history()[0]
+
+    assert row["count"] == 2**53 and type(row["count"]) is int
+    assert row["flag"] is True
+    assert row["zero"] == 0 and type(row["zero"]) is int
+
+
+def test_absent_key_is_missing_from_row(
+    server: RunningServer, tmp_path: Path, reader: assay.Api
+) -> None:
+    run = start_run(server, tmp_path)
+    run.log({"a": 1.0, "b": 2.0})
+    run.log({"a": 3.0})
+    run.finish()
+
+    rows = reader.run("tests", run.id).history()
+
+    assert rows[0] == {"step": 0, "_timestamp": rows[0]["_timestamp"], "a": 1.0, "b": 2.0}
+    assert "b" not in rows[1]
+
+
+def test_step_counts_up_from_highest(
+    server: RunningServer, tmp_path: Path, reader: assay.Api
+) -> None:
+    run = start_run(server, tmp_path)
+    run.log({"x": 0.0})
+    run.log({"x": 10.0}, step=10)
+    run.log({"x": 3.0}, step=3)
+    run.log({"x": 11.0})
+    run.finish()
+
+    rows = reader.run("tests", run.id).history()
+
+    assert [(row["step"], row["x"]) for row in rows] == [
+        (0, 0.0),
+        (3, 3.0),
+        (10, 10.0),
+        (11, 11.0),
+    ]
+
+
+def test_same_step_keeps_later_value(
+    server: RunningServer, tmp_path: Path, reader: assay.Api
+) -> None:
+    run = start_run(server, tmp_path)
+    run.log({"x": 1.0}, step=5)
+    run.log({"x": 2.0, "y": 7.0}, step=5)
+    run.finish()
+    late = start_run(server, tmp_path, id=run.id, resume="must")
+    late.log({"x": 3.0}, step=5)
+    late.finish()
+
+    rows = reader.run("tests", run.id).history()
+
+    assert rows == [{"step": 5, "_timestamp": rows[0]["_timestamp"], "x": 3.0, "y": 7.0}]
+
+
+def test_nested_dicts_become_slash_keys(
+    server: RunningServer, tmp_path: Path, reader: assay.Api
+) -> None:
+    run = start_run(server, tmp_path)
+    run.log({"train": {"loss": 0.5, "inner": {"acc": 0.9}}, "lr": 0.1})
+    run.finish()
+
+    row = reader.run("tests", run.id).history()[0]
+
+    assert row["train/loss"] == 0.5
+    assert row["train/inner/acc"] == 0.9
+    assert row["lr"] == 0.1
+
+
+def test_config_and_summary_updates_reach_server(
+    server: RunningServer, tmp_path: Path, reader: assay.Api
+) -> None:
+    run = start_run(server, tmp_path, config={"lr": 0.1, "eps": math.inf}, tags=["a", "b"])
+    run.config["batch_size"] = 32
+    run.config.update({"lr": 0.2})
+    run.log({"loss": 1.0})
+    run.log({"loss": 0.25})
+    run.summary["best"] = math.nan
+    run.finish()
+
+    fetched = reader.run("tests", run.id)
+
+    assert fetched.config == {"lr": 0.2, "eps": math.inf, "batch_size": 32}
+    assert fetched.summary["loss"] == 0.25
+    assert math.isnan(fetched.summary["best"])
+    assert fetched.tags == ["a", "b"]
+    assert fetched.state == "finished"
+    assert fetched.exit_code == 0
+
+
+def test_summary_statistics_per_metric(
+    server: RunningServer, tmp_path: Path, reader: assay.Api
+) -> None:
+    run = start_run(server, tmp_path)
+    for value in [3.0, math.nan, -1.0, math.inf, None, 2.0]:
+        run.log({"loss": value})
+    run.finish()
+
+    stats = reader.run("tests", run.id).metrics()["loss"]
+
+    assert stats["count"] == 6
+    assert stats["last"] == 2.0
+    assert stats["min"] == -1.0
+    assert stats["max"] == math.inf
+    assert stats["has_nan"] is True
+    assert stats["has_inf"] is True
+    assert stats["has_null"] is True
+
+
+def test_exception_in_context_marks_failed(
+    server: RunningServer, tmp_path: Path, reader: assay.Api
+) -> None:
+    with pytest.raises(ZeroDivisionError), start_run(server, tmp_path) as run:
+        run.log({"loss": 1.0})
+        1 / 0  # noqa: B018
+
+    fetched = reader.run("tests", run.id)
+
+    assert fetched.state == "failed"
+    assert fetched.exit_code == 1
+
+
+def test_finish_with_nonzero_exit_code_marks_failed(
+    server: RunningServer, tmp_path: Path, reader: assay.Api
+) -> None:
+    run = start_run(server, tmp_path)
+    run.finish(exit_code=3)
+
+    assert reader.run("tests", run.id).state == "failed"
+
+
+def test_resume_continues_history_and_step(
+    server: RunningServer, tmp_path: Path, reader: assay.Api
+) -> None:
+    first = start_run(server, tmp_path, id="resumable", name="first")
+    for _ in range(5):
+        first.log({"loss": 1.0})
+    first.finish()
+
+    second = start_run(server, tmp_path, id="resumable", resume="must")
+    second.log({"loss": 0.5})
+    second.finish()
+
+    rows = reader.run("tests", "resumable").history()
+    assert [row["step"] for row in rows] == [0, 1, 2, 3, 4, 5]
+    assert rows[-1]["loss"] == 0.5
+    assert reader.run("tests", "resumable").name == "first"
+
+
+def test_existing_id_without_resume_is_rejected(server: RunningServer, tmp_path: Path) -> None:
+    start_run(server, tmp_path, id="taken").finish()
+
+    with pytest.raises(assay.ConflictError, match="resume='allow'"):
+        start_run(server, tmp_path, id="taken")
+
+
+def test_resume_must_of_unknown_run_is_rejected(server: RunningServer, tmp_path: Path) -> None:
+    with pytest.raises(assay.NotFoundError, match="does not exist"):
+        start_run(server, tmp_path, id="ghost", resume="must")
+
+
+def test_wrong_api_key_is_rejected_at_init(server: RunningServer, tmp_path: Path) -> None:
+    with pytest.raises(assay.AuthenticationError, match="invalid or revoked API key"):
+        assay.init("tests", server=server.url, api_key="wrong", spool_dir=tmp_path)
+
+
+def test_runs_and_projects_are_listed(
+    server: RunningServer, tmp_path: Path, reader: assay.Api
+) -> None:
+    for name in ("one", "two"):
+        start_run(server, tmp_path, project="listing", name=name, group="g").finish()
+
+    client = reader
+    assert [p["name"] for p in client.projects()] == ["listing"]
+    assert client.projects()[0]["run_count"] == 2
+    runs = client.runs("listing")
+    assert sorted(run.name for run in runs) == ["one", "two"]
+    assert all(run.group == "g" and run.created_at <= run.heartbeat_at for run in runs)

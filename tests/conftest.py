@@ -1,0 +1,307 @@
+"""Fixtures: real Redis and PostgreSQL, fresh databases, and running servers.
+
+Redis and PostgreSQL are used where they answer on their standard loopback
+ports (or at ``ASSAY_TEST_REDIS_URL`` / ``ASSAY_TEST_POSTGRES_URL``); otherwise
+pytest-redis and pytest-postgresql start private ones from the installed
+binaries. Each test gets its own PostgreSQL database, cloned from a migrated
+template, and its own Redis key prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import glob
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import psycopg
+import pytest
+import redis
+import uvicorn
+from pytest_postgresql import factories as postgresql_factories
+
+from assay_server.app import create_app
+from assay_server.database import Database
+from assay_server.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pg_ctl() -> str | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return found[-1] if found else shutil.which("pg_ctl")
+
+
+postgresql_fallback = postgresql_factories.postgresql_proc(executable=_pg_ctl(), port=None)
+
+
+def answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> str:
+    explicit = os.environ.get("ASSAY_TEST_REDIS_URL")
+    if explicit:
+        return explicit
+    if answers("127.0.0.1", 6379):
+        return "redis://127.0.0.1:6379/0"
+    process = request.getfixturevalue("redis_proc")
+    return f"redis://{process.host}:{process.port}/0"
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(request: pytest.FixtureRequest) -> str:
+    explicit = os.environ.get("ASSAY_TEST_POSTGRES_URL")
+    if explicit:
+        return explicit
+    if answers("127.0.0.1", 5432):
+        return "postgresql://postgres@127.0.0.1:5432/postgres"
+    process = request.getfixturevalue("postgresql_fallback")
+    return f"postgresql://{process.user}@{process.host}:{process.port}/postgres"
+
+
+def database_url(admin_url: str, name: str) -> str:
+    parts = urlsplit(admin_url)
+    return parts._replace(path=f"/{name}").geturl()
+
+
+def admin_execute(admin_url: str, statement: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(statement)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_admin_url: str) -> Iterator[str]:
+    """A migrated database that every test's database is cloned from."""
+    name = f"assay_template_{secrets.token_hex(4)}"
+    admin_execute(postgres_admin_url, f"CREATE DATABASE {name}")
+    database = Database(
+        Settings(database_url=database_url(postgres_admin_url, name)).resolved_database_url
+    )
+
+    async def migrate() -> None:
+        await database.upgrade()
+        await database.close()
+
+    asyncio.run(migrate())
+    yield name
+    admin_execute(postgres_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url: str, postgres_template: str) -> Iterator[str]:
+    name = f"assay_test_{secrets.token_hex(6)}"
+    admin_execute(postgres_admin_url, f"CREATE DATABASE {name} TEMPLATE {postgres_template}")
+    yield database_url(postgres_admin_url, name)
+    admin_execute(postgres_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    prefix = f"assay-test:{secrets.token_hex(6)}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+ADMIN_KEY_PREFIX = "test-admin-key-"
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        bootstrap_api_key=ADMIN_KEY_PREFIX + secrets.token_hex(8),
+    )
+
+
+@pytest.fixture
+def postgres_settings(
+    tmp_path: Path, postgres_url: str, redis_url: str, redis_prefix: str
+) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=postgres_url,
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        bootstrap_api_key=ADMIN_KEY_PREFIX + secrets.token_hex(8),
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def settings(request: pytest.FixtureRequest) -> Settings:
+    """Settings for the embedded default, then for PostgreSQL with Redis."""
+    return request.getfixturevalue(f"{request.param}_settings")  # type: ignore[no-any-return]
+
+
+@dataclass
+class RunningServer:
+    url: str
+    api_key: str
+    settings: Settings
+
+    def client(self, api_key: str | None = None) -> httpx.Client:
+        key = self.api_key if api_key is None else api_key
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+
+
+class ThreadServer:
+    """uvicorn serving the app in a thread of the test process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        port = self.sock.getsockname()[1]
+        self.settings = dataclasses.replace(settings, port=port)
+        config = uvicorn.Config(
+            create_app(self.settings, on_admin_key=lambda key: None),
+            ws="websockets-sansio",
+            ws_max_size=16 * 1024 * 1024,
+            log_config=None,
+            lifespan="on",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]})
+
+    def start(self) -> RunningServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        assert self.settings.bootstrap_api_key is not None
+        return RunningServer(
+            f"http://127.0.0.1:{self.settings.port}",
+            self.settings.bootstrap_api_key,
+            self.settings,
+        )
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.sock.close()
+
+
+@pytest.fixture
+def start_server() -> Iterator[Any]:
+    """Start servers for ``Settings``; all are stopped when the test ends."""
+    started: list[ThreadServer] = []
+
+    def start(settings: Settings) -> RunningServer:
+        server = ThreadServer(settings)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(settings: Settings, start_server: Any) -> RunningServer:
+    """A server on the embedded default, then on PostgreSQL with Redis."""
+    return start_server(settings)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def sqlite_server(sqlite_settings: Settings, start_server: Any) -> RunningServer:
+    return start_server(sqlite_settings)  # type: ignore[no-any-return]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """``assay serve`` in a child process, for tests that kill it."""
+
+    def __init__(self, settings: Settings, port: int, log_path: Path) -> None:
+        self.settings = settings
+        self.port = port
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {**os.environ, **settings_env(self.settings), "ASSAY_PORT": str(self.port)}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "assay", "serve"], env=env, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"assay serve did not start; see {self.log_path}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {}
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if value is not None:
+            env[field.metadata["env"]] = str(value)
+    return env
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[Any]:
+    """Build ``ServerProcess`` objects that are stopped when the test ends."""
+    made: list[ServerProcess] = []
+
+    def make(settings: Settings) -> ServerProcess:
+        process = ServerProcess(settings, free_port(), tmp_path / f"server-{len(made)}.log")
+        made.append(process)
+        return process
+
+    yield make
+    for process in made:
+        process.stop()
