@@ -10,6 +10,7 @@ template, and its own Redis key prefix.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import glob
 import os
@@ -32,11 +33,10 @@ import psycopg
 import pytest
 import redis
 import uvicorn
-from pytest_postgresql import factories as postgresql_factories
-
 from assay_server.app import create_app
 from assay_server.database import Database
 from assay_server.settings import Settings
+from pytest_postgresql import factories as postgresql_factories
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,7 +102,9 @@ def postgres_template(postgres_admin_url: str) -> Iterator[str]:
         await database.upgrade()
         await database.close()
 
-    asyncio.run(migrate())
+    # A thread of its own, since an async test may be the first to need this.
+    with concurrent.futures.ThreadPoolExecutor(1) as executor:
+        executor.submit(asyncio.run, migrate()).result()
     yield name
     admin_execute(postgres_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
@@ -161,6 +163,11 @@ class RunningServer:
     url: str
     api_key: str
     settings: Settings
+    app: Any = None
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     def client(self, api_key: str | None = None) -> httpx.Client:
         key = self.api_key if api_key is None else api_key
@@ -172,13 +179,13 @@ class RunningServer:
 class ThreadServer:
     """uvicorn serving the app in a thread of the test process."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+    def __init__(self, settings: Settings, port: int = 0) -> None:
+        self.sock = socket.create_server(("127.0.0.1", port))
         port = self.sock.getsockname()[1]
         self.settings = dataclasses.replace(settings, port=port)
+        self.app = create_app(self.settings, on_admin_key=lambda key: None)
         config = uvicorn.Config(
-            create_app(self.settings, on_admin_key=lambda key: None),
+            self.app,
             ws="websockets-sansio",
             ws_max_size=16 * 1024 * 1024,
             log_config=None,
@@ -199,6 +206,7 @@ class ThreadServer:
             f"http://127.0.0.1:{self.settings.port}",
             self.settings.bootstrap_api_key,
             self.settings,
+            self.app,
         )
 
     def stop(self) -> None:
@@ -209,11 +217,14 @@ class ThreadServer:
 
 @pytest.fixture
 def start_server() -> Iterator[Any]:
-    """Start servers for ``Settings``; all are stopped when the test ends."""
+    """Start servers for ``Settings`` (on ``port``, default any free one).
+
+    All of them are stopped when the test ends.
+    """
     started: list[ThreadServer] = []
 
-    def start(settings: Settings) -> RunningServer:
-        server = ThreadServer(settings)
+    def start(settings: Settings, port: int = 0) -> RunningServer:
+        server = ThreadServer(settings, port)
         started.append(server)
         return server.start()
 

@@ -1,0 +1,124 @@
+"""Offline runs, spooling while the server is away, and ``assay sync``."""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import assay
+import pytest
+from assay._cli import main as assay_cli
+from assay_server.settings import Settings
+from conftest import RunningServer
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def history(server: RunningServer, project: str, run_id: str) -> tuple[str, list[dict[str, Any]]]:
+    with assay.Api(server=server.url, api_key=server.api_key) as api:
+        run = api.run(project, run_id)
+        return run.state, run.history()
+
+
+def sync(path: Path, server: RunningServer) -> int:
+    return assay_cli(["sync", str(path), "--server", server.url, "--api-key", server.api_key])
+
+
+def test_offline_run_syncs_later(sqlite_server: RunningServer, tmp_path: Path) -> None:
+    run = assay.init("offline", mode="offline", spool_dir=tmp_path, config={"lr": 0.1})
+    for value in [1.0, math.nan, None]:
+        run.log({"loss": value})
+    run.summary["note"] = "done"
+    run.finish()
+    spooled = sorted(path.name for path in run.spool.directory.iterdir())
+
+    exit_code = sync(tmp_path, sqlite_server)
+    state, rows = history(sqlite_server, "offline", run.id)
+
+    assert spooled == ["000000000000.batch", "finish.msgpack", "run.msgpack"]
+    assert exit_code == 0
+    assert state == "finished"
+    assert [row["step"] for row in rows] == [0, 1, 2]
+    assert math.isnan(rows[1]["loss"])
+    assert rows[2]["loss"] is None
+    assert not run.spool.directory.exists()
+
+
+def test_sync_twice_stores_points_once(sqlite_server: RunningServer, tmp_path: Path) -> None:
+    run = assay.init("offline", mode="offline", spool_dir=tmp_path)
+    run.log({"loss": 1.0})
+    run.finish()
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in run.spool.directory.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+
+    assert sync(run.spool.directory, sqlite_server) == 0
+    assert sync(copy, sqlite_server) == 0
+    with assay.Api(server=sqlite_server.url, api_key=sqlite_server.api_key) as api:
+        stats = api.run("offline", run.id).metrics()
+
+    assert stats["loss"]["count"] == 1
+
+
+def test_unreachable_server_spools_at_finish(
+    sqlite_server: RunningServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = assay.init(
+        "away",
+        server=f"http://127.0.0.1:{closed_port()}",
+        api_key=sqlite_server.api_key,
+        spool_dir=tmp_path,
+        init_timeout=1,
+    )
+    for step in range(100):
+        run.log({"loss": float(step)})
+    run.finish(timeout=0.5)
+
+    assert "assay sync" in caplog.text
+    assert sync(tmp_path, sqlite_server) == 0
+    state, rows = history(sqlite_server, "away", run.id)
+    assert state == "finished"
+    assert len(rows) == 100
+
+
+def test_batches_spooled_while_away_are_sent_on_return(
+    sqlite_settings: Settings, start_server: Any, tmp_path: Path
+) -> None:
+    port = closed_port()
+    options = assay.SenderOptions(flush_interval=0.02, spool_after=0.1, backoff_max=0.2)
+    run = assay.init(
+        "away",
+        server=f"http://127.0.0.1:{port}",
+        api_key=sqlite_settings.bootstrap_api_key,
+        spool_dir=tmp_path,
+        init_timeout=0.5,
+        settings=options,
+    )
+    for step in range(50):
+        run.log({"loss": float(step)})
+    wait_for_files(run)
+    spooled = len(run.spool.batch_files())
+
+    server = start_server(sqlite_settings, port)
+    run.finish(timeout=30)
+    state, rows = history(server, "away", run.id)
+
+    assert spooled >= 1
+    assert state == "finished"
+    assert len(rows) == 50
+    assert run.spool.batch_files() == []
+
+
+def wait_for_files(run: assay.Run) -> None:
+    deadline = time.monotonic() + 10
+    while not run.spool.batch_files():
+        assert time.monotonic() < deadline, "no batch reached the spool directory"
+        time.sleep(0.02)

@@ -1,0 +1,157 @@
+"""Columnar history storage: reads, compaction and downsampling."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from assay import protocol
+from assay_server import history, runs, schema
+from assay_server.batch import decode_batch
+from assay_server.database import Database
+from assay_server.downsample import MIN_SAMPLES, downsample
+from assay_server.settings import Settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import event, func, select
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        url = Settings(data_dir=tmp_path).resolved_database_url
+    else:
+        url = Settings(database_url=request.getfixturevalue("postgres_url")).resolved_database_url
+    db = Database(url)
+    await db.upgrade()
+    yield db
+    await db.close()
+
+
+async def new_run(db: Database) -> int:
+    spec = runs.RunSpec("p", "r", None, {}, [], None, None, "never", 1)
+    async with db.transaction() as connection:
+        await connection.execute(
+            schema.users.insert().values(id=1, name="u", is_admin=True, created_at=0.0)
+        )
+        return (await runs.attach_run(connection, spec, 1, db.is_sqlite)).pk
+
+
+async def store(db: Database, run_pk: int, seq: int, rows: list[Any]) -> None:
+    batch = decode_batch({"type": "batch", "seq": seq, **protocol.encode_rows(rows)})
+    async with db.transaction() as connection:
+        assert await history.claim_batch(connection, run_pk, 1, seq, db.is_sqlite)
+        ids = await history.ensure_metrics(
+            connection, run_pk, [c.key for c in batch.columns], db.is_sqlite
+        )
+        await history.write_batch(connection, run_pk, batch, ids)
+
+
+async def read(db: Database, run_pk: int, keys: list[str] | None = None) -> list[dict[str, Any]]:
+    async with db.reading() as connection:
+        series = await history.read_series(connection, run_pk, keys)
+    return history.history_rows(series, None)
+
+
+async def test_compaction_keeps_history(database: Database) -> None:
+    run_pk = await new_run(database)
+    for seq in range(100):
+        rows = [(seq * 3 + i, float(seq), {"x": seq * 1000.0 + i}) for i in range(5)]
+        await store(database, run_pk, seq, rows)
+    before = await read(database, run_pk)
+
+    async with database.transaction() as connection:
+        metric_ids = await history.compactable_metrics(connection, run_pk)
+        removed = await history.compact_metric(connection, metric_ids[0])
+    after = await read(database, run_pk)
+    async with database.reading() as connection:
+        chunk_count = await connection.scalar(select(func.count()).select_from(schema.chunks))
+
+    assert removed == 99
+    assert chunk_count == 1
+    assert after == before
+    assert after[3]["x"] == 1000.0  # batch 0 wrote step 3, then batch 1 did: the later wins
+
+
+async def test_reading_one_metric_skips_others(database: Database) -> None:
+    run_pk = await new_run(database)
+    await store(database, run_pk, 0, [(0, 0.0, {"a": 1.0, "b": 2.0}), (1, 1.0, {"b": 3.0})])
+    async with database.reading() as connection:
+        ids = dict(
+            (await connection.execute(select(schema.metrics.c.key, schema.metrics.c.id))).all()
+        )
+    statements: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", record)
+    rows = await read(database, run_pk, ["a"])
+    event.remove(database.engine.sync_engine, "before_cursor_execute", record)
+    chunk_reads = [params for statement, params in statements if "FROM chunks" in statement]
+
+    assert rows == [{"step": 0, "_timestamp": 0.0, "a": 1.0}]
+    assert len(chunk_reads) == 1
+    assert ids["a"] in tuple(chunk_reads[0])
+    assert ids["b"] not in tuple(chunk_reads[0])
+
+
+async def test_step_range_reads_part_of_history(database: Database) -> None:
+    run_pk = await new_run(database)
+    await store(database, run_pk, 0, [(step, 0.0, {"x": float(step)}) for step in range(100)])
+    async with database.reading() as connection:
+        series = await history.read_series(connection, run_pk, ["x"], 10, 19)
+
+    assert series["x"].steps.tolist() == list(range(10, 20))
+
+
+kinds = st.sampled_from([0, 0, 0, 0, 1, 2])
+special = st.sampled_from([math.nan, math.inf, -math.inf])
+values = st.one_of(st.floats(-1e6, 1e6), special)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    points=st.lists(st.tuples(values, kinds), min_size=1, max_size=600),
+    samples=st.integers(MIN_SAMPLES, 120),
+)
+def test_downsample_keeps_extremes_and_specials(
+    points: list[tuple[float, int]], samples: int
+) -> None:
+    payload = np.array([0.0 if kind == 1 else value for value, kind in points])
+    kind_array = np.array([kind for _, kind in points], dtype=np.uint8)
+    payload[kind_array == 2] = np.round(np.nan_to_num(payload[kind_array == 2]))
+
+    keep = downsample(payload, kind_array, samples)
+    kept = set(keep.tolist())
+
+    assert len(keep) <= max(samples, len(points) if len(points) <= samples else samples)
+    assert keep.tolist() == sorted(kept)
+    assert 0 in kept and len(points) - 1 in kept
+    ordered = ~((kind_array == 0) & np.isnan(payload)) & (kind_array != 1)
+    if ordered.any():
+        assert payload[keep][ordered[keep]].min() == payload[ordered].min()
+        assert payload[keep][ordered[keep]].max() == payload[ordered].max()
+    for mask in (
+        (kind_array == 0) & np.isnan(payload),
+        (kind_array == 0) & (payload == math.inf),
+        (kind_array == 0) & (payload == -math.inf),
+        kind_array == 1,
+    ):
+        assert mask[keep].any() == mask.any()
+
+
+def test_downsample_keeps_spike_in_long_series() -> None:
+    payload = np.sin(np.arange(100_000) / 1000)
+    payload[54_321] = 1e9
+    payload[77_777] = math.nan
+
+    keep = downsample(payload, np.zeros(len(payload), np.uint8), 500)
+
+    assert len(keep) <= 500
+    assert 54_321 in keep
+    assert 77_777 in keep

@@ -1,0 +1,124 @@
+"""Every point is stored once, whatever happens to sockets and server processes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import assay
+import pytest
+from assay_server.settings import Settings
+from conftest import RunningServer
+from proxy import CuttingProxy
+
+FAST_RETRY = assay.SenderOptions(flush_interval=0.05, batch_rows=500, backoff_max=0.5)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s")
+        time.sleep(0.01)
+
+
+def stored_points(server_url: str, api_key: str, project: str, run_id: str) -> tuple[Any, Any]:
+    with assay.Api(server=server_url, api_key=api_key) as api:
+        run = api.run(project, run_id)
+        return run.history(keys=["loss"]), run.metrics()["loss"]
+
+
+def test_cut_connections_store_each_point_once(server: RunningServer, tmp_path: Path) -> None:
+    proxy = CuttingProxy(server.port)
+    run = assay.init(
+        "faults",
+        server=proxy.url,
+        api_key=server.api_key,
+        spool_dir=tmp_path,
+        settings=FAST_RETRY,
+    )
+    cuts = 0
+    for step in range(6000):
+        run.log({"loss": step / 1000})
+        if step % 50 == 49:
+            time.sleep(0.005)  # paces the producer so that batches are in flight
+        if step % 1000 == 999:
+            wait_until(lambda: bool(proxy.open), timeout=30)
+            cuts += proxy.cut()
+    run.finish(timeout=60)
+    proxy.close()
+
+    rows, stats = stored_points(server.url, server.api_key, "faults", run.id)
+
+    assert cuts >= 3
+    assert [row["step"] for row in rows] == list(range(6000))
+    assert stats["count"] == 6000
+    assert run.state == "finished"
+
+
+def test_resent_batch_is_acknowledged_not_stored_twice(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    from assay import protocol
+    from assay._connection import IngestClient
+
+    hello = {
+        "type": "hello",
+        "protocol": protocol.PROTOCOL_VERSION,
+        "project": "faults",
+        "session": 42,
+        "resume": "never",
+        "run": {"id": "twice"},
+    }
+    body = protocol.encode_rows([(0, 1.0, {"loss": 0.5}), (1, 2.0, {"loss": 0.25})])
+    frame = protocol.pack({"type": "batch", "seq": 7, **body})
+    acks = []
+    for _ in range(2):
+        client = IngestClient(server.url, server.api_key)
+        client.open(hello)
+        client.send(frame)
+        acks.append(client.receive(10))
+        client.close()
+
+    rows, stats = stored_points(server.url, server.api_key, "faults", "twice")
+
+    assert acks == [{"type": "ack", "seq": 7}, {"type": "ack", "seq": 7}]
+    assert stats["count"] == 2
+    assert len(rows) == 2
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_sigkill_of_server_loses_no_point(
+    backend: str, request: pytest.FixtureRequest, server_process: Any, tmp_path: Path
+) -> None:
+    settings: Settings = request.getfixturevalue(f"{backend}_settings")
+    process = server_process(settings)
+    process.start()
+    run = assay.init(
+        "faults",
+        server=process.url,
+        api_key=settings.bootstrap_api_key,
+        spool_dir=tmp_path / "spool",
+        settings=FAST_RETRY,
+    )
+    in_flight_at_kill = 0
+    for step in range(20_000):
+        run.log({"loss": step * 1e-3, "acc": 1 - step * 1e-5})
+        if step % 250 == 249:
+            time.sleep(0.005)  # paces the producer so that batches are in flight
+        if step == 10_000:
+            in_flight_at_kill = len(run._sender.unacked)
+            process.kill()
+            process.start()
+    run.finish(timeout=120)
+
+    rows, stats = stored_points(process.url, str(settings.bootstrap_api_key), "faults", run.id)
+
+    assert in_flight_at_kill > 0
+    assert len(rows) == 20_000
+    assert [row["step"] for row in rows] == list(range(20_000))
+    assert stats["count"] == 20_000
+    assert rows[-1]["loss"] == 19_999 * 1e-3
+    assert run.state == "finished"
