@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Start assay on the embedded default (SQLite, in-process bus), stream the demo
+# sweep into it and print the URL. The server keeps running; stop it with
+# `make demo-stop`.
+set -euo pipefail
+
+demo_dir=${DEMO_DIR:-.demo}
+port=${DEMO_PORT:-8080}
+bin=${BIN:-.venv/bin}
+pid_file=$demo_dir/server.pid
+
+if [ "${1:-}" = stop ]; then
+    if [ -f "$pid_file" ] && kill "$(cat "$pid_file")" 2>/dev/null; then
+        echo "stopped the demo server"
+    else
+        echo "no demo server is running"
+    fi
+    rm -f "$pid_file"
+    exit 0
+fi
+
+mkdir -p "$demo_dir"
+key_file=$demo_dir/api-key
+if [ ! -s "$key_file" ]; then
+    "$bin/python" -c 'import secrets; print("assay_" + secrets.token_urlsafe(32))' > "$key_file"
+    chmod 600 "$key_file"
+fi
+key=$(cat "$key_file")
+url=http://127.0.0.1:$port
+
+if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+    echo "the demo server is already running (pid $(cat "$pid_file"))"
+else
+    ASSAY_BOOTSTRAP_API_KEY=$key nohup "$bin/assay" serve --port "$port" \
+        --data-dir "$demo_dir/data" > "$demo_dir/server.log" 2>&1 &
+    echo $! > "$pid_file"
+    for _ in $(seq 100); do
+        if "$bin/python" -c "import httpx, sys; httpx.get('$url/healthz').raise_for_status()" 2>/dev/null; then
+            break
+        fi
+        if ! kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+            echo "the server did not start; its log follows" >&2
+            cat "$demo_dir/server.log" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+fi
+
+ASSAY_SERVER=$url ASSAY_API_KEY=$key "$bin/python" examples/sweep.py --project demo-sweep
+
+cat <<TEXT
+
+The sweep is stored. Open $url/api/v1/projects/demo-sweep/runs
+with the header "Authorization: Bearer \$(cat $key_file)", for example:
+
+    curl -H "Authorization: Bearer \$(cat $key_file)" $url/api/v1/projects/demo-sweep/runs
+
+or read it from Python:
+
+    ASSAY_SERVER=$url ASSAY_API_KEY=\$(cat $key_file) $bin/python -c \\
+        'import assay; print([(r.name, r.state) for r in assay.Api().runs("demo-sweep")])'
+
+The server keeps running (log: $demo_dir/server.log); stop it with: make demo-stop
+TEXT

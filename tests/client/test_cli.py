@@ -1,0 +1,160 @@
+"""The ``assay`` command: serve, db upgrade, login and sync."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import assay
+import httpx
+import pytest
+from assay._cli import main
+from conftest import RunningServer, ServerProcess, free_port
+
+from assay_server.settings import Settings
+
+
+def test_serve_reads_settings_from_environment(
+    sqlite_settings: Settings, server_process: Any, tmp_path: Path
+) -> None:
+    process: ServerProcess = server_process(sqlite_settings)
+    process.start()
+
+    with httpx.Client(base_url=process.url) as client:
+        health = client.get("/healthz")
+        projects = client.get(
+            "/api/v1/projects",
+            headers={"Authorization": f"Bearer {sqlite_settings.bootstrap_api_key}"},
+        )
+
+    assert health.json() == {"status": "ok"}
+    assert projects.status_code == 200
+    assert (sqlite_settings.data_dir / "assay.db").exists()
+
+
+def test_first_start_prints_generated_admin_key(tmp_path: Path) -> None:
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ASSAY_")}
+    command = [sys.executable, "-m", "assay", "serve", "--port", str(port)]
+    with subprocess.Popen(
+        [*command, "--data-dir", str(tmp_path)], env=env, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            assert process.stderr is not None
+            lines = []
+            for line in process.stderr:
+                lines.append(line)
+                if line.strip().startswith("assay_"):
+                    break
+            wait_for_health(port)
+            with assay.Api(server=f"http://127.0.0.1:{port}", api_key=lines[-1].strip()) as api:
+                user = api.whoami()
+        finally:
+            process.terminate()
+            process.wait(15)
+
+    assert any("shown only this once" in line for line in lines)
+    assert user == {"name": "admin", "is_admin": True}
+
+
+def wait_for_health(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise TimeoutError("server did not answer /healthz")
+
+
+def test_serve_rejects_bad_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    exit_code = main(["serve", "--port", "0"])
+
+    assert exit_code == 2
+    assert "port must be between 1 and 65535, got 0" in capsys.readouterr().err
+
+
+def test_db_upgrade_reports_revision(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exit_code = main(["db", "upgrade", "--data-dir", str(tmp_path)])
+
+    assert exit_code == 0
+    assert "database is at revision 0001" in capsys.readouterr().out
+    assert (tmp_path / "assay.db").exists()
+
+
+def test_db_upgrade_on_postgres(postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    exit_code = main(["db", "upgrade", "--database-url", postgres_url])
+
+    assert exit_code == 0
+    assert "revision 0001" in capsys.readouterr().out
+
+
+def test_login_stores_private_credentials(
+    sqlite_server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASSAY_CONFIG_DIR", str(tmp_path))
+    monkeypatch.delenv("ASSAY_SERVER", raising=False)
+    monkeypatch.delenv("ASSAY_API_KEY", raising=False)
+
+    exit_code = main(["login", "--server", sqlite_server.url, "--api-key", sqlite_server.api_key])
+    path = tmp_path / "credentials.json"
+    with assay.Api() as api:
+        user = api.whoami()
+
+    assert exit_code == 0
+    assert json.loads(path.read_text())["server"] == sqlite_server.url
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert user["name"] == "admin"
+
+
+def test_login_with_wrong_key_stores_nothing(
+    sqlite_server: RunningServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("ASSAY_CONFIG_DIR", str(tmp_path))
+
+    exit_code = main(["login", "--server", sqlite_server.url, "--api-key", "nope"])
+
+    assert exit_code == 1
+    assert "invalid or revoked API key" in capsys.readouterr().err
+    assert not (tmp_path / "credentials.json").exists()
+
+
+def test_missing_server_names_the_fixes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASSAY_CONFIG_DIR", str(tmp_path))
+    monkeypatch.delenv("ASSAY_SERVER", raising=False)
+
+    with pytest.raises(assay.ConfigurationError, match="ASSAY_SERVER"):
+        assay.init("p", api_key="k")
+
+
+def test_sync_of_missing_path_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exit_code = main(["sync", str(tmp_path / "nowhere"), "--server", "http://x", "--api-key", "k"])
+
+    assert exit_code == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_sync_with_server_down_keeps_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = assay.init("p", mode="offline", spool_dir=tmp_path)
+    run.log({"loss": 1.0})
+    run.finish()
+
+    exit_code = main(
+        ["sync", str(tmp_path), "--server", f"http://127.0.0.1:{free_port()}", "--api-key", "k"]
+    )
+
+    assert exit_code == 1
+    assert "failed" in capsys.readouterr().out
+    assert len(run.spool.batch_files()) == 1

@@ -1,0 +1,86 @@
+"""Settings from the environment and the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from assay_server.settings import Settings, SettingsError, async_database_url, table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_use_embedded_database(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, data_dir=tmp_path)
+
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8080
+    assert settings.redis_url is None
+    assert settings.resolved_database_url == f"sqlite+aiosqlite:///{tmp_path / 'assay.db'}"
+
+
+def test_environment_is_cast_to_types() -> None:
+    settings = Settings.from_env(
+        {
+            "ASSAY_PORT": "9000",
+            "ASSAY_CRASH_TIMEOUT": "12.5",
+            "ASSAY_DATA_DIR": "/tmp/x",
+            "ASSAY_REDIS_URL": "redis://127.0.0.1:6379/2",
+        }
+    )
+
+    assert settings.port == 9000
+    assert settings.crash_timeout == 12.5
+    assert settings.data_dir == Path("/tmp/x")
+    assert settings.redis_url == "redis://127.0.0.1:6379/2"
+
+
+def test_command_line_overrides_environment() -> None:
+    settings = Settings.from_env({"ASSAY_PORT": "9000", "ASSAY_HOST": "0.0.0.0"}, port=9100)
+
+    assert settings.port == 9100
+    assert settings.host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgres://u:p@h:5433/db", "postgresql+asyncpg://u:p@h:5433/db"),
+        ("sqlite:////var/assay.db", "sqlite+aiosqlite:////var/assay.db"),
+    ],
+)
+def test_standard_urls_get_async_driver(url: str, expected: str) -> None:
+    assert async_database_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"ASSAY_PORT": "eighty"}, "ASSAY_PORT must be int, got 'eighty'"),
+        ({"ASSAY_PORT": "0"}, "port must be between 1 and 65535, got 0"),
+        ({"ASSAY_BOOTSTRAP_API_KEY": "short"}, "at least 16 characters"),
+        ({"ASSAY_REDIS_URL": "localhost:6379"}, "must start with redis://"),
+        ({"ASSAY_DATABASE_URL": "mysql://u@h/db"}, "postgresql:// or sqlite:/// URL"),
+        ({"ASSAY_CRASH_TIMEOUT": "1", "ASSAY_HEARTBEAT_INTERVAL": "5"}, "must be longer"),
+    ],
+)
+def test_bad_values_name_the_setting(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
+        Settings.from_env(environ)
+
+
+def test_database_password_is_hidden_in_errors() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"ASSAY_DATABASE_URL": "mysql://user:hunter2@db/x"})
+
+    assert "hunter2" not in str(raised.value)
+    assert "user:***@db/x" in str(raised.value)
+
+
+def test_every_setting_is_documented_in_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+
+    for setting in table():
+        assert f"`{setting.env}`" in readme, f"{setting.env} is missing from README.md"
