@@ -33,10 +33,11 @@ import psycopg
 import pytest
 import redis
 import uvicorn
+from pytest_postgresql import factories as postgresql_factories
+
 from assay_server.app import create_app
 from assay_server.database import Database
 from assay_server.settings import Settings
-from pytest_postgresql import factories as postgresql_factories
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import assay
 import pytest
+
+import assay
 from assay_server.settings import Settings
 from conftest import RunningServer
 from proxy import CuttingProxy
@@ -109,8 +110,9 @@ def test_sigkill_of_server_loses_no_point(
         if step % 250 == 249:
             time.sleep(0.005)  # paces the producer so that batches are in flight
         if step == 10_000:
-            in_flight_at_kill = len(run._sender.unacked)
+            wait_until(lambda: bool(run._sender.unacked), timeout=30)
             process.kill()
+            in_flight_at_kill = len(run._sender.unacked)
             process.start()
     run.finish(timeout=120)
 

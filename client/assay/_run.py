@@ -51,7 +51,7 @@ class _Document(MutableMapping[str, Any]):
     def __repr__(self) -> str:
         return f"{self._what.capitalize()}({self._data!r})"
 
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, *args: Any, **kwargs: Any) -> None:
         changes = dict(*args, **kwargs)
         check_document(changes, self._what)
         self._data.update(changes)

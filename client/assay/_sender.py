@@ -32,6 +32,9 @@ log = logging.getLogger("assay")
 
 Rows = list[tuple[int, float, dict[str, Any]]]
 #: Returns the rows logged since the last call, and config and summary updates.
+#: Frames stay below the server's message limit, with room for the envelope.
+FRAME_LIMIT = protocol.MAX_MESSAGE_BYTES * 3 // 4
+
 TakeFunction = Callable[[], tuple[Rows, dict[str, Any], dict[str, Any]]]
 
 
@@ -188,7 +191,7 @@ class Sender(threading.Thread):
         return False
 
     def _acknowledged(self, seq: object) -> None:
-        pending = self.unacked.pop(seq, None)  # type: ignore[arg-type]
+        pending = self.unacked.pop(seq, None) if isinstance(seq, int) else None
         if pending is None:
             return
         if pending.frame is not None:
@@ -267,16 +270,26 @@ class Sender(threading.Thread):
             return
         for start in range(0, max(len(rows), 1), self.options.batch_rows):
             part = rows[start : start + self.options.batch_rows]
-            body: dict[str, Any] = protocol.encode_rows(part)
             if start == 0:
-                body["config"] = config or None
-                body["summary"] = summary or None
-            self._add_batch(body)
+                self._add_batch(part, config or None, summary or None)
+            else:
+                self._add_batch(part, None, None)
 
-    def _add_batch(self, body: dict[str, Any]) -> None:
+    def _add_batch(
+        self, rows: Rows, config: dict[str, Any] | None, summary: dict[str, Any] | None
+    ) -> None:
         seq = self.next_seq
+        body = protocol.encode_rows(rows)
+        frame = protocol.pack(
+            {"type": "batch", "seq": seq, **body, "config": config, "summary": summary}
+        )
+        if len(frame) > FRAME_LIMIT and len(rows) > 1:
+            # Wide rows: halve the batch until each frame fits the server's limit.
+            middle = len(rows) // 2
+            self._add_batch(rows[:middle], config, summary)
+            self._add_batch(rows[middle:], None, None)
+            return
         self.next_seq += 1
-        frame = protocol.pack({"type": "batch", "seq": seq, **body})
         self.unacked[seq] = Pending(seq, frame)
         self.memory_bytes += len(frame)
         if self.memory_bytes > self.options.max_memory_bytes:

@@ -11,12 +11,12 @@ import logging
 from typing import Any
 
 import msgpack
-from assay.protocol import tag_floats
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from assay.protocol import tag_floats
 from assay_server import history, runs
 from assay_server.auth import User, authenticate, bearer_token
 from assay_server.context import ServerContext

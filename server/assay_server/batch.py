@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from assay import protocol
 from assay.protocol import ProtocolError
-
 from assay_server import schema
 
 Int64Array = npt.NDArray[np.int64]

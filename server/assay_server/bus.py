@@ -16,6 +16,7 @@ from collections import deque
 from typing import Any, Protocol
 
 import redis.asyncio as redis
+
 from assay import protocol
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,8 @@ class RedisBus(StreamNames):
 
     def __init__(self, url: str, prefix: str, live_length: int, event_length: int) -> None:
         super().__init__(prefix)
-        self.client = redis.Redis.from_url(url)
+        # Timeouts keep a hung Redis from holding up acknowledgements forever.
+        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self.live_length = live_length
         self.event_length = event_length
 
@@ -141,7 +143,7 @@ class RedisBus(StreamNames):
         )
 
     async def read(self, stream: str, after: str, block_ms: int = 0) -> list[Entry]:
-        response = await self.client.xread({stream: after}, block=block_ms or None)
+        response: Any = await self.client.xread({stream: after}, block=block_ms or None)
         entries: list[Entry] = []
         for _name, items in response or []:
             for entry_id, fields in items:

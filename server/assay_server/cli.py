@@ -8,8 +8,8 @@ import logging
 import sys
 
 import uvicorn
-from assay import protocol
 
+from assay import protocol
 from assay_server.app import create_app
 from assay_server.database import Database
 from assay_server.settings import Settings, SettingsError

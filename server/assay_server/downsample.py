@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from assay import protocol
 
+from assay import protocol
 from assay_server.batch import Float64Array, Int64Array, UInt8Array
 
 #: The fewest samples that leave room for a bucket's six kept points and the last point.

@@ -15,10 +15,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from assay import protocol
 from sqlalchemy import Double, bindparam, case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from assay import protocol
 from assay_server import schema
 from assay_server.batch import Batch, Column, Float64Array, Int64Array, UInt8Array
 from assay_server.downsample import downsample
@@ -52,7 +52,7 @@ class Series:
         values = np.concatenate([np.frombuffer(c.payload, "<f8") for c in chunks])
         kinds = np.concatenate(
             [
-                np.zeros(c.count, np.uint8) if c.kinds is None else np.frombuffer(c.kinds, "u1")
+                np.zeros(c.points, np.uint8) if c.kinds is None else np.frombuffer(c.kinds, "u1")
                 for c in chunks
             ]
         )
@@ -215,7 +215,7 @@ async def read_series(
     for metric in metric_rows:
         chunk_query = (
             select(
-                schema.chunks.c.count,
+                schema.chunks.c.count.label("points"),
                 schema.chunks.c.steps,
                 schema.chunks.c["values"].label("payload"),
                 schema.chunks.c.kinds,
@@ -311,7 +311,9 @@ async def _merge_chunks(connection: AsyncConnection, chunk_ids: list[int]) -> No
         await connection.execute(select(schema.chunks).where(c.id.in_(chunk_ids)).order_by(c.id))
     ).all()
     kinds = [
-        np.zeros(row.count, np.uint8) if row.kinds is None else np.frombuffer(row.kinds, "u1")
+        np.zeros(row._mapping["count"], np.uint8)
+        if row.kinds is None
+        else np.frombuffer(row.kinds, "u1")
         for row in rows
     ]
     merged_kinds = np.concatenate(kinds)
@@ -321,7 +323,7 @@ async def _merge_chunks(connection: AsyncConnection, chunk_ids: list[int]) -> No
         update(schema.chunks)
         .where(c.id == chunk_ids[0])
         .values(
-            count=sum(row.count for row in rows),
+            count=sum(row._mapping["count"] for row in rows),
             step_min=min(row.step_min for row in rows),
             step_max=max(row.step_max for row in rows),
             value_min=min(lows) if lows else None,

@@ -8,11 +8,11 @@ import re
 import secrets
 from typing import Any
 
-from assay import protocol
-from assay.protocol import ProtocolError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from assay import protocol
+from assay.protocol import ProtocolError
 from assay_server import history, runs
 from assay_server.auth import User
 from assay_server.batch import Batch, decode_batch

@@ -6,11 +6,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from assay.protocol import tag_floats, untag_floats
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from assay.protocol import tag_floats, untag_floats
 from assay_server import schema
 from assay_server.errors import Conflict, NotFound
 from assay_server.sql import insert_or_ignore

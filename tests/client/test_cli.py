@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import assay
 import httpx
 import pytest
-from assay._cli import main
-from conftest import RunningServer, ServerProcess, free_port
 
+import assay
+from assay._cli import main
 from assay_server.settings import Settings
+from conftest import RunningServer, ServerProcess, free_port
 
 
 def test_serve_reads_settings_from_environment(

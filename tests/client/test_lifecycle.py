@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import assay
 import pytest
+
+import assay
 from assay_server.settings import Settings
 from conftest import RunningServer
 

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import assay
 import pytest
+
+import assay
 from conftest import RunningServer
 
 

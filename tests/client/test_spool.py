@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import assay
 import pytest
+
+import assay
 from assay._cli import main as assay_cli
 from assay_server.settings import Settings
 from conftest import RunningServer

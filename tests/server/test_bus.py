@@ -6,9 +6,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import assay
 import msgpack
 import redis
+
+import assay
 from assay import protocol
 from conftest import RunningServer
 

@@ -9,15 +9,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import event, func, select
+
 from assay import protocol
 from assay_server import history, runs, schema
 from assay_server.batch import decode_batch
 from assay_server.database import Database
 from assay_server.downsample import MIN_SAMPLES, downsample
 from assay_server.settings import Settings
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from sqlalchemy import event, func, select
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
