@@ -32,9 +32,6 @@ log = logging.getLogger("assay")
 
 Rows = list[tuple[int, float, dict[str, Any]]]
 #: Returns the rows logged since the last call, and config and summary updates.
-#: Frames stay below the server's message limit, with room for the envelope.
-FRAME_LIMIT = protocol.MAX_MESSAGE_BYTES * 3 // 4
-
 TakeFunction = Callable[[], tuple[Rows, dict[str, Any], dict[str, Any]]]
 
 
@@ -48,6 +45,8 @@ class SenderOptions:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     open_timeout: float = 10.0
+    #: Batches are split until their frame fits; the server takes at most 16 MiB.
+    max_frame_bytes: int = protocol.MAX_MESSAGE_BYTES * 3 // 4
 
 
 @dataclass
@@ -283,7 +282,7 @@ class Sender(threading.Thread):
         frame = protocol.pack(
             {"type": "batch", "seq": seq, **body, "config": config, "summary": summary}
         )
-        if len(frame) > FRAME_LIMIT and len(rows) > 1:
+        if len(frame) > self.options.max_frame_bytes and len(rows) > 1:
             # Wide rows: halve the batch until each frame fits the server's limit.
             middle = len(rows) // 2
             self._add_batch(rows[:middle], config, summary)

@@ -237,3 +237,19 @@ def test_runs_and_projects_are_listed(
     runs = client.runs("listing")
     assert sorted(run.name for run in runs) == ["one", "two"]
     assert all(run.group == "g" and run.created_at <= run.heartbeat_at for run in runs)
+
+
+def test_wide_batches_are_split_to_fit(
+    server: RunningServer, tmp_path: Path, reader: assay.Api
+) -> None:
+    options = assay.SenderOptions(max_frame_bytes=1500, flush_interval=60)
+    run = start_run(server, tmp_path, settings=options)
+    for step in range(40):
+        run.log({f"metric_{index}": step + index / 100 for index in range(20)})
+    run.finish()
+
+    rows = reader.run("tests", run.id).history()
+
+    assert run._sender.next_seq >= 10  # one batch without splitting
+    assert len(rows) == 40
+    assert rows[39]["metric_19"] == 39.19

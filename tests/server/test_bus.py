@@ -34,8 +34,8 @@ def project_id(server: RunningServer) -> int:
 
 def test_batches_reach_live_stream(server: RunningServer, tmp_path: Path) -> None:
     run = assay.init("bus", server=server.url, api_key=server.api_key, spool_dir=tmp_path)
-    run.log({"loss": math.nan}, step=0)
-    run.log({"loss": None}, step=1)
+    for step, value in enumerate([math.nan, None, math.inf, -math.inf]):
+        run.log({"loss": value}, step=step)
     run.finish()
     bus = server.app.state.context.bus
 
@@ -43,9 +43,11 @@ def test_batches_reach_live_stream(server: RunningServer, tmp_path: Path) -> Non
     rows = [row for entry in live for row in protocol.decode_rows(msgpack.unpackb(entry["body"]))]
 
     assert [int(entry["seq"]) for entry in live] == list(range(len(live)))
-    assert [row[0] for row in rows] == [0, 1]
+    assert [row[0] for row in rows] == [0, 1, 2, 3]
     assert math.isnan(rows[0][2]["loss"])
     assert rows[1][2] == {"loss": None}
+    assert rows[2][2] == {"loss": math.inf}
+    assert rows[3][2] == {"loss": -math.inf}
 
 
 def test_run_events_reach_project_stream(server: RunningServer, tmp_path: Path) -> None:
