@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import secrets
+import time
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -226,8 +227,15 @@ class IngestConnection:
                 "invalid_finish", f"finish 'exit_code' must be an integer, got {exit_code!r}"
             )
             return
+        finished_at = message.get("finished_at")
+        if finished_at is not None and not _is_time(finished_at):
+            await self._send_error(
+                "invalid_finish",
+                f"finish 'finished_at' must be seconds since the epoch, got {finished_at!r}",
+            )
+            return
         async with self.context.db.transaction() as connection:
-            state = await runs.finish_run(connection, self.run.pk, exit_code)
+            state = await runs.finish_run(connection, self.run.pk, exit_code, finished_at)
         await self._compact()
         await self._publish_state(runs.RUNNING, state)
         await self._send({"type": "finished", "state": state})
@@ -320,6 +328,13 @@ def parse_hello(message: dict[str, Any]) -> runs.RunSpec:
         raise ProtocolError(
             "invalid_hello", f"hello 'session' must be an integer in [0, 2**63), got {session!r}"
         )
+    created_at = run.get("created_at")
+    if created_at is not None and not _is_time(created_at):
+        raise ProtocolError(
+            "invalid_hello",
+            f"run created_at must be seconds since the epoch, not in the future, "
+            f"got {created_at!r}",
+        )
     config = run.get("config") or {}
     if not isinstance(config, dict):
         raise ProtocolError("invalid_hello", f"run config must be a map, got {config!r}")
@@ -334,6 +349,7 @@ def parse_hello(message: dict[str, Any]) -> runs.RunSpec:
         notes=_optional_text(run, "notes", MAX_NOTES_LENGTH),
         resume=resume,
         session=session,
+        created_at=created_at,
     )
 
 
@@ -362,6 +378,13 @@ def _tags(tags: object) -> list[str]:
                 f"tag {tag!r} is invalid; tags are strings of 1 to {MAX_TAG_LENGTH} characters",
             )
     return list(dict.fromkeys(tags))
+
+
+def _is_time(value: object) -> bool:
+    """A float or int time in seconds since the epoch, at most a day ahead of now."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    return 0 <= value <= time.time() + 86_400
 
 
 def _last_value(column: Any) -> float | int | bool | None:

@@ -35,6 +35,8 @@ class RunSpec:
     notes: str | None
     resume: str
     session: int
+    #: The original start time, when an importer recreates a past run.
+    created_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ async def attach_run(
                 tags=spec.tags,
                 group_name=spec.group,
                 notes=spec.notes,
-                created_at=now,
+                created_at=spec.created_at or now,
                 heartbeat_at=now,
                 next_step=0,
                 session=spec.session,
@@ -148,9 +150,11 @@ async def touch(connection: AsyncConnection, run_pk: int) -> str | None:
     return state if state == CRASHED else None
 
 
-async def finish_run(connection: AsyncConnection, run_pk: int, exit_code: int) -> str:
+async def finish_run(
+    connection: AsyncConnection, run_pk: int, exit_code: int, finished_at: float | None = None
+) -> str:
     state = FINISHED if exit_code == 0 else FAILED
-    now = time.time()
+    now = finished_at or time.time()
     await connection.execute(
         update(schema.runs)
         .where(schema.runs.c.pk == run_pk)

@@ -253,3 +253,28 @@ def test_wide_batches_are_split_to_fit(
     assert run._sender.next_seq >= 10  # one batch without splitting
     assert len(rows) == 40
     assert rows[39]["metric_19"] == 39.19
+
+
+def test_imported_run_keeps_its_times(server: RunningServer, reader: assay.Api) -> None:
+    from assay import protocol
+    from assay._connection import IngestClient
+
+    client = IngestClient(server.url, server.api_key)
+    client.open(
+        {
+            "type": "hello",
+            "protocol": protocol.PROTOCOL_VERSION,
+            "project": "tests",
+            "session": 5,
+            "resume": "allow",
+            "run": {"id": "old", "created_at": 1_600_000_000.0},
+        }
+    )
+    client.send(protocol.pack({"type": "finish", "exit_code": 1, "finished_at": 1_600_000_060.5}))
+    finished = client.receive(10)
+    client.close()
+    run = reader.run("tests", "old")
+
+    assert finished == {"type": "finished", "state": "failed"}
+    assert run.created_at == 1_600_000_000.0
+    assert run.finished_at == 1_600_000_060.5
