@@ -17,11 +17,13 @@ from proxy import CuttingProxy
 FAST_RETRY = assay.SenderOptions(flush_interval=0.05, batch_rows=500, backoff_max=0.5)
 
 
-def wait_until(condition: Callable[[], bool], timeout: float) -> None:
+def wait_until(
+    condition: Callable[[], bool], timeout: float, state: Callable[[], str] = lambda: ""
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout} s")
+            raise TimeoutError(f"condition not met within {timeout} s {state()}")
         time.sleep(0.01)
 
 
@@ -46,7 +48,15 @@ def test_cut_connections_store_each_point_once(server: RunningServer, tmp_path: 
         if step % 50 == 49:
             time.sleep(0.005)  # paces the producer so that batches are in flight
         if step % 1000 == 999:
-            wait_until(lambda: bool(proxy.open), timeout=30)
+            sender = run._sender
+            wait_until(
+                lambda: bool(proxy.open),
+                timeout=60,
+                state=lambda: (
+                    f"attempts={sender.attempts} fatal={sender.fatal!r} "
+                    f"alive={sender.is_alive()} connected={sender.client is not None}"
+                ),
+            )
             cuts += proxy.cut()
     run.finish(timeout=60)
     proxy.close()

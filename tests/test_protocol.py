@@ -7,9 +7,10 @@ import math
 
 import numpy as np
 import pytest
-from assay import protocol
 from hypothesis import given
 from hypothesis import strategies as st
+
+from assay import protocol
 
 
 def test_four_special_values_survive_encoding() -> None:

@@ -17,7 +17,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from assay.protocol import tag_floats
-from assay_server import history, runs
+from assay_server import history, runs, sessions
 from assay_server.auth import User, authenticate, bearer_token
 from assay_server.context import ServerContext
 from assay_server.downsample import MIN_SAMPLES
@@ -64,12 +64,19 @@ async def authenticated(connection: HTTPConnection) -> User:
     """The user whose API key the request carries; raise ``Unauthorized`` otherwise.
 
     The key comes from ``Authorization: Bearer KEY``, or for websockets, whose
-    browser API cannot set headers, from the ``token`` query parameter.
+    browser API cannot set headers, from the ``token`` query parameter. Without
+    a key, a browser's session cookie is accepted instead.
     """
     key = bearer_token(connection.headers.get("authorization"))
     if key is None and connection.scope["type"] == "websocket":
         key = connection.query_params.get("token")
     if key is None:
+        session = connection.cookies.get(sessions.COOKIE)
+        if session:
+            async with context(connection).db.reading() as db:
+                user = await sessions.session_user(db, session)
+            if user is not None:
+                return user
         raise Unauthorized("missing API key; send it as 'Authorization: Bearer KEY'")
     async with context(connection).db.reading() as db:
         user = await authenticate(db, key)

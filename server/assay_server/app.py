@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 
-from assay_server import api, runs
+from assay_server import api, live_socket, runs, sessions
 from assay_server.auth import bootstrap_admin
 from assay_server.bus import Bus, LocalBus, RedisBus, event_fields
 from assay_server.context import ServerContext
 from assay_server.database import Database
 from assay_server.errors import AssayError
+from assay_server.live import LiveHub
 from assay_server.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def print_admin_key(key: str) -> None:
+def print_admin_key(settings: Settings, key: str) -> None:
     # Printed, never logged: log lines end up in aggregators, and this is a secret.
     print(
-        f"Created the admin account. Its API key, shown only this once:\n\n    {key}\n",
+        f"Created the admin account. Its API key, shown only this once:\n\n    {key}\n\n"
+        f"Sign in from a browser with:\n\n"
+        f"    http://{settings.host}:{settings.port}/login?token={key}\n",
         file=sys.stderr,
         flush=True,
     )
@@ -75,18 +79,22 @@ async def reap_crashed_runs(context: ServerContext) -> None:
             log.exception("crash detection failed; retrying in %.0f s", interval)
 
 
-def create_app(
-    settings: Settings, on_admin_key: Callable[[str], None] = print_admin_key
-) -> Starlette:
+def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = None) -> Starlette:
+    if on_admin_key is None:
+        on_admin_key = functools.partial(print_admin_key, settings)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        assert on_admin_key is not None
         context = await start(settings, on_admin_key)
         app.state.context = context
+        app.state.hub = LiveHub(context.bus)
         reaper = asyncio.create_task(reap_crashed_runs(context))
         log.info("assay server ready on %s:%s", settings.host, settings.port)
         try:
             yield
         finally:
+            await app.state.hub.close()
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
@@ -94,7 +102,7 @@ def create_app(
             await context.db.close()
 
     return Starlette(
-        routes=api.routes,
+        routes=[*api.routes, *sessions.routes, *live_socket.routes],
         lifespan=lifespan,
         exception_handlers={AssayError: api.error_response, Exception: api.internal_error},
     )

@@ -22,6 +22,8 @@ from assay import protocol
 log = logging.getLogger(__name__)
 
 Entry = tuple[str, dict[str, Any]]
+#: An entry with the name of its stream: (stream, entry id, fields).
+StreamEntry = tuple[str, str, dict[str, Any]]
 
 
 class Bus(Protocol):
@@ -31,7 +33,17 @@ class Bus(Protocol):
 
     async def publish_event(self, project_id: int, event: dict[str, Any]) -> None: ...
 
-    async def read(self, stream: str, after: str, block_ms: int = 0) -> list[Entry]: ...
+    async def read_many(self, cursors: dict[str, str], block_ms: int) -> list[StreamEntry]:
+        """Entries after each stream's cursor, waiting up to ``block_ms`` for the first."""
+        ...
+
+    async def last_id(self, stream: str) -> str:
+        """The id of the stream's newest entry, or ``0-0`` when it has none."""
+        ...
+
+    async def trimmed_after(self, stream: str, after: str) -> bool:
+        """Whether entries newer than ``after`` were trimmed away."""
+        ...
 
     async def ping(self) -> bool: ...
 
@@ -65,6 +77,7 @@ class LocalBus(StreamNames):
         self.live_length = live_length
         self.event_length = event_length
         self.streams: dict[str, deque[Entry]] = {}
+        self.trimmed: dict[str, str] = {}
         self.changed = asyncio.Condition()
         self.last_ms = 0
         self.sequence = 0
@@ -75,19 +88,27 @@ class LocalBus(StreamNames):
     async def publish_event(self, project_id: int, event: dict[str, Any]) -> None:
         await self._append(self.event_stream(project_id), event, self.event_length)
 
-    async def read(self, stream: str, after: str, block_ms: int = 0) -> list[Entry]:
-        found = self._after(stream, after)
+    async def read_many(self, cursors: dict[str, str], block_ms: int) -> list[StreamEntry]:
+        found = self._after_all(cursors)
         if found or block_ms <= 0:
             return found
         async with self.changed:
             try:
                 await asyncio.wait_for(
-                    self.changed.wait_for(lambda: bool(self._after(stream, after))),
+                    self.changed.wait_for(lambda: bool(self._after_all(cursors))),
                     block_ms / 1000,
                 )
             except TimeoutError:
                 return []
-        return self._after(stream, after)
+        return self._after_all(cursors)
+
+    async def last_id(self, stream: str) -> str:
+        entries = self.streams.get(stream)
+        return entries[-1][0] if entries else "0-0"
+
+    async def trimmed_after(self, stream: str, after: str) -> bool:
+        trimmed = self.trimmed.get(stream)
+        return trimmed is not None and id_key(trimmed) > id_key(after)
 
     async def ping(self) -> bool:
         return True
@@ -99,6 +120,8 @@ class LocalBus(StreamNames):
         entries = self.streams.get(stream)
         if entries is None:
             entries = self.streams[stream] = deque(maxlen=length)
+        if len(entries) == length:
+            self.trimmed[stream] = entries[0][0]
         entries.append((self._next_id(), fields))
         async with self.changed:
             self.changed.notify_all()
@@ -111,9 +134,16 @@ class LocalBus(StreamNames):
             self.last_ms, self.sequence = now, 0
         return f"{self.last_ms}-{self.sequence}"
 
-    def _after(self, stream: str, after: str) -> list[Entry]:
-        threshold = _id_key(after)
-        return [e for e in self.streams.get(stream, ()) if _id_key(e[0]) > threshold]
+    def _after_all(self, cursors: dict[str, str]) -> list[StreamEntry]:
+        found: list[StreamEntry] = []
+        for stream, after in cursors.items():
+            threshold = id_key(after)
+            found.extend(
+                (stream, entry_id, fields)
+                for entry_id, fields in self.streams.get(stream, ())
+                if id_key(entry_id) > threshold
+            )
+        return found
 
 
 class RedisBus(StreamNames):
@@ -123,6 +153,8 @@ class RedisBus(StreamNames):
         super().__init__(prefix)
         # Timeouts keep a hung Redis from holding up acknowledgements forever.
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        # Blocking reads get a connection of their own, with room for the block time.
+        self.reader = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5)
         self.live_length = live_length
         self.event_length = event_length
 
@@ -142,14 +174,34 @@ class RedisBus(StreamNames):
             approximate=True,
         )
 
-    async def read(self, stream: str, after: str, block_ms: int = 0) -> list[Entry]:
-        response: Any = await self.client.xread({stream: after}, block=block_ms or None)
-        entries: list[Entry] = []
-        for _name, items in response or []:
+    async def read_many(self, cursors: dict[str, str], block_ms: int) -> list[StreamEntry]:
+        response: Any = await self.reader.xread(cursors, block=block_ms or None)  # type: ignore[arg-type]
+        entries: list[StreamEntry] = []
+        for name, items in response or []:
             for entry_id, fields in items:
                 decoded = {key.decode(): value for key, value in fields.items()}
-                entries.append((entry_id.decode(), decoded))
+                entries.append((name.decode(), entry_id.decode(), decoded))
         return entries
+
+    async def last_id(self, stream: str) -> str:
+        newest: Any = await self.client.xrevrange(stream, count=1)
+        return newest[0][0].decode() if newest else "0-0"
+
+    async def trimmed_after(self, stream: str, after: str) -> bool:
+        try:
+            info: Any = await self.client.xinfo_stream(stream)
+        except redis.ResponseError:
+            return False  # no such stream yet
+        if info["entries-added"] <= info["length"]:
+            return False
+        # Trimming removes the oldest entries, so some entry newer than ``after``
+        # may be gone when the oldest one left is newer than ``after``. This
+        # also asks for a resync when the newest removed entry was ``after``
+        # itself, which costs a reload but loses nothing.
+        first = info.get("first-entry")
+        if not first:
+            return id_key(_text(info["last-generated-id"])) > id_key(after)
+        return id_key(_text(first[0])) > id_key(after)
 
     async def ping(self) -> bool:
         try:
@@ -159,10 +211,15 @@ class RedisBus(StreamNames):
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self.reader.aclose()
 
 
-def _id_key(entry_id: str) -> tuple[int, int]:
+def id_key(entry_id: str) -> tuple[int, int]:
     if entry_id in ("0", "0-0", ""):
         return (0, 0)
     millis, _, sequence = entry_id.partition("-")
     return (int(millis), int(sequence or 0))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -16,6 +16,7 @@ import pytest
 
 import assay
 from assay._cli import main
+from assay_server.database import head_revision
 from assay_server.settings import Settings
 from conftest import RunningServer, ServerProcess, free_port
 
@@ -85,7 +86,7 @@ def test_db_upgrade_reports_revision(tmp_path: Path, capsys: pytest.CaptureFixtu
     exit_code = main(["db", "upgrade", "--data-dir", str(tmp_path)])
 
     assert exit_code == 0
-    assert "database is at revision 0001" in capsys.readouterr().out
+    assert f"database is at revision {head_revision()}" in capsys.readouterr().out
     assert (tmp_path / "assay.db").exists()
 
 
@@ -93,7 +94,7 @@ def test_db_upgrade_on_postgres(postgres_url: str, capsys: pytest.CaptureFixture
     exit_code = main(["db", "upgrade", "--database-url", postgres_url])
 
     assert exit_code == 0
-    assert "revision 0001" in capsys.readouterr().out
+    assert f"revision {head_revision()}" in capsys.readouterr().out
 
 
 def test_login_stores_private_credentials(

@@ -1,0 +1,218 @@
+"""Fan-out of the live streams to browser sockets.
+
+Each server instance runs one ``LiveHub``. Its reader task reads every stream
+that at least one local socket watches, in one blocking call, encodes each
+entry once and offers the bytes to every subscriber of that stream. A
+subscriber's queue is bounded: when it is full, the subscriber is dropped from
+the hub and told to resync, so a slow browser never holds up the others or
+ingest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from assay import protocol
+from assay_server.bus import Bus, StreamEntry, id_key
+
+log = logging.getLogger(__name__)
+
+QUEUE_LIMIT = 1000
+BLOCK_MS = 200
+
+
+class ResyncNeeded(Exception):
+    """The subscriber must reload through the HTTP API and subscribe afresh."""
+
+
+class Subscriber:
+    """One socket's view of the hub: a bounded queue of encoded frames."""
+
+    def __init__(self, limit: int = QUEUE_LIMIT) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(limit)
+        self.cursors: dict[str, str] = {}
+        self.overflowed = False
+        self.wake = asyncio.Event()
+
+    def offer(self, stream: str, entry_id: str, frame: bytes) -> bool:
+        """Queue ``frame`` unless it is not newer than the cursor; False on overflow."""
+        if id_key(entry_id) <= id_key(self.cursors.get(stream, "0-0")):
+            return True
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            self.wake.set()
+            return False
+        self.cursors[stream] = entry_id
+        return True
+
+    async def next_frame(self) -> bytes | None:
+        """The next frame to send, or None when the subscriber fell behind."""
+        while True:
+            if self.overflowed:
+                return None
+            try:
+                return self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                pass
+            self.wake.clear()
+            getter = asyncio.ensure_future(self.queue.get())
+            waiter = asyncio.ensure_future(self.wake.wait())
+            done, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if getter in done:
+                return getter.result()
+            getter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await getter
+
+    def reset(self) -> None:
+        self.cursors.clear()
+        self.overflowed = False
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+
+class LiveHub:
+    def __init__(self, bus: Bus, queue_limit: int = QUEUE_LIMIT) -> None:
+        self.bus = bus
+        self.queue_limit = queue_limit
+        self.topics: dict[str, set[Subscriber]] = {}
+        self.positions: dict[str, str] = {}
+        self.lock = asyncio.Lock()
+        self.changed = asyncio.Event()
+        self.reader: asyncio.Task[None] | None = None
+
+    async def add(self, subscriber: Subscriber, stream: str, after: str | None) -> None:
+        """Watch ``stream`` from just after ``after``, or from now when it is None.
+
+        Raises ``ResyncNeeded`` when entries after ``after`` were trimmed away.
+        """
+        async with self.lock:
+            if after is None:
+                after = await self.bus.last_id(stream)
+            elif await self.bus.trimmed_after(stream, after):
+                raise ResyncNeeded(f"stream {stream} no longer holds entries after {after}")
+            subscriber.cursors[stream] = after
+            # Entries already in the stream go out now, under the lock, so the
+            # reader cannot deliver a newer one first.
+            backlog = await self.bus.read_many({stream: after}, 0)
+            for entry in backlog:
+                if not subscriber.offer(entry[0], entry[1], encode_entry(entry)):
+                    raise ResyncNeeded("too many entries to catch up")
+            # A stream already read keeps its position: other subscribers may
+            # still wait for entries older than this subscriber's cursor.
+            self.positions.setdefault(stream, subscriber.cursors[stream])
+            self.topics.setdefault(stream, set()).add(subscriber)
+        self._start_reader()
+        self.changed.set()
+
+    def remove(self, subscriber: Subscriber) -> None:
+        for stream in list(self.topics):
+            watchers = self.topics[stream]
+            watchers.discard(subscriber)
+            if not watchers:
+                del self.topics[stream]
+                self.positions.pop(stream, None)
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reader
+
+    def _start_reader(self) -> None:
+        if self.reader is None or self.reader.done():
+            self.reader = asyncio.create_task(self._read_forever())
+
+    async def _read_forever(self) -> None:
+        while True:
+            if not self.topics:
+                self.changed.clear()
+                await self.changed.wait()
+                continue
+            cursors = {stream: self.positions[stream] for stream in self.topics}
+            try:
+                entries = await self.bus.read_many(cursors, BLOCK_MS)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading the live streams failed; retrying in 1 s")
+                await asyncio.sleep(1)
+                continue
+            if entries:
+                async with self.lock:
+                    self._dispatch(entries)
+
+    def _dispatch(self, entries: list[StreamEntry]) -> None:
+        for entry in entries:
+            stream, entry_id, _ = entry
+            if stream not in self.topics:
+                continue
+            if id_key(entry_id) > id_key(self.positions.get(stream, "0-0")):
+                self.positions[stream] = entry_id
+            frame = encode_entry(entry)
+            for subscriber in list(self.topics[stream]):
+                if not subscriber.offer(stream, entry_id, frame):
+                    log.info("live subscriber fell behind on %s; asking it to resync", stream)
+                    self.remove(subscriber)
+
+
+def encode_entry(entry: StreamEntry) -> bytes:
+    """The frame sent to browsers for one stream entry, as ``docs/live.md`` describes."""
+    stream, entry_id, fields = entry
+    if "body" in fields:
+        body = msgpack.unpackb(fields["body"], raw=False)
+        message: dict[str, Any] = {
+            "type": "points",
+            "stream": stream,
+            "id": entry_id,
+            "run_id": stream.rsplit(":", 1)[1],
+            "metrics": points(body),
+        }
+    else:
+        message = {
+            "type": "event",
+            "stream": stream,
+            "id": entry_id,
+            "run_id": _text(fields["run_id"]),
+            "event": _text(fields["type"]),
+            "data": msgpack.unpackb(fields["data"], raw=False),
+            "time": float(fields["time"]),
+        }
+    return protocol.pack(message)
+
+
+def points(body: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
+    """Per metric, its steps, times and values from a batch body."""
+    steps = np.frombuffer(body["steps"], "<i8")
+    times = np.frombuffer(body["times"], "<f8")
+    result: dict[str, dict[str, list[Any]]] = {}
+    for key, column in body["metrics"].items():
+        payloads = np.frombuffer(column["values"], "<f8")
+        rows = (
+            np.arange(len(steps))
+            if column["rows"] is None
+            else np.frombuffer(column["rows"], "<u4").astype(np.int64)
+        )
+        values: list[Any] = payloads.tolist()
+        if column["kinds"] is not None:
+            kinds = np.frombuffer(column["kinds"], "u1").tolist()
+            values = [protocol.decode_value(v, k) for v, k in zip(values, kinds, strict=True)]
+        result[key] = {
+            "steps": steps[rows].tolist(),
+            "times": times[rows].tolist(),
+            "values": values,
+        }
+    return result
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

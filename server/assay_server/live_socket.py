@@ -1,0 +1,155 @@
+"""The browser's live websocket, ``/api/v1/projects/{project}/live``; see ``docs/live.md``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import Any
+
+from sqlalchemy import select
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from assay import protocol
+from assay.protocol import ProtocolError
+from assay_server import runs, schema
+from assay_server.api import authenticated, context, error_response
+from assay_server.errors import AssayError
+from assay_server.live import LiveHub, ResyncNeeded, Subscriber
+
+log = logging.getLogger(__name__)
+
+
+class LiveConnection:
+    def __init__(self, websocket: WebSocket, hub: LiveHub, project_id: int) -> None:
+        self.websocket = websocket
+        self.hub = hub
+        self.project_id = project_id
+        self.subscriber = Subscriber(hub.queue_limit)
+        self.id = secrets.token_hex(4)
+        self.events = hub.bus.event_stream(project_id)
+        self.watched: set[str] = set()
+        # Control messages and stream entries come from two tasks; one send at a time.
+        self.send_lock = asyncio.Lock()
+
+    async def serve(self) -> None:
+        await self.websocket.accept()
+        log.info("live connection %s opened for project %s", self.id, self.project_id)
+        sender = asyncio.create_task(self._send_forever())
+        try:
+            while True:
+                frame = await self.websocket.receive_bytes()
+                await self._handle(frame)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            self.hub.remove(self.subscriber)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+            log.info("live connection %s closed", self.id)
+
+    async def _handle(self, frame: bytes) -> None:
+        try:
+            message = protocol.unpack(frame)
+        except ProtocolError as exc:
+            await self._send({"type": "error", "code": exc.code, "message": exc.message})
+            return
+        if message["type"] != "subscribe":
+            await self._send(
+                {
+                    "type": "error",
+                    "code": "unknown_type",
+                    "message": f"unknown message type {message['type']!r}; expected subscribe",
+                }
+            )
+            return
+        cursors = message.get("cursors") or {}
+        if not isinstance(cursors, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in cursors.items()
+        ):
+            await self._send(
+                {
+                    "type": "error",
+                    "code": "invalid_subscribe",
+                    "message": "subscribe 'cursors' must map stream names to entry ids",
+                }
+            )
+            return
+        await self._subscribe(cursors)
+
+    async def _subscribe(self, cursors: dict[str, str]) -> None:
+        self.hub.remove(self.subscriber)
+        self.subscriber.reset()
+        self.watched.clear()
+        streams = [self.events] + [
+            self.hub.bus.live_stream(self.project_id, run_id) for run_id in await self._run_ids()
+        ]
+        try:
+            for stream in streams:
+                await self._watch(stream, cursors.get(stream))
+        except ResyncNeeded as exc:
+            await self._resync(str(exc))
+            return
+        await self._send({"type": "subscribed", "events": self.events})
+
+    async def _watch(self, stream: str, after: str | None) -> None:
+        self.watched.add(stream)
+        await self.hub.add(self.subscriber, stream, after)
+
+    async def _run_ids(self) -> list[str]:
+        async with context(self.websocket).db.reading() as connection:
+            rows = await connection.execute(
+                select(schema.runs.c.run_id).where(schema.runs.c.project_id == self.project_id)
+            )
+            return [row.run_id for row in rows]
+
+    async def _send_forever(self) -> None:
+        while True:
+            frame = await self.subscriber.next_frame()
+            if frame is None:
+                self.hub.remove(self.subscriber)
+                await self._resync("the connection fell behind the live streams")
+                continue
+            async with self.send_lock:
+                await self.websocket.send_bytes(frame)
+            await self._follow_new_runs(frame)
+
+    async def _follow_new_runs(self, frame: bytes) -> None:
+        # A run created after the subscription gets its live stream watched
+        # from its first entry.
+        if b"run.created" not in frame:
+            return
+        message = protocol.unpack(frame)
+        if message["type"] == "event" and message["event"] == "run.created":
+            stream = self.hub.bus.live_stream(self.project_id, message["run_id"])
+            if stream not in self.watched:
+                try:
+                    await self._watch(stream, "0-0")
+                except ResyncNeeded as exc:
+                    await self._resync(str(exc))
+
+    async def _resync(self, reason: str) -> None:
+        self.subscriber.reset()
+        self.watched.clear()
+        await self._send({"type": "resync", "reason": reason})
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        async with self.send_lock:
+            await self.websocket.send_bytes(protocol.pack(message))
+
+
+async def live(websocket: WebSocket) -> None:
+    try:
+        await authenticated(websocket)
+        async with context(websocket).db.reading() as connection:
+            project_id = await runs.project_id(connection, websocket.path_params["project"])
+    except AssayError as exc:
+        await websocket.send_denial_response(error_response(websocket, exc))
+        return
+    await LiveConnection(websocket, websocket.app.state.hub, project_id).serve()
+
+
+routes = [WebSocketRoute("/api/v1/projects/{project}/live", live)]

@@ -1,0 +1,262 @@
+"""The browser's live socket: sign-in, fan-out, catch-up and resync."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+import assay
+from assay import protocol
+from assay_server.bus import LocalBus
+from assay_server.live import LiveHub, ResyncNeeded, Subscriber
+from assay_server.settings import Settings
+from conftest import RunningServer
+
+
+class LiveClient:
+    def __init__(self, server: RunningServer, project: str, **headers: str) -> None:
+        url = server.url.replace("http://", "ws://") + f"/api/v1/projects/{project}/live"
+        extra = headers or {"Authorization": f"Bearer {server.api_key}"}
+        self.socket: ClientConnection = connect(url, additional_headers=extra, legacy=True)
+        self.cursors: dict[str, str] = {}
+        self.pending: list[dict[str, Any]] = []
+
+    def subscribe(self, cursors: dict[str, str] | None = None) -> dict[str, Any]:
+        self.socket.send(protocol.pack({"type": "subscribe", "cursors": cursors or {}}))
+        return self.next(lambda m: m["type"] in ("subscribed", "resync"))
+
+    def next(self, wanted: Any, timeout: float = 15) -> dict[str, Any]:
+        """The first message ``wanted`` accepts; others are kept for later calls."""
+        for index, message in enumerate(self.pending):
+            if wanted(message):
+                return self.pending.pop(index)
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self.socket.recv(timeout=max(0.01, deadline - time.monotonic()))
+            message = protocol.unpack(frame)  # type: ignore[arg-type]
+            if "stream" in message:
+                self.cursors[message["stream"]] = message["id"]
+            if wanted(message):
+                return message
+            self.pending.append(message)
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+@pytest.fixture
+def project(server: RunningServer, tmp_path: Path) -> str:
+    assay.init("live", server=server.url, api_key=server.api_key, spool_dir=tmp_path).finish()
+    return "live"
+
+
+@pytest.fixture
+def client(server: RunningServer, project: str) -> Iterator[LiveClient]:
+    live = LiveClient(server, project)
+    yield live
+    live.close()
+
+
+def start_run(server: RunningServer, tmp_path: Path, **kwargs: Any) -> assay.Run:
+    options = assay.SenderOptions(flush_interval=0.01)
+    return assay.init(
+        "live",
+        server=server.url,
+        api_key=server.api_key,
+        spool_dir=tmp_path,
+        settings=options,
+        **kwargs,
+    )
+
+
+def is_points(message: dict[str, Any]) -> bool:
+    return bool(message["type"] == "points")
+
+
+def test_points_arrive_with_exact_values(
+    server: RunningServer, client: LiveClient, tmp_path: Path
+) -> None:
+    client.subscribe()
+    run = start_run(server, tmp_path)
+    for step, value in enumerate([1.0, math.nan, math.inf, -math.inf, None]):
+        run.log({"loss": value}, step=step)
+    run.finish()
+
+    values: list[Any] = []
+    while len(values) < 5:
+        values += client.next(is_points)["metrics"]["loss"]["values"]
+
+    assert values[0] == 1.0
+    assert math.isnan(values[1])
+    assert values[2] == math.inf
+    assert values[3] == -math.inf
+    assert values[4] is None
+
+
+def test_new_run_is_announced_and_followed(
+    server: RunningServer, client: LiveClient, tmp_path: Path
+) -> None:
+    client.subscribe()
+    run = start_run(server, tmp_path, name="fresh")
+    run.log({"acc": 0.5})
+    run.finish()
+
+    created = client.next(lambda m: m.get("event") == "run.created")
+    batch = client.next(is_points)
+
+    assert created["run_id"] == run.id
+    assert created["data"]["name"] == "fresh"
+    assert batch["run_id"] == run.id
+    assert batch["metrics"]["acc"]["steps"] == [0]
+
+
+def test_reconnect_with_cursors_misses_nothing(
+    server: RunningServer, project: str, tmp_path: Path
+) -> None:
+    first = LiveClient(server, project)
+    first.subscribe()
+    run = start_run(server, tmp_path, id="steady")
+    run.log({"x": 0.0}, step=0)
+    first.next(is_points)
+    cursors = dict(first.cursors)
+    first.close()
+    for step in range(1, 4):
+        run.log({"x": float(step)}, step=step)
+    run.finish()
+    second = LiveClient(server, project)
+
+    second.subscribe(cursors)
+    steps: list[int] = []
+    while len(steps) < 3:
+        steps += second.next(is_points)["metrics"]["x"]["steps"]
+    second.close()
+
+    assert steps == [1, 2, 3]
+
+
+def test_trimmed_cursor_asks_for_resync(
+    settings: Settings, start_server: Any, tmp_path: Path
+) -> None:
+    server = start_server(dataclasses.replace(settings, live_stream_length=2))
+    one_row_batches = assay.SenderOptions(batch_rows=1, flush_interval=0.01)
+    run = assay.init(
+        "live",
+        server=server.url,
+        api_key=server.api_key,
+        spool_dir=tmp_path,
+        id="long",
+        settings=one_row_batches,
+    )
+    # Redis trims whole nodes of about 100 entries, so write well past one.
+    for step in range(300):
+        run.log({"x": float(step)})
+    run.finish()
+    live = LiveClient(server, "live")
+    stream = live.subscribe()["events"].replace("events:", "live:") + ":long"
+    old_cursor = "1-0"
+
+    answer = live.subscribe({stream: old_cursor})
+    live.close()
+
+    assert answer["type"] == "resync"
+    assert "no longer holds" in answer["reason"]
+
+
+def test_missing_credentials_are_rejected(server: RunningServer, project: str) -> None:
+    with pytest.raises(InvalidStatus) as raised:
+        LiveClient(server, project, Cookie="assay_session=forged")
+
+    assert raised.value.response.status_code == 401
+
+
+def test_unknown_project_is_rejected(server: RunningServer) -> None:
+    with pytest.raises(InvalidStatus) as raised:
+        LiveClient(server, "nowhere")
+
+    assert raised.value.response.status_code == 404
+
+
+def test_login_link_sets_session_cookie(server: RunningServer, project: str) -> None:
+    with httpx.Client(base_url=server.url) as browser:
+        response = browser.get(
+            "/login", params={"token": server.api_key, "next": "/projects/live"}
+        )
+        cookie = browser.cookies.get("assay_session")
+        projects = browser.get("/api/v1/projects")
+    live = LiveClient(server, project, Cookie=f"assay_session={cookie}")
+    subscribed = live.subscribe()
+    live.close()
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/projects/live"
+    assert "httponly" in response.headers["set-cookie"].lower()
+    assert "samesite=lax" in response.headers["set-cookie"].lower()
+    assert projects.status_code == 200
+    assert subscribed["type"] == "subscribed"
+
+
+@pytest.mark.parametrize("target", ["https://elsewhere.example/", "//elsewhere.example/x"])
+def test_login_never_redirects_away(server: RunningServer, target: str) -> None:
+    with httpx.Client(base_url=server.url) as browser:
+        response = browser.get("/login", params={"token": server.api_key, "next": target})
+
+    assert response.headers["location"] == "/"
+
+
+def test_login_with_wrong_token_fails(server: RunningServer) -> None:
+    with httpx.Client(base_url=server.url) as browser:
+        response = browser.get("/login", params={"token": "wrong"})
+
+    assert response.status_code == 401
+    assert "assay_session" not in response.headers.get("set-cookie", "")
+
+
+def test_logout_ends_session(server: RunningServer) -> None:
+    with httpx.Client(base_url=server.url) as browser:
+        browser.get("/login", params={"token": server.api_key})
+        browser.post("/logout")
+        after = browser.get("/api/v1/projects")
+
+    assert after.status_code == 401
+
+
+async def test_full_queue_drops_slow_subscriber() -> None:
+    bus = LocalBus("t:", 100, 100)
+    hub = LiveHub(bus)
+    stream = bus.event_stream(1)
+    slow = Subscriber(3)
+    fast = Subscriber(100)
+    await hub.add(slow, stream, None)
+    await hub.add(fast, stream, None)
+
+    for index in range(10):
+        event = {"type": "run.state", "run_id": str(index), "data": b"\x80", "time": 0.0}
+        await bus.publish_event(1, event)
+    frames = [await asyncio.wait_for(fast.next_frame(), 5) for _ in range(10)]
+    slow_frame = await slow.next_frame()
+    await hub.close()
+
+    assert all(frame is not None for frame in frames)
+    assert slow_frame is None  # the socket sends a resync instead
+    assert slow.overflowed
+    assert all(slow not in watchers for watchers in hub.topics.values())
+
+
+async def test_trimmed_stream_raises_resync() -> None:
+    bus = LocalBus("t:", 2, 2)
+    for index in range(5):
+        await bus.publish_event(1, {"type": "x", "run_id": "r", "data": b"\x80", "time": index})
+    hub = LiveHub(bus)
+
+    with pytest.raises(ResyncNeeded):
+        await hub.add(Subscriber(), bus.event_stream(1), "0-0")
