@@ -153,8 +153,8 @@ async def ingest(websocket: WebSocket) -> None:
     try:
         user = await authenticated(websocket)
     except AssayError as exc:
-        # Rejecting the handshake, rather than accepting and closing, tells the
-        # client not to retry at once.
+        # Rejecting the handshake, rather than accepting and closing, keeps
+        # clients from reconnecting at once in a loop.
         await websocket.send_denial_response(error_response(websocket, exc))
         return
     await IngestConnection(websocket, context(websocket), user).serve()

@@ -196,8 +196,8 @@ class RedisBus(StreamNames):
             return False
         # Trimming removes the oldest entries, so some entry newer than ``after``
         # may be gone when the oldest one left is newer than ``after``. This
-        # also asks for a resync when the newest removed entry was ``after``
-        # itself, which costs a reload but loses nothing.
+        # also reports a gap when the newest removed entry was ``after`` itself,
+        # which costs a reload but loses nothing.
         first = info.get("first-entry")
         if not first:
             return id_key(_text(info["last-generated-id"])) > id_key(after)

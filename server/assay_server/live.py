@@ -3,9 +3,9 @@
 Each server instance runs one ``LiveHub``. Its reader task reads every stream
 that at least one local socket watches, in one blocking call, encodes each
 entry once and offers the bytes to every subscriber of that stream. A
-subscriber's queue is bounded: when it is full, the subscriber is dropped from
-the hub and told to resync, so a slow browser never holds up the others or
-ingest.
+subscriber's queue is bounded: when it is full, the hub drops the subscriber
+and its socket sends a resync message, so a slow browser never delays the
+others or ingest.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class Subscriber:
         return True
 
     async def next_frame(self) -> bytes | None:
-        """The next frame to send, or None when the subscriber fell behind."""
+        """Wait for the next frame to send; return None when the subscriber fell behind."""
         while True:
             if self.overflowed:
                 return None
@@ -99,7 +99,7 @@ class LiveHub:
             if after is None:
                 after = await self.bus.last_id(stream)
             elif await self.bus.trimmed_after(stream, after):
-                raise ResyncNeeded(f"stream {stream} no longer holds entries after {after}")
+                raise ResyncNeeded(f"stream {stream} no longer contains entries after {after}")
             subscriber.cursors[stream] = after
             # Entries already in the stream go out now, under the lock, so the
             # reader cannot deliver a newer one first.
@@ -166,7 +166,7 @@ class LiveHub:
 
 
 def encode_entry(entry: StreamEntry) -> bytes:
-    """The frame sent to browsers for one stream entry, as ``docs/live.md`` describes."""
+    """Encode one stream entry as the frame browsers receive (see ``docs/live.md``)."""
     stream, entry_id, fields = entry
     if "body" in fields:
         body = msgpack.unpackb(fields["body"], raw=False)

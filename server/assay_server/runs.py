@@ -24,7 +24,7 @@ STATES = (RUNNING, FINISHED, FAILED, CRASHED)
 
 @dataclass(frozen=True)
 class RunSpec:
-    """What an SDK's ``hello`` says about the run it wants to write."""
+    """The run an SDK's ``hello`` describes, and how it may be resumed."""
 
     project: str
     run_id: str

@@ -1,4 +1,4 @@
-"""Browser sessions: ``/login?token=API_KEY`` sets a cookie that stands in for the key."""
+"""Browser sessions: ``/login?token=API_KEY`` sets a cookie that replaces the key."""
 
 from __future__ import annotations
 
