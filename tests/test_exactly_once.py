@@ -27,6 +27,14 @@ def wait_until(
         time.sleep(0.01)
 
 
+def describe(run: assay.Run) -> str:
+    sender = run._sender
+    return (
+        f"attempts={sender.attempts} fatal={sender.fatal!r} "
+        f"alive={sender.is_alive()} connected={sender.client is not None}"
+    )
+
+
 def stored_points(server_url: str, api_key: str, project: str, run_id: str) -> tuple[Any, Any]:
     with assay.Api(server=server_url, api_key=api_key) as api:
         run = api.run(project, run_id)
@@ -48,15 +56,7 @@ def test_cut_connections_store_each_point_once(server: RunningServer, tmp_path: 
         if step % 50 == 49:
             time.sleep(0.005)  # paces the producer so that batches are in flight
         if step % 1000 == 999:
-            sender = run._sender
-            wait_until(
-                lambda: bool(proxy.open),
-                timeout=60,
-                state=lambda: (
-                    f"attempts={sender.attempts} fatal={sender.fatal!r} "
-                    f"alive={sender.is_alive()} connected={sender.client is not None}"
-                ),
-            )
+            wait_until(lambda: bool(proxy.open), timeout=60, state=lambda: describe(run))
             cuts += proxy.cut()
     run.finish(timeout=60)
     proxy.close()

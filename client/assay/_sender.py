@@ -127,8 +127,10 @@ class Sender(threading.Thread):
 
     def _step(self) -> bool:
         """One pass of the loop; True when the sender is done."""
-        self._cut_batches()
+        # Read the finish request before taking rows: rows logged before
+        # finish() are then all in this take, and none is left behind.
         finishing = self.finish_code is not None
+        self._cut_batches()
         if self.credentials is None or self.fatal is not None:
             self._spool_all()
             if finishing:
@@ -282,8 +284,9 @@ class Sender(threading.Thread):
         frame = protocol.pack(
             {"type": "batch", "seq": seq, **body, "config": config, "summary": summary}
         )
-        if len(frame) > self.options.max_frame_bytes and len(rows) > 1:
-            # Wide rows: halve the batch until each frame fits the server's limit.
+        too_wide = len(body["metrics"]) > protocol.MAX_KEYS_PER_BATCH
+        if (len(frame) > self.options.max_frame_bytes or too_wide) and len(rows) > 1:
+            # Wide rows: halve the batch until each frame fits the server's limits.
             middle = len(rows) // 2
             self._add_batch(rows[:middle], config, summary)
             self._add_batch(rows[middle:], None, None)

@@ -65,7 +65,8 @@ def unpack(frame: bytes) -> dict[str, Any]:
     try:
         message = msgpack.unpackb(frame, raw=False, strict_map_key=True)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise ProtocolError("malformed", f"frame is not valid msgpack: {exc}") from None
+        detail = str(exc) or type(exc).__name__
+        raise ProtocolError("malformed", f"frame is not valid msgpack: {detail}") from None
     if not isinstance(message, dict):
         raise ProtocolError(
             "malformed", f"frame must be a msgpack map, got {type(message).__name__}"
@@ -268,6 +269,12 @@ def check_document(value: Any, what: str, path: str = "", depth: int = 0) -> Non
     if value is None or isinstance(value, bool | int | float | str):
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63 - 1:
             raise ProtocolError("invalid_value", f"{where} integer {value!r} exceeds 64 bits")
+        if isinstance(value, str) and "\x00" in value:
+            raise ProtocolError(
+                "invalid_value",
+                f"{where} string {_short_repr(value)} contains a NUL character, "
+                "which databases cannot store; remove it",
+            )
         return
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
@@ -278,6 +285,10 @@ def check_document(value: Any, what: str, path: str = "", depth: int = 0) -> Non
             if not isinstance(key, str):
                 raise ProtocolError(
                     "invalid_value", f"{where} has a non-string key {key!r}; use string keys"
+                )
+            if "\x00" in key:
+                raise ProtocolError(
+                    "invalid_value", f"{where} key {key!r} contains a NUL character; remove it"
                 )
             if key == _FLOAT_TAG:
                 raise ProtocolError(

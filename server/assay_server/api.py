@@ -8,15 +8,17 @@ or msgpack (exact floats) when the request sends ``Accept: application/msgpack``
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import msgpack
+from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from assay.protocol import tag_floats
+from assay.protocol import MAX_STEP, tag_floats
 from assay_server import history, runs, sessions
 from assay_server.auth import User, authenticate, bearer_token
 from assay_server.context import ServerContext
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 MSGPACK = "application/msgpack"
 MAX_SAMPLES = 1_000_000
 MAX_PAGE = 10_000
+MAX_INT = 2**63 - 1
+INTEGER = re.compile(r"-?[0-9]{1,20}")
 
 
 def respond(request: HTTPConnection, data: Any, status: int = 200) -> Response:
@@ -44,6 +48,15 @@ def error_response(request: HTTPConnection, exc: Exception) -> Response:
     response = respond(request, {"error": {"code": exc.code, "message": exc.message}}, exc.status)
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="assay"'
+    return response
+
+
+def http_error(request: HTTPConnection, exc: Exception) -> Response:
+    """Give Starlette's own 404 and 405 responses the API's JSON error shape."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    response = respond(request, {"error": {"code": code, "message": exc.detail}}, exc.status_code)
+    response.headers.update(exc.headers or {})
     return response
 
 
@@ -103,7 +116,7 @@ async def list_projects(request: Request) -> Response:
 async def list_runs(request: Request) -> Response:
     await authenticated(request)
     limit = int_param(request, "limit", 1000, 1, MAX_PAGE)
-    offset = int_param(request, "offset", 0, 0, None)
+    offset = int_param(request, "offset", 0, 0, MAX_INT)
     async with context(request).db.reading() as db:
         found = await runs.list_runs(db, request.path_params["project"], limit, offset)
     return respond(request, {"runs": found})
@@ -127,24 +140,23 @@ async def run_history(request: Request) -> Response:
     await authenticated(request)
     keys = request.query_params.getlist("keys") or None
     samples = int_param(request, "samples", None, MIN_SAMPLES, MAX_SAMPLES)
-    min_step = int_param(request, "min_step", None, 0, None)
-    max_step = int_param(request, "max_step", None, 0, None)
+    min_step = int_param(request, "min_step", None, 0, MAX_STEP)
+    max_step = int_param(request, "max_step", None, 0, MAX_STEP)
     async with context(request).db.reading() as db:
         row = await runs.run_row(db, request.path_params["project"], request.path_params["run_id"])
         series = await history.read_series(db, row.pk, keys, min_step, max_step)
     return respond(request, {"history": history.history_rows(series, samples)})
 
 
-def int_param(request: Request, name: str, default: int | None, low: int, high: int | None) -> Any:
+def int_param(request: Request, name: str, default: int | None, low: int, high: int) -> Any:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"query parameter {name!r} must be an integer, got {raw!r}") from None
-    if value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+    bounds = f"an integer between {low} and {high}"
+    if not INTEGER.fullmatch(raw):
+        raise BadRequest(f"query parameter {name!r} must be {bounds}, got {raw!r}")
+    value = int(raw)
+    if not low <= value <= high:
         raise BadRequest(f"query parameter {name!r} must be {bounds}, got {value}")
     return value
 

@@ -10,8 +10,9 @@ import sys
 from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 
-from assay_server import api, live_socket, runs, sessions
+from assay_server import api, charts, layouts, live_socket, pages, runs, sessions
 from assay_server.auth import bootstrap_admin
 from assay_server.bus import Bus, LocalBus, RedisBus, event_fields
 from assay_server.context import ServerContext
@@ -102,7 +103,18 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
             await context.db.close()
 
     return Starlette(
-        routes=[*api.routes, *sessions.routes, *live_socket.routes],
+        routes=[
+            *api.routes,
+            *sessions.routes,
+            *live_socket.routes,
+            *charts.routes,
+            *layouts.routes,
+            *pages.routes,
+        ],
         lifespan=lifespan,
-        exception_handlers={AssayError: api.error_response, Exception: api.internal_error},
+        exception_handlers={
+            AssayError: api.error_response,
+            HTTPException: api.http_error,
+            Exception: api.internal_error,
+        },
     )

@@ -87,8 +87,12 @@ def decode_batch(message: Mapping[str, Any]) -> Batch:
             "they must be the same length",
         )
     _check_steps(seq, steps)
-    if len(times) and not np.isfinite(times).all():
-        raise ProtocolError("invalid_batch", f"batch {seq} has a timestamp that is not finite")
+    bad_times = times[~np.isfinite(times)]
+    if len(bad_times):
+        raise ProtocolError(
+            "invalid_batch",
+            f"batch {seq} has the timestamp {float(bad_times[0])!r}; timestamps must be finite",
+        )
     metrics = message.get("metrics", {})
     if not isinstance(metrics, dict):
         raise ProtocolError(
@@ -177,19 +181,22 @@ def _check_kinds(seq: int, name: str, values: Float64Array, kinds: UInt8Array) -
             "kinds are 0 (float), 1 (null), 2 (int) and 3 (bool)",
         )
     ints = values[kinds == protocol.KIND_INT]
-    if len(ints) and (
-        not np.isfinite(ints).all()
-        or (np.floor(ints) != ints).any()
-        or (np.abs(ints) > protocol.MAX_EXACT_INT).any()
-    ):
+    bad_ints = ints[
+        ~np.isfinite(ints) | (np.floor(ints) != ints) | (np.abs(ints) > protocol.MAX_EXACT_INT)
+    ]
+    if len(bad_ints):
         raise ProtocolError(
             "invalid_value",
-            f"metric {name!r} in batch {seq} has an int value that is not an integer within 2**53",
+            f"metric {name!r} in batch {seq} has the int value {float(bad_ints[0])!r}; "
+            "int values must be integers within 2**53",
         )
     bools = values[kinds == protocol.KIND_BOOL]
-    if len(bools) and not np.isin(bools, (0.0, 1.0)).all():
+    bad_bools = bools[~np.isin(bools, (0.0, 1.0))]
+    if len(bad_bools):
         raise ProtocolError(
-            "invalid_value", f"metric {name!r} in batch {seq} has a bool value other than 0 or 1"
+            "invalid_value",
+            f"metric {name!r} in batch {seq} has the bool value {float(bad_bools[0])!r}; "
+            "bool values must be 0 or 1",
         )
     # A null's payload carries no meaning; zero it so stored chunks compare equal.
     return np.where(kinds == protocol.KIND_NULL, 0.0, values)

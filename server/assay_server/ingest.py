@@ -222,9 +222,14 @@ class IngestConnection:
     async def _finish(self, message: dict[str, Any]) -> None:
         assert self.run is not None
         exit_code = message.get("exit_code", 0)
-        if not isinstance(exit_code, int) or isinstance(exit_code, bool):
+        if (
+            not isinstance(exit_code, int)
+            or isinstance(exit_code, bool)
+            or not -(2**63) <= exit_code < 2**63
+        ):
             await self._send_error(
-                "invalid_finish", f"finish 'exit_code' must be an integer, got {exit_code!r}"
+                "invalid_finish",
+                f"finish 'exit_code' must be an integer within 64 bits, got {exit_code!r:.60}",
             )
             return
         finished_at = message.get("finished_at")
@@ -310,7 +315,9 @@ def parse_hello(message: dict[str, Any]) -> runs.RunSpec:
         )
     run = message.get("run")
     if not isinstance(run, dict):
-        raise ProtocolError("invalid_hello", "hello 'run' must be a map")
+        raise ProtocolError(
+            "invalid_hello", f"hello 'run' must be a map, got {type(run).__name__} {run!r:.60}"
+        )
     run_id = run.get("id")
     if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
         raise ProtocolError(
@@ -335,9 +342,14 @@ def parse_hello(message: dict[str, Any]) -> runs.RunSpec:
             f"run created_at must be seconds since the epoch, not in the future, "
             f"got {created_at!r}",
         )
-    config = run.get("config") or {}
+    config = run.get("config")
+    if config is None:
+        config = {}
     if not isinstance(config, dict):
-        raise ProtocolError("invalid_hello", f"run config must be a map, got {config!r}")
+        raise ProtocolError(
+            "invalid_hello",
+            f"run config must be a map, got {type(config).__name__} {config!r:.60}",
+        )
     protocol.check_document(config, "config")
     return runs.RunSpec(
         project=project,
@@ -357,11 +369,16 @@ def _optional_text(run: dict[str, Any], field: str, limit: int) -> str | None:
     value = run.get(field)
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > limit:
+    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+        shown = (
+            repr(value[:40]) + ("..." if len(value) > 40 else "")
+            if isinstance(value, str)
+            else repr(value)
+        )
         raise ProtocolError(
             "invalid_hello",
-            f"run {field} must be a string of at most {limit} characters, got "
-            f"{type(value).__name__} of length {len(value) if isinstance(value, str) else '-'}",
+            f"run {field} must be a string of at most {limit} characters without NUL "
+            f"characters, got {type(value).__name__} {shown}",
         )
     return value
 
@@ -370,12 +387,16 @@ def _tags(tags: object) -> list[str]:
     if tags is None:
         return []
     if not isinstance(tags, list) or len(tags) > MAX_TAGS:
-        raise ProtocolError("invalid_hello", f"run tags must be a list of at most {MAX_TAGS}")
+        shown = f"{len(tags)} tags" if isinstance(tags, list) else repr(tags)[:60]
+        raise ProtocolError(
+            "invalid_hello", f"run tags must be a list of at most {MAX_TAGS} strings, got {shown}"
+        )
     for tag in tags:
-        if not isinstance(tag, str) or not 0 < len(tag) <= MAX_TAG_LENGTH:
+        if not isinstance(tag, str) or not 0 < len(tag) <= MAX_TAG_LENGTH or "\x00" in tag:
             raise ProtocolError(
                 "invalid_hello",
-                f"tag {tag!r} is invalid; tags are strings of 1 to {MAX_TAG_LENGTH} characters",
+                f"tag {tag!r} is invalid; tags are strings of 1 to {MAX_TAG_LENGTH} characters "
+                "without NUL characters",
             )
     return list(dict.fromkeys(tags))
 

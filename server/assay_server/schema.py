@@ -103,7 +103,7 @@ runs = Table(
     Column("created_at", Double, nullable=False),
     Column("heartbeat_at", Double, nullable=False),
     Column("finished_at", Double),
-    Column("exit_code", Integer),
+    Column("exit_code", BigInteger),
     Column("next_step", BigInteger, nullable=False, default=0),
     Column("session", BigInteger),
     UniqueConstraint("project_id", "run_id"),

@@ -105,7 +105,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Double(), nullable=False),
         sa.Column("heartbeat_at", sa.Double(), nullable=False),
         sa.Column("finished_at", sa.Double(), nullable=True),
-        sa.Column("exit_code", sa.Integer(), nullable=True),
+        sa.Column("exit_code", sa.BigInteger(), nullable=True),
         sa.Column("next_step", sa.BigInteger(), nullable=False),
         sa.Column("session", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(
