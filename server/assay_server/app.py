@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
-from assay_server import api, charts, layouts, live_socket, pages, runs, sessions
+from assay_server import api, health, live_socket, metrics, runs, sessions
 from assay_server.auth import bootstrap_admin
 from assay_server.bus import Bus, LocalBus, RedisBus, event_fields
 from assay_server.context import ServerContext
@@ -70,6 +70,7 @@ async def reap_crashed_runs(context: ServerContext) -> None:
                 crashed = await runs.mark_crashed(connection, context.settings.crash_timeout)
             for row in crashed:
                 log.info("run %s marked crashed: no heartbeat", row.run_id)
+                metrics.CRASHED_RUNS.inc()
                 await context.bus.publish_event(
                     row.project_id,
                     event_fields(
@@ -105,11 +106,10 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
     return Starlette(
         routes=[
             *api.routes,
+            *health.routes,
+            *metrics.routes,
             *sessions.routes,
             *live_socket.routes,
-            *charts.routes,
-            *layouts.routes,
-            *pages.routes,
         ],
         lifespan=lifespan,
         exception_handlers={

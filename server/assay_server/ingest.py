@@ -14,7 +14,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from assay import protocol
 from assay.protocol import ProtocolError
-from assay_server import history, runs
+from assay_server import history, metrics, runs
 from assay_server.auth import User
 from assay_server.batch import Batch, decode_batch
 from assay_server.bus import event_fields
@@ -52,6 +52,7 @@ class IngestConnection:
     async def serve(self) -> None:
         await self.websocket.accept()
         log.info("ingest connection %s opened by user %s", self.id, self.user.name)
+        metrics.SOCKETS.labels("ingest").inc()
         try:
             await self._hello()
             while True:
@@ -68,6 +69,7 @@ class IngestConnection:
                 "unavailable", "the server could not store data; retry later", CLOSE_SERVER_ERROR
             )
         finally:
+            metrics.SOCKETS.labels("ingest").dec()
             log.info("ingest connection %s of run %s closed", self.id, self._run_label())
 
     async def _next_message(self) -> None:
@@ -156,16 +158,22 @@ class IngestConnection:
 
     async def _batch(self, message: dict[str, Any]) -> None:
         assert self.run is not None
+        received = time.perf_counter()
         try:
             batch = decode_batch(message)
         except ProtocolError as exc:
             log.info("batch rejected on connection %s: %s", self.id, exc.message)
+            metrics.BATCHES.labels("rejected").inc()
+            metrics.ERRORS.labels(exc.code).inc()
             await self._send_error(exc.code, exc.message, seq=message.get("seq"))
             return
         stored = await self._store(batch)
         if stored:
             await self._publish_batch(message, batch)
+            metrics.POINTS.inc(batch.point_count)
+        metrics.BATCHES.labels("stored" if stored else "duplicate").inc()
         await self._send({"type": "ack", "seq": batch.seq})
+        metrics.ACK_SECONDS.observe(time.perf_counter() - received)
         if stored:
             self.batches_written += 1
             if self.batches_written % COMPACT_EVERY == 0:
@@ -285,6 +293,7 @@ class IngestConnection:
 
     async def _fail(self, code: str, message: str, close_code: int) -> None:
         log.info("ingest connection %s closed with error %s: %s", self.id, code, message)
+        metrics.ERRORS.labels(code).inc()
         if self.websocket.application_state != WebSocketState.CONNECTED:
             return
         try:

@@ -14,7 +14,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from assay import protocol
 from assay.protocol import ProtocolError
-from assay_server import runs, schema
+from assay_server import metrics, runs, schema
 from assay_server.api import authenticated, context, error_response
 from assay_server.errors import AssayError
 from assay_server.live import LiveHub, ResyncNeeded, Subscriber
@@ -37,6 +37,7 @@ class LiveConnection:
     async def serve(self) -> None:
         await self.websocket.accept()
         log.info("live connection %s opened for project %s", self.id, self.project_id)
+        metrics.SOCKETS.labels("live").inc()
         sender = asyncio.create_task(self._send_forever())
         try:
             while True:
@@ -49,6 +50,7 @@ class LiveConnection:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
+            metrics.SOCKETS.labels("live").dec()
             log.info("live connection %s closed", self.id)
 
     async def _handle(self, frame: bytes) -> None:

@@ -1,0 +1,30 @@
+"""Prometheus metrics of the server process, served at ``/metrics``."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+POINTS = Counter("assay_ingested_points", "Metric points committed to the database.")
+BATCHES = Counter(
+    "assay_ingested_batches",
+    "Ingest batches by outcome: stored, duplicate (stored before) or rejected.",
+    ["outcome"],
+)
+ACK_SECONDS = Histogram(
+    "assay_ack_seconds",
+    "Time from receiving a batch to acknowledging it, in seconds.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SOCKETS = Gauge("assay_open_sockets", "Open websockets by kind.", ["kind"])
+ERRORS = Counter("assay_errors", "Errors reported to clients or logged, by kind.", ["kind"])
+CRASHED_RUNS = Counter("assay_crashed_runs", "Runs marked crashed after heartbeats stopped.")
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+routes = [Route("/metrics", metrics)]
