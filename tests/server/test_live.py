@@ -169,7 +169,7 @@ def test_trimmed_cursor_asks_for_resync(
     live.close()
 
     assert answer["type"] == "resync"
-    assert "no longer holds" in answer["reason"]
+    assert "no longer contains" in answer["reason"]
 
 
 def test_missing_credentials_are_rejected(server: RunningServer, project: str) -> None:
