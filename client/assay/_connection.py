@@ -51,7 +51,8 @@ class IngestClient:
             )
         except InvalidStatus as exc:
             raise _rejection(exc) from None
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
+        except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
+            # ConnectionClosed: the connection dropped during the handshake.
             raise TransientError(f"cannot connect to {self.url}: {exc}") from None
         self.send(protocol.pack(hello))
         welcome = self.receive(self.open_timeout)

@@ -114,16 +114,24 @@ class Sender(threading.Thread):
             self.spool.write_meta(self.hello)
             self.first_attempt.set()
         try:
-            while not self._step():
+            while not self._step_safely():
                 pass
-        except Exception:
-            log.exception("assay sender of run %s stopped", self.hello["run"]["id"])
-            self._spool_all()
         finally:
             if self.client is not None:
                 self.client.close()
             self.first_attempt.set()
             self.done.set()
+
+    def _step_safely(self) -> bool:
+        try:
+            return self._step()
+        except Exception:
+            # An error nobody foresaw must not end delivery: the batches stay
+            # queued, and the sender reconnects after a back-off.
+            log.exception("assay sender of run %s failed; retrying", self._run_id)
+            self._disconnected("unexpected error")
+            self.wake.wait(self._until_attempt())
+            return False
 
     def _step(self) -> bool:
         """One pass of the loop; True when the sender is done."""

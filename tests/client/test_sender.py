@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from assay import protocol
+from assay._connection import IngestClient, TransientError
 from assay._sender import Rows, Sender, SenderOptions
 from assay._spool import Spool
 
@@ -38,3 +45,49 @@ def test_row_logged_during_take_is_kept(tmp_path: Path) -> None:
 
     assert steps == [0, 1]
     assert spool.read_finish() == 0
+
+
+def test_unexpected_error_does_not_stop_sender(tmp_path: Path) -> None:
+    calls = 0
+
+    def take() -> tuple[Rows, dict[str, Any], dict[str, Any]]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a fault the sender did not foresee")
+        return [(0, 0.0, {"x": 0.0})] if calls == 2 else [], {}, {}
+
+    spool = Spool(tmp_path / "spool")
+    options = SenderOptions(flush_interval=0.01, backoff_base=0.01, backoff_max=0.01)
+    sender = Sender(take, hello(), None, spool, options)
+    sender.start()
+    deadline = time.monotonic() + 10
+    while calls < 3:
+        assert time.monotonic() < deadline, "the sender stopped after the error"
+        time.sleep(0.01)
+    sender.request_finish(0, timeout=10)
+    sender.join(10)
+
+    assert calls >= 3
+    assert len(spool.batch_files()) == 1
+    assert spool.read_finish() == 0
+
+
+def test_connection_dropped_in_handshake_is_transient() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def drop_first_connection() -> None:
+        connection, _ = listener.accept()
+        # Linger 0 makes close() reset the connection, as a cut network does.
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        connection.close()
+
+    thread = threading.Thread(target=drop_first_connection)
+    thread.start()
+    client = IngestClient(f"http://127.0.0.1:{port}", "key", open_timeout=5)
+
+    with pytest.raises(TransientError):
+        client.open(hello())
+    thread.join(5)
+    listener.close()
