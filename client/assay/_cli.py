@@ -1,4 +1,4 @@
-"""The ``assay`` command: serve, db upgrade, login and sync."""
+"""The ``assay`` command: serve, db upgrade, login, sync and import."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from assay import _credentials
 from assay._errors import AssayError
 
 SERVER_MISSING = "the assay server is not installed; install it with: pip install 'assay[server]'"
+IMPORT_MISSING = (
+    "assay import needs the {name} package; install it with: pip install 'assay[import]'"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--server", help="server URL")
     sync.add_argument("--api-key", help="API key")
     sync.set_defaults(handler=_sync)
+
+    importer = commands.add_parser(
+        "import",
+        help="import training logs written by other tools",
+        description="Import TensorBoard, MLflow, PyTorch Lightning CSV, JSONL, Keras and CSV "
+        "training logs as runs. Importing the same files again stores nothing twice.",
+    )
+    try:
+        from assay.importers._command import add_arguments
+    except ModuleNotFoundError as exc:
+        missing = exc.name
+        importer.set_defaults(handler=lambda args: _missing_import_package(missing))
+        importer.add_argument("arguments", nargs=argparse.REMAINDER)
+    else:
+        add_arguments(importer)
+        importer.set_defaults(handler=_import)
     return parser
 
 
@@ -119,3 +138,14 @@ def _sync(args: argparse.Namespace) -> int:
             state = ", finished" if result.finished else ""
             print(f"{result.run}: uploaded {result.batches} batches{state}")
     return 1 if failed else 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from assay.importers._command import run_command
+
+    return run_command(args)
+
+
+def _missing_import_package(name: str | None) -> int:
+    print(f"assay: error: {IMPORT_MISSING.format(name=name)}", file=sys.stderr)
+    return 1

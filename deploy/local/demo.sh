@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start assay on the embedded default (SQLite, in-process bus), stream the demo
-# sweep into it and print the URL. The server keeps running; stop it with
-# `make demo-stop`.
+# sweep into it, import a real learning-rate sweep beside it and print the URL.
+# The server keeps running; stop it with `make demo-stop`.
 set -euo pipefail
 
 demo_dir=${DEMO_DIR:-.demo}
@@ -49,6 +49,29 @@ fi
 
 ASSAY_SERVER=$url ASSAY_API_KEY=$key "$bin/python" examples/sweep.py --project demo-sweep
 
+# Real history beside the live sweep: the CS336 learning-rate sweep, whose
+# highest rates diverge. The logs are read where they are (ASSAY_REAL_DATA,
+# then ../shared/data/real beside the repository, then /work/shared/data/real),
+# never copied; without them the demo goes on without this project.
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+real_data=""
+for candidate in "${ASSAY_REAL_DATA:-}" "$repo/../shared/data/real" /work/shared/data/real; do
+    if [ -n "$candidate" ] && [ -d "$candidate/cs336_lr_batch_sweep/experiments" ]; then
+        real_data=$candidate
+        break
+    fi
+done
+imported=""
+if [ -z "$real_data" ]; then
+    echo "note: the real training logs were not found (set ASSAY_REAL_DATA);" \
+        "the demo goes on without the imported learning-rate sweep"
+elif ASSAY_SERVER=$url ASSAY_API_KEY=$key "$bin/assay" import \
+        "$real_data"/cs336_lr_batch_sweep/experiments/lr_sweep_* --project cs336-lr-sweep; then
+    imported=cs336-lr-sweep
+else
+    echo "note: importing the learning-rate sweep failed (see above); the demo goes on without it"
+fi
+
 cat <<TEXT
 
 The sweep is stored. Open $url/api/v1/projects/demo-sweep/runs
@@ -63,3 +86,11 @@ or read it from Python:
 
 The server keeps running (log: $demo_dir/server.log); stop it with: make demo-stop
 TEXT
+if [ -n "$imported" ]; then
+    cat <<TEXT
+
+Real history from the CS336 learning-rate sweep is in the project $imported:
+
+    curl -H "Authorization: Bearer \$(cat $key_file)" $url/api/v1/projects/$imported/runs
+TEXT
+fi
