@@ -32,46 +32,38 @@ class ResyncNeeded(Exception):
 
 
 class Subscriber:
-    """One socket's view of the hub: a bounded queue of encoded frames."""
+    """One socket's view of the hub: a bounded queue of encoded frames.
+
+    The queue itself is unbounded so that a None can always follow the last
+    frame to wake the sender; ``limit`` is enforced in ``offer``.
+    """
 
     def __init__(self, limit: int = QUEUE_LIMIT) -> None:
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(limit)
+        self.limit = limit
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.cursors: dict[str, str] = {}
         self.overflowed = False
-        self.wake = asyncio.Event()
 
     def offer(self, stream: str, entry_id: str, frame: bytes) -> bool:
         """Queue ``frame`` unless it is not newer than the cursor; False on overflow."""
         if id_key(entry_id) <= id_key(self.cursors.get(stream, "0-0")):
             return True
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
-            self.overflowed = True
-            self.wake.set()
+        if self.overflowed:
             return False
+        if self.queue.qsize() >= self.limit:
+            self.overflowed = True
+            self.queue.put_nowait(None)
+            return False
+        self.queue.put_nowait(frame)
         self.cursors[stream] = entry_id
         return True
 
     async def next_frame(self) -> bytes | None:
         """Wait for the next frame to send; return None when the subscriber fell behind."""
-        while True:
-            if self.overflowed:
-                return None
-            try:
-                return self.queue.get_nowait()
-            except asyncio.QueueEmpty:
-                pass
-            self.wake.clear()
-            getter = asyncio.ensure_future(self.queue.get())
-            waiter = asyncio.ensure_future(self.wake.wait())
-            done, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            if getter in done:
-                return getter.result()
-            getter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await getter
+        if self.overflowed:
+            return None
+        frame = await self.queue.get()
+        return None if self.overflowed else frame
 
     def reset(self) -> None:
         self.cursors.clear()
