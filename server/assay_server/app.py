@@ -12,7 +12,17 @@ from collections.abc import AsyncIterator, Callable
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
-from assay_server import api, health, live_socket, metrics, runs, sessions
+from assay_server import (
+    api,
+    charts,
+    health,
+    layouts,
+    live_socket,
+    metrics,
+    pages,
+    runs,
+    sessions,
+)
 from assay_server.auth import bootstrap_admin
 from assay_server.bus import Bus, LocalBus, RedisBus, event_fields
 from assay_server.context import ServerContext
@@ -110,6 +120,9 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
             *metrics.routes,
             *sessions.routes,
             *live_socket.routes,
+            *charts.routes,
+            *layouts.routes,
+            *pages.routes,
         ],
         lifespan=lifespan,
         exception_handlers={

@@ -1,0 +1,154 @@
+// The HTTP API client. Reads ask for msgpack, which keeps NaN and infinities as numbers.
+import { decode } from "@msgpack/msgpack";
+import type { Figure } from "plotly.js-dist-min";
+
+export type Value =
+  number | boolean | string | null | Value[] | { [key: string]: Value };
+
+export interface Project {
+  name: string;
+  created_at: number;
+  run_count: number;
+}
+
+export interface Run {
+  id: string;
+  project: string;
+  name: string;
+  state: string;
+  config: Record<string, Value>;
+  summary: Record<string, Value>;
+  tags: string[];
+  group: string | null;
+  notes: string | null;
+  created_at: number;
+  heartbeat_at: number;
+  finished_at: number | null;
+  exit_code: number | null;
+}
+
+export interface PanelLayout {
+  id: string;
+  type: "line" | "scatter" | "bar" | "scalar" | "parallel";
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+  options: Record<string, Value>;
+}
+
+export interface Layout {
+  auto: boolean;
+  panels: PanelLayout[];
+  columns: string[];
+}
+
+export interface FigureResponse {
+  figure: Figure;
+  runs: Record<
+    string,
+    { name: string; state: string; created_at: number; colour: string }
+  >;
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+async function request(
+  path: string,
+  init: RequestInit = {},
+): Promise<Response> {
+  const response = await fetch(path, { credentials: "same-origin", ...init });
+  if (!response.ok) {
+    let code = "http_error";
+    let message = `${init.method ?? "GET"} ${path} failed with HTTP ${response.status}`;
+    try {
+      const body = (await response.clone().json()) as {
+        error?: { code: string; message: string };
+      };
+      if (body.error) ({ code, message } = body.error);
+    } catch {
+      try {
+        const body = decode(new Uint8Array(await response.arrayBuffer())) as {
+          error?: { code: string; message: string };
+        };
+        if (body.error) ({ code, message } = body.error);
+      } catch {
+        // Neither JSON nor msgpack: keep the generic message.
+      }
+    }
+    throw new ApiError(response.status, code, message);
+  }
+  return response;
+}
+
+async function getPacked<T>(path: string): Promise<T> {
+  const response = await request(path, {
+    headers: { Accept: "application/msgpack" },
+  });
+  return decode(new Uint8Array(await response.arrayBuffer())) as T;
+}
+
+const project = (name: string): string =>
+  `/api/v1/projects/${encodeURIComponent(name)}`;
+
+export async function listProjects(): Promise<Project[]> {
+  return (await getPacked<{ projects: Project[] }>("/api/v1/projects"))
+    .projects;
+}
+
+export async function listRuns(name: string): Promise<Run[]> {
+  return (await getPacked<{ runs: Run[] }>(`${project(name)}/runs?limit=10000`))
+    .runs;
+}
+
+export async function getRun(name: string, runId: string): Promise<Run> {
+  return getPacked<Run>(`${project(name)}/runs/${encodeURIComponent(runId)}`);
+}
+
+export async function listKeys(name: string): Promise<string[]> {
+  return (await getPacked<{ keys: string[] }>(`${project(name)}/keys`)).keys;
+}
+
+export async function runKeys(name: string, runId: string): Promise<string[]> {
+  const path = `${project(name)}/runs/${encodeURIComponent(runId)}/metrics`;
+  return Object.keys(
+    (await getPacked<{ metrics: Record<string, unknown> }>(path)).metrics,
+  );
+}
+
+export async function getFigure(
+  name: string,
+  query: URLSearchParams,
+): Promise<FigureResponse> {
+  const response = await request(`${project(name)}/figure?${query.toString()}`);
+  return (await response.json()) as FigureResponse;
+}
+
+export async function getLayout(name: string): Promise<Layout | null> {
+  return (await getPacked<{ layout: Layout | null }>(`${project(name)}/layout`))
+    .layout;
+}
+
+export async function putLayout(name: string, layout: Layout): Promise<void> {
+  await request(`${project(name)}/layout`, {
+    method: "PUT",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(layout),
+  });
+}
+
+export async function signOut(): Promise<void> {
+  await fetch("/logout", {
+    method: "POST",
+    credentials: "same-origin",
+    redirect: "manual",
+  });
+}

@@ -1,0 +1,42 @@
+// The bar at the top of every page, and the live connection's status badge.
+import { signOut } from "./api";
+import { h } from "./dom";
+
+export function topBar(...extra: HTMLElement[]): HTMLElement {
+  const signOutButton = h(
+    "button",
+    { type: "button", class: "sign-out" },
+    "Sign out",
+  );
+  signOutButton.addEventListener(
+    "click",
+    () => void signOut().then(() => location.assign("/")),
+  );
+  return h(
+    "nav",
+    { class: "top-bar" },
+    h("a", { href: "/", class: "brand" }, "assay"),
+    h("span", { class: "spacer" }),
+    ...extra,
+    signOutButton,
+  );
+}
+
+export function statusBadge(): {
+  element: HTMLElement;
+  set(state: string): void;
+} {
+  const element = h(
+    "span",
+    { class: "live-status", "data-state": "connecting" },
+    "connecting",
+  );
+  return {
+    element,
+    set(state: string): void {
+      element.dataset.state = state;
+      element.textContent = state === "subscribed" ? "live" : state;
+      document.body.dataset.live = state;
+    },
+  };
+}

@@ -1,0 +1,131 @@
+// The live socket (docs/live.md): subscribe with cursors, reconnect with back-off, resync.
+import { decode, encode } from "@msgpack/msgpack";
+import type { Value } from "./api";
+
+export interface PointsMessage {
+  type: "points";
+  stream: string;
+  id: string;
+  run_id: string;
+  metrics: Record<
+    string,
+    { steps: number[]; times: number[]; values: (number | boolean | null)[] }
+  >;
+}
+
+export interface EventMessage {
+  type: "event";
+  stream: string;
+  id: string;
+  run_id: string;
+  event: "run.created" | "run.config" | "run.summary" | "run.state";
+  data: Record<string, Value>;
+  time: number;
+}
+
+export interface LiveHandlers {
+  /** Called after each subscription; ``fresh`` means the page must reload what it shows. */
+  subscribed(fresh: boolean): void;
+  points(message: PointsMessage): void;
+  event(message: EventMessage): void;
+  status(state: "connecting" | "subscribed" | "offline"): void;
+}
+
+const FIRST_DELAY_MS = 500;
+const MAX_DELAY_MS = 15_000;
+
+export class LiveConnection {
+  private socket: WebSocket | null = null;
+  private cursors: Record<string, string> = {};
+  private attempts = 0;
+  private closed = false;
+  private timer: number | undefined;
+  /** Whether the last subscribe sent empty cursors, so the page must reload. */
+  private fresh = true;
+
+  constructor(
+    private readonly project: string,
+    private readonly handlers: LiveHandlers,
+  ) {}
+
+  start(): void {
+    this.closed = false;
+    this.connect();
+  }
+
+  stop(): void {
+    this.closed = true;
+    window.clearTimeout(this.timer);
+    this.socket?.close();
+  }
+
+  /** Drop the connection as a network failure would; for tests of reconnection. */
+  dropForTest(): void {
+    this.socket?.close();
+  }
+
+  private connect(): void {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const url = `${scheme}//${location.host}/api/v1/projects/${encodeURIComponent(this.project)}/live`;
+    const socket = new WebSocket(url);
+    socket.binaryType = "arraybuffer";
+    this.socket = socket;
+    this.handlers.status("connecting");
+    socket.onopen = () => this.subscribe();
+    socket.onmessage = (event: MessageEvent<ArrayBuffer>) =>
+      this.receive(event.data);
+    socket.onclose = () => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      this.handlers.status("offline");
+      if (!this.closed) this.scheduleReconnect();
+    };
+  }
+
+  private scheduleReconnect(): void {
+    // Exponential back-off with full jitter, so many pages do not return at once.
+    const ceiling = Math.min(MAX_DELAY_MS, FIRST_DELAY_MS * 2 ** this.attempts);
+    this.attempts += 1;
+    this.timer = window.setTimeout(
+      () => this.connect(),
+      ceiling / 2 + (Math.random() * ceiling) / 2,
+    );
+  }
+
+  private subscribe(): void {
+    this.fresh = Object.keys(this.cursors).length === 0;
+    this.socket?.send(encode({ type: "subscribe", cursors: this.cursors }));
+  }
+
+  private receive(data: ArrayBuffer): void {
+    const message = decode(new Uint8Array(data)) as {
+      type: string;
+      stream?: string;
+      id?: string;
+    };
+    if (message.stream !== undefined && message.id !== undefined) {
+      this.cursors[message.stream] = message.id;
+    }
+    switch (message.type) {
+      case "subscribed":
+        this.attempts = 0;
+        this.handlers.status("subscribed");
+        this.handlers.subscribed(this.fresh);
+        break;
+      case "points":
+        this.handlers.points(message as unknown as PointsMessage);
+        break;
+      case "event":
+        this.handlers.event(message as unknown as EventMessage);
+        break;
+      case "resync":
+        // The server dropped the subscription: start again from now, then reload.
+        this.cursors = {};
+        this.subscribe();
+        break;
+      case "error":
+        console.warn("live socket error", message);
+        break;
+    }
+  }
+}

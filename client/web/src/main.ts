@@ -1,0 +1,31 @@
+// The router: the server serves one page shell for every path, and this draws the page.
+import "./style.css";
+import { h } from "./dom";
+import { projectsPage } from "./projects";
+import { RunPage } from "./runpage";
+import { Workspace } from "./workspace";
+
+async function route(root: HTMLElement): Promise<void> {
+  const parts = location.pathname
+    .split("/")
+    .filter(Boolean)
+    .map(decodeURIComponent);
+  if (parts.length === 0) return projectsPage(root);
+  if (parts[0] === "projects" && parts.length === 2)
+    return new Workspace(root, parts[1] ?? "").start();
+  if (parts[0] === "projects" && parts[2] === "runs" && parts.length === 4) {
+    return new RunPage(root, parts[1] ?? "", parts[3] ?? "").start();
+  }
+  root.replaceChildren(h("h1", {}, "Page not found"));
+}
+
+const root = document.getElementById("app");
+if (root) {
+  route(root).catch((error: unknown) => {
+    console.error(error);
+    root.replaceChildren(
+      h("h1", {}, "Something went wrong"),
+      h("pre", { class: "error" }, String(error)),
+    );
+  });
+}

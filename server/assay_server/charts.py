@@ -1,0 +1,228 @@
+"""Chart data for the workspace: metric keys, bulk history and line-plot figures.
+
+``/series`` returns several metrics of many runs in one request, downsampled
+on the server as ``/history`` is (per bucket, its extremes and first NaN,
++Inf, -Inf and null). ``min_step`` and ``max_step`` narrow the range, so a
+zoomed-in chart can ask again and get full resolution. ``/figure`` returns the
+plotly figure that a line-plot panel draws (see ``figures.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import plotly.utils
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from assay import protocol
+from assay.protocol import MAX_STEP
+from assay_server import figures, history, runs, schema, smoothing
+from assay_server.api import authenticated, context, int_param, respond
+from assay_server.downsample import MIN_SAMPLES, downsample
+from assay_server.errors import BadRequest
+from assay_server.history import Series
+
+#: At most this many runs per request; a chart with more lines is unreadable anyway.
+MAX_RUNS = 100
+#: At most this many metrics per ``/series`` request.
+MAX_KEYS = 20
+DEFAULT_RUNS = 20
+DEFAULT_SAMPLES = 1000
+MAX_SAMPLES = 100_000
+
+
+async def project_keys(request: Request) -> Response:
+    """Return every metric key logged in the project, sorted."""
+    await authenticated(request)
+    async with context(request).db.reading() as db:
+        project_id = await runs.project_id(db, request.path_params["project"])
+        rows = await db.execute(
+            select(schema.metrics.c.key)
+            .distinct()
+            .join(schema.runs, schema.runs.c.pk == schema.metrics.c.run_pk)
+            .where(schema.runs.c.project_id == project_id)
+            .order_by(schema.metrics.c.key)
+        )
+        return respond(request, {"keys": [row.key for row in rows]})
+
+
+async def chosen_runs(
+    db: AsyncConnection, project: str, run_ids: list[str], default_count: int
+) -> list[dict[str, Any]]:
+    """Return the runs named in ``run_ids`` in that order, or the newest ``default_count``."""
+    if len(run_ids) > MAX_RUNS:
+        raise BadRequest(f"at most {MAX_RUNS} runs per request, got {len(run_ids)}")
+    found = await runs.list_runs(db, project, MAX_RUNS if run_ids else default_count, 0)
+    if not run_ids:
+        return found
+    by_id = {run["id"]: run for run in found}
+    missing = [run_id for run_id in run_ids if run_id not in by_id]
+    for run_id in missing:
+        by_id[run_id] = await runs.get_run(db, project, run_id)
+    return [by_id[run_id] for run_id in dict.fromkeys(run_ids)]
+
+
+async def run_pks(db: AsyncConnection, project: str, run_ids: list[str]) -> dict[str, int]:
+    project_id = await runs.project_id(db, project)
+    rows = await db.execute(
+        select(schema.runs.c.run_id, schema.runs.c.pk).where(
+            schema.runs.c.project_id == project_id, schema.runs.c.run_id.in_(run_ids)
+        )
+    )
+    return {row.run_id: row.pk for row in rows}
+
+
+def sampled(series: Series, samples: int | None) -> Series:
+    if samples is None:
+        return series
+    return series.select(downsample(series.values, series.kinds, samples))
+
+
+def series_document(series: Series) -> dict[str, list[Any]]:
+    return {
+        "steps": series.steps.tolist(),
+        "times": series.times.tolist(),
+        "values": [
+            protocol.decode_value(v, k)
+            for v, k in zip(series.values.tolist(), series.kinds.tolist(), strict=True)
+        ],
+    }
+
+
+def step_range(request: Request) -> tuple[int | None, int | None]:
+    min_step = int_param(request, "min_step", None, 0, MAX_STEP)
+    max_step = int_param(request, "max_step", None, 0, MAX_STEP)
+    if min_step is not None and max_step is not None and min_step > max_step:
+        raise BadRequest(f"min_step {min_step} is greater than max_step {max_step}")
+    return min_step, max_step
+
+
+async def bulk_series(request: Request) -> Response:
+    """Return several metrics of many runs as ``{"series": {RUN: {KEY: {steps, times, values}}}}``.
+
+    Query parameters: ``runs`` and ``keys`` (repeatable; runs default to the
+    newest ``DEFAULT_RUNS``), ``samples`` (points per metric and run, default
+    ``DEFAULT_SAMPLES``), ``min_step`` and ``max_step``.
+    """
+    await authenticated(request)
+    project = request.path_params["project"]
+    keys = request.query_params.getlist("keys")
+    if not keys:
+        raise BadRequest("query parameter 'keys' is required, e.g. ?keys=loss")
+    if len(keys) > MAX_KEYS:
+        raise BadRequest(f"at most {MAX_KEYS} keys per request, got {len(keys)}")
+    samples = int_param(request, "samples", DEFAULT_SAMPLES, MIN_SAMPLES, MAX_SAMPLES)
+    min_step, max_step = step_range(request)
+    result: dict[str, dict[str, Any]] = {}
+    async with context(request).db.reading() as db:
+        chosen = await chosen_runs(db, project, request.query_params.getlist("runs"), DEFAULT_RUNS)
+        pks = await run_pks(db, project, [run["id"] for run in chosen])
+        for run in chosen:
+            found = await history.read_series(db, pks[run["id"]], keys, min_step, max_step)
+            result[run["id"]] = {
+                key: series_document(sampled(one, samples)) for key, one in found.items()
+            }
+    return respond(request, {"series": result})
+
+
+def line_spec(request: Request) -> figures.LineSpec:
+    params = request.query_params
+    key = params.get("key")
+    if not key:
+        raise BadRequest("query parameter 'key' is required, e.g. ?key=loss")
+    x = params.get("x", figures.X_STEP)
+    fixed = (figures.X_STEP, figures.X_TIME, figures.X_RELATIVE)
+    if x not in fixed and not (x.startswith(figures.X_METRIC_PREFIX) and len(x) > 7):
+        raise BadRequest(
+            f"query parameter 'x' must be step, time, relative or metric:KEY, got {x!r}"
+        )
+    method = params.get("smoothing", smoothing.NONE)
+    if method not in smoothing.METHODS:
+        raise BadRequest(
+            f"query parameter 'smoothing' must be one of {', '.join(smoothing.METHODS)}, "
+            f"got {method!r}"
+        )
+    parameter = float_param(request, "parameter", 0.0)
+    try:
+        smoothing.check_parameter(method, parameter)
+    except ValueError as exc:
+        raise BadRequest(f"query parameter 'parameter': {exc}") from None
+    return figures.LineSpec(
+        key=key,
+        x=x,
+        smoothing=method,
+        parameter=parameter,
+        log_x=params.get("log_x") in ("1", "true"),
+        log_y=params.get("log_y") in ("1", "true"),
+    )
+
+
+def float_param(request: Request, name: str, default: float) -> float:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name!r} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise BadRequest(f"query parameter {name!r} must be finite, got {raw!r}")
+    return value
+
+
+async def line_figure(request: Request) -> Response:
+    """Return the line-plot figure of one metric, with what the page needs to extend it live.
+
+    Query parameters: ``key``; ``x`` (``step``, ``time``, ``relative`` or
+    ``metric:KEY``); ``smoothing`` (``none``, ``ema``, ``average``,
+    ``gaussian``) and its ``parameter``; ``log_x`` and ``log_y`` (``1``);
+    ``runs``, ``samples``, ``min_step`` and ``max_step`` as for ``/series``.
+    """
+    await authenticated(request)
+    project = request.path_params["project"]
+    spec = line_spec(request)
+    samples = int_param(request, "samples", DEFAULT_SAMPLES, MIN_SAMPLES, MAX_SAMPLES)
+    min_step, max_step = step_range(request)
+    keys = [spec.key] if spec.x_key is None else [spec.key, spec.x_key]
+    lines: list[figures.RunLine] = []
+    async with context(request).db.reading() as db:
+        chosen = await chosen_runs(db, project, request.query_params.getlist("runs"), DEFAULT_RUNS)
+        pks = await run_pks(db, project, [run["id"] for run in chosen])
+        for run in chosen:
+            found = await history.read_series(db, pks[run["id"]], keys, min_step, max_step)
+            main = found.get(spec.key)
+            lines.append(
+                figures.RunLine(
+                    run,
+                    None if main is None else sampled(main, samples),
+                    None if spec.x_key is None else found.get(spec.x_key),
+                )
+            )
+    document = {
+        "figure": figures.line_figure(lines, spec),
+        "runs": {
+            line.run["id"]: {
+                "name": line.run["name"],
+                "state": line.run["state"],
+                "created_at": line.run["created_at"],
+                "colour": figures.run_colour(line.run["id"]),
+            }
+            for line in lines
+        },
+    }
+    # plotly's encoder turns any stray NaN into null; the figure itself has none.
+    body = json.dumps(document, cls=plotly.utils.PlotlyJSONEncoder)
+    return Response(body, media_type="application/json")
+
+
+routes = [
+    Route("/api/v1/projects/{project}/keys", project_keys),
+    Route("/api/v1/projects/{project}/series", bulk_series),
+    Route("/api/v1/projects/{project}/figure", line_figure),
+]
