@@ -74,8 +74,11 @@ fi
 
 cat <<TEXT
 
-The sweep is stored. Open $url/api/v1/projects/demo-sweep/runs
-with the header "Authorization: Bearer \$(cat $key_file)", for example:
+The sweep is stored. Open the workspace in a browser (this link signs you in):
+
+    $url/login?token=$key&next=/projects/demo-sweep
+
+The read API takes the key as "Authorization: Bearer \$(cat $key_file)", for example:
 
     curl -H "Authorization: Bearer \$(cat $key_file)" $url/api/v1/projects/demo-sweep/runs
 
