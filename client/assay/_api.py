@@ -10,9 +10,12 @@ import httpx
 import msgpack
 
 from assay import _credentials
-from assay._errors import ConnectionFailedError, server_error
+from assay._errors import ConfigurationError, ConnectionFailedError, server_error
 
 MSGPACK = "application/msgpack"
+#: The server's limit on a filter's length, checked here too because a longer
+#: filter would not fit in the URL that httpx accepts.
+MAX_FILTER_LENGTH = 10_000
 
 
 class Api:
@@ -44,9 +47,22 @@ class Api:
         """Every project, with its name, creation time and run count."""
         return list(self._get("/api/v1/projects")["projects"])
 
-    def runs(self, project: str) -> list[ApiRun]:
-        """The runs of ``project``, newest first."""
-        found = self._get(f"/api/v1/projects/{_segment(project)}/runs")["runs"]
+    def runs(self, project: str, filter: str | None = None) -> list[ApiRun]:
+        """Return the runs of ``project``, newest first.
+
+        With ``filter``, return only the runs it selects, for example
+        ``"summary.loss is nan or state = crashed"``; docs/runsets.md describes
+        the language. A filter over 10,000 characters raises
+        ``ConfigurationError``, and an invalid one the server's 400 error as
+        ``ServerError``, whose message names the column.
+        """
+        if filter is not None and len(filter) > MAX_FILTER_LENGTH:
+            raise ConfigurationError(
+                f"filter of {len(filter):,} characters is too long; "
+                f"the server accepts at most {MAX_FILTER_LENGTH:,} characters"
+            )
+        params = None if filter is None else {"filter": filter}
+        found = self._get(f"/api/v1/projects/{_segment(project)}/runs", params=params)["runs"]
         return [ApiRun(self, data) for data in found]
 
     def run(self, project: str, run_id: str) -> ApiRun:

@@ -19,7 +19,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from assay.protocol import MAX_STEP, tag_floats
-from assay_server import history, runs, sessions
+from assay_server import filters, history, runs, sessions
 from assay_server.auth import User, authenticate, bearer_token
 from assay_server.context import ServerContext
 from assay_server.downsample import MIN_SAMPLES
@@ -117,9 +117,21 @@ async def list_runs(request: Request) -> Response:
     await authenticated(request)
     limit = int_param(request, "limit", 1000, 1, MAX_PAGE)
     offset = int_param(request, "offset", 0, 0, MAX_INT)
+    run_filter = filter_param(request)
     async with context(request).db.reading() as db:
-        found = await runs.list_runs(db, request.path_params["project"], limit, offset)
+        found = await runs.list_runs(db, request.path_params["project"], limit, offset, run_filter)
     return respond(request, {"runs": found})
+
+
+def filter_param(request: Request) -> filters.Node | None:
+    """Parse the ``filter`` query parameter; a missing or blank one selects every run."""
+    text = request.query_params.get("filter")
+    if text is None or not text.strip():
+        return None
+    try:
+        return filters.parse_filter(text)
+    except filters.FilterError as exc:
+        raise BadRequest(f"invalid filter: {exc}", code=exc.code) from None
 
 
 async def get_run(request: Request) -> Response:

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from assay.protocol import tag_floats, untag_floats
-from assay_server import schema
+from assay_server import filters, schema
 from assay_server.errors import Conflict, NotFound
 from assay_server.sql import insert_or_ignore
 
@@ -231,14 +231,21 @@ async def project_id(connection: AsyncConnection, name: str) -> int:
 
 
 async def list_runs(
-    connection: AsyncConnection, project: str, limit: int, offset: int
+    connection: AsyncConnection,
+    project: str,
+    limit: int,
+    offset: int,
+    run_filter: filters.Node | None = None,
 ) -> list[dict[str, Any]]:
+    """Return a page of the project's runs, newest first; only those ``run_filter`` selects."""
     pid = await project_id(connection, project)
+    query = select(schema.runs).where(schema.runs.c.project_id == pid)
+    if run_filter is not None:
+        await filters.prepare_connection(connection, run_filter)
+        query = query.where(filters.to_sql(run_filter, connection.dialect.name))
     rows = (
         await connection.execute(
-            select(schema.runs)
-            .where(schema.runs.c.project_id == pid)
-            .order_by(schema.runs.c.created_at.desc(), schema.runs.c.pk.desc())
+            query.order_by(schema.runs.c.created_at.desc(), schema.runs.c.pk.desc())
             .limit(limit)
             .offset(offset)
         )
