@@ -556,3 +556,18 @@ def test_reimport_stores_no_point_twice(
     assert again.exit_code == 0, again.stderr
     assert "0 new, 17 updated" in again.stdout
     assert after == before
+
+
+def test_run_set_picks_diverging_lr_runs(
+    imported: dict[str, CliResult], real_api: assay.Api
+) -> None:
+    # The two highest learning rates are the ones whose training loss blew up
+    # (to 277.5 and 702.7); no other run of the sweep logged a loss above 100.
+    diverged = real_api.runs("cs336_lr_batch_sweep", filter="summary.train_loss.max > 100")
+    healthy = real_api.runs(
+        "cs336_lr_batch_sweep",
+        filter='name ~ "^lr_sweep_" and not summary.train_loss.max > 100',
+    )
+
+    assert sorted(run.name for run in diverged) == ["lr_sweep_1", "lr_sweep_3e-1"]
+    assert len(healthy) == 7
