@@ -40,6 +40,7 @@ demo-stop:
 
 services:
 	deploy/local/ensure-services.sh
+	deploy/local/ensure-deploy-tools.sh
 
 # The browser tests drive Debian's Chromium at /usr/bin/chromium; Playwright never
 # downloads a browser of its own.

@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import socket
 import sys
+import time
+from collections.abc import MutableMapping
+from typing import Any
 
 import uvicorn
 
 from assay import protocol
+from assay_server import logs
 from assay_server.app import create_app
 from assay_server.database import Database
 from assay_server.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
+
+# 1012 (service restart, RFC 6455 registry): the client should reconnect,
+# which through a load balancer reaches another instance.
+CLOSE_SERVICE_RESTART = 1012
+# Seconds of the shutdown budget kept back for uvicorn's connection shutdown
+# and for the lifespan shutdown (closing the bus and the database pool).
+UVICORN_RESERVE = 2.0
+LIFESPAN_RESERVE = 1.0
 
 
 def load_settings(args: argparse.Namespace) -> Settings | None:
@@ -30,23 +44,29 @@ def load_settings(args: argparse.Namespace) -> Settings | None:
         return None
 
 
+def configure_logging(settings: Settings) -> None:
+    logs.configure(
+        settings.log_format,
+        settings.log_level,
+        secret_values=[
+            settings.bootstrap_api_key,
+            logs.url_password(settings.database_url),
+            logs.url_password(settings.redis_url),
+        ],
+    )
+
+
 def serve(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     if settings is None:
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings)
     mode = "PostgreSQL" if settings.database_url else "embedded SQLite"
     bus = "Redis" if settings.redis_url else "in-process bus"
-    print(
-        f"assay serving on http://{settings.host}:{settings.port} ({mode}, {bus})",
-        file=sys.stderr,
-        flush=True,
-    )
+    log.info("assay serving on http://%s:%s (%s, %s)", settings.host, settings.port, mode, bus)
+    drain = WebsocketDrain(create_app(settings))
     config = uvicorn.Config(
-        create_app(settings),
+        logs.LogContextMiddleware(drain),
         host=settings.host,
         port=settings.port,
         ws="websockets-sansio",
@@ -54,16 +74,167 @@ def serve(args: argparse.Namespace) -> int:
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         log_config=None,
-        timeout_graceful_shutdown=10,
+        # DrainingServer lowers this to what is left of the shutdown budget.
+        timeout_graceful_shutdown=int(settings.shutdown_timeout),
     )
-    uvicorn.Server(config).run()
+    DrainingServer(config, drain, settings.shutdown_timeout).run()
     return 0
+
+
+class WebsocketDrain:
+    """ASGI middleware that closes websockets between messages when the server stops.
+
+    uvicorn 0.55 (websockets-sansio) closes every open websocket with code
+    1012 as soon as its shutdown starts, also while a handler is committing a
+    batch, so the client never receives that batch's ack. After ``drain``
+    starts, this middleware instead lets each handler finish the message in
+    hand. The next time the handler waits for a message it gets a disconnect,
+    and the client gets a close frame with code 1012.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.draining = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.active = 0
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        connection = _DrainableSocket(receive, send, self.draining)
+        self.active += 1
+        self.idle.clear()
+        try:
+            await self.app(scope, connection.receive, connection.send)
+        finally:
+            self.active -= 1
+            if self.active == 0:
+                self.idle.set()
+
+    async def drain(self, timeout: float) -> int:
+        """Close every websocket after its message in hand; return how many are still open."""
+        self.draining.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.idle.wait()
+        return self.active
+
+
+class _DrainableSocket:
+    """The ``receive`` and ``send`` of one websocket, closed with 1012 once draining starts."""
+
+    def __init__(self, receive: Any, send: Any, draining: asyncio.Event) -> None:
+        self._receive = receive
+        self._send = send
+        self.draining = draining
+        self.accepted = False
+        self.closed = False
+
+    async def receive(self) -> MutableMapping[str, Any]:
+        if not self.accepted or self.closed:
+            return self._track(await self._receive())
+        if not self.draining.is_set():
+            message = await self._receive_unless_draining()
+            if message is not None:
+                return self._track(message)
+        await self._close()
+        return {"type": "websocket.disconnect", "code": CLOSE_SERVICE_RESTART, "reason": ""}
+
+    async def _receive_unless_draining(self) -> MutableMapping[str, Any] | None:
+        incoming = asyncio.ensure_future(self._receive())
+        stopping = asyncio.ensure_future(self.draining.wait())
+        try:
+            await asyncio.wait({incoming, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            incoming.cancel()
+        if incoming.done() and not incoming.cancelled():
+            # A frame that arrived together with the drain is still handled.
+            return incoming.result()  # type: ignore[no-any-return]
+        with contextlib.suppress(asyncio.CancelledError):
+            await incoming
+        return None
+
+    def _track(self, message: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if message["type"] == "websocket.disconnect":
+            self.closed = True
+        return message
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        if self.closed and message["type"] in ("websocket.send", "websocket.close"):
+            # Closed by the drain: a frame sent now could not reach the client.
+            return
+        if message["type"] == "websocket.accept":
+            self.accepted = True
+        elif message["type"] == "websocket.close":
+            self.closed = True
+        await self._send(message)
+
+    async def _close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(RuntimeError, OSError):
+            # uvicorn raises ClientDisconnected (an OSError) when the client left first.
+            await self._send(
+                {
+                    "type": "websocket.close",
+                    "code": CLOSE_SERVICE_RESTART,
+                    "reason": "server restarting",
+                }
+            )
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a websocket drain before its own shutdown.
+
+    On SIGTERM or SIGINT it stops accepting connections, closes websockets as
+    ``WebsocketDrain`` does, then runs uvicorn's shutdown (open HTTP requests,
+    then the app's lifespan shutdown) with what is left of ``timeout`` seconds.
+    """
+
+    def __init__(self, config: uvicorn.Config, drain: WebsocketDrain, timeout: float) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self.timeout = timeout
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        started = time.monotonic()
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        log.info(
+            "stopping: no new connections; closing %d websockets after their messages in hand",
+            self.drain.active,
+        )
+        still_open = await self.drain.drain(max(0.0, self.timeout - UVICORN_RESERVE))
+        if still_open:
+            log.warning(
+                "%d websockets still busy after %.1f s; closing them now",
+                still_open,
+                time.monotonic() - started,
+            )
+        left = self.timeout - (time.monotonic() - started)
+        self.config.timeout_graceful_shutdown = max(0.5, left - LIFESPAN_RESERVE)  # type: ignore[assignment]
+        try:
+            async with asyncio.timeout(max(0.5, left)):
+                await super().shutdown(sockets)
+        except TimeoutError:
+            log.error(
+                "shutdown took longer than ASSAY_SHUTDOWN_TIMEOUT (%.1f s); exiting anyway",
+                self.timeout,
+            )
+        log.info("stopped in %.2f s", time.monotonic() - started)
 
 
 def db_upgrade(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     if settings is None:
         return 2
+    configure_logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 
     async def upgrade() -> str | None:

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
+
 
 class SettingsError(ValueError):
     """A setting with a value the server cannot use."""
@@ -77,7 +80,20 @@ class Settings:
         "ASSAY_EVENT_STREAM_LENGTH",
         "Approximate number of events kept in each project's Redis event stream.",
     )
-    log_level: str = _field("info", "ASSAY_LOG_LEVEL", "Logging level of the server.")
+    log_level: str = _field(
+        "info", "ASSAY_LOG_LEVEL", "Logging level of the server: debug, info, warning or error."
+    )
+    log_format: str = _field(
+        "text",
+        "ASSAY_LOG_FORMAT",
+        "Log line format: text, or json for one JSON object per line.",
+    )
+    shutdown_timeout: float = _field(
+        10.0,
+        "ASSAY_SHUTDOWN_TIMEOUT",
+        "Maximum seconds from SIGTERM to exit: in-flight batches are committed and "
+        "acknowledged, then websockets close with code 1012.",
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -123,6 +139,20 @@ class Settings:
             raise SettingsError(
                 f"ASSAY_REDIS_URL must start with redis://, rediss:// or unix://, "
                 f"got {self.redis_url!r}"
+            )
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise SettingsError(
+                f"ASSAY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(
+                f"ASSAY_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, "
+                f"got {self.log_format!r}"
+            )
+        if self.shutdown_timeout <= 0:
+            raise SettingsError(
+                f"ASSAY_SHUTDOWN_TIMEOUT must be a positive number of seconds, "
+                f"got {self.shutdown_timeout!r}"
             )
         async_database_url(self.resolved_database_url)
 

@@ -1,0 +1,171 @@
+"""Three server instances behind nginx, on one PostgreSQL and one Redis."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import assay
+from assay_server.settings import Settings
+from deploy.conftest import Cluster, PrivatePostgres, PrivateRedis
+from deploy.deploy_support import FAST_RETRY, LiveSocket, metric_count, open_sockets, wait_until
+
+PROJECT = "cluster"
+RUNS = 6
+
+
+def start_runs(cluster: Cluster, tmp_path: Path) -> list[assay.Run]:
+    runs = [
+        assay.init(
+            PROJECT,
+            server=cluster.url,
+            api_key=cluster.api_key,
+            spool_dir=tmp_path / f"spool-{index}",
+            settings=FAST_RETRY,
+        )
+        for index in range(RUNS)
+    ]
+    wait_until(lambda: ingest_sockets(cluster) == [RUNS], timeout=30)
+    return runs
+
+
+def ingest_sockets(cluster: Cluster, per_instance: bool = False) -> list[float]:
+    counts = [open_sockets(server.url).get("ingest", 0.0) for server in cluster.servers]
+    return counts if per_instance else [sum(counts)]
+
+
+def test_live_view_sees_every_instance(cluster: Cluster, tmp_path: Path) -> None:
+    steps = 30
+    # A live socket watches an existing project.
+    assay.init(
+        PROJECT, server=cluster.url, api_key=cluster.api_key, spool_dir=tmp_path / "first"
+    ).finish()
+    live = LiveSocket(cluster.url, PROJECT, cluster.api_key)
+    subscribed = live.subscribe()
+    runs = start_runs(cluster, tmp_path)
+    live_counts = [open_sockets(server.url).get("live", 0.0) for server in cluster.servers]
+    ingest_counts = ingest_sockets(cluster, per_instance=True)
+    watching = live_counts.index(1.0)
+    for step in range(steps):
+        for run in runs:
+            run.log({"x": float(step)})
+    for run in runs:
+        run.finish(timeout=60)
+    live.gather("x", lambda: all(len(live.steps.get(r.id, [])) >= steps for r in runs), 30)
+    live.close()
+
+    assert subscribed["type"] == "subscribed"
+    assert sorted(live_counts) == [0.0, 0.0, 1.0]
+    # Runs whose ingest socket is on an instance that does not serve the live socket.
+    assert sum(ingest_counts) - ingest_counts[watching] >= 1
+    for run in runs:
+        assert live.steps[run.id] == list(range(steps)), run.id
+
+
+def test_sigkill_instance_loses_no_point(
+    cluster: Cluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="assay")
+    points = 4000
+    runs = start_runs(cluster, tmp_path)
+    counts = ingest_sockets(cluster, per_instance=True)
+    victim = cluster.servers[counts.index(max(counts))]
+    in_flight_at_kill = 0
+    for step in range(points):
+        for run in runs:
+            run.log({"loss": step * 1e-3, "acc": 1 - step * 1e-5})
+        if step % 100 == 99:
+            time.sleep(0.005)  # paces the producer so that batches are in flight
+        if step >= points // 2 and not in_flight_at_kill:
+            # Kill at the first moment some batch waits for its ack.
+            in_flight_at_kill = sum(len(run._sender.unacked) for run in runs)
+            if in_flight_at_kill:
+                victim.kill()
+    for run in runs:
+        run.finish(timeout=120)
+    reconnected = {
+        run.id
+        for run in runs
+        for record in caplog.records
+        if record.name == "assay" and f"run {run.id} lost its connection" in record.getMessage()
+    }
+
+    assert max(counts) >= 1
+    # Exactly the runs whose socket was on the killed instance lost their connection.
+    assert len(reconnected) == max(counts)
+    assert in_flight_at_kill > 0
+    assert victim.process is not None and victim.process.poll() is not None
+    for run in runs:
+        assert run.state == "finished", run.id
+        for key in ("loss", "acc"):
+            stored = metric_count(cluster.url, cluster.api_key, PROJECT, run.id, key)
+            assert stored == points, f"{run.id} {key}"
+
+
+def readyz(server_url: str) -> httpx.Response:
+    return httpx.get(server_url + "/readyz", timeout=10)
+
+
+def test_readyz_follows_postgres_outage(
+    private_postgres: PrivatePostgres, private_postgres_settings: Settings, server_process: Any
+) -> None:
+    process = server_process(private_postgres_settings)
+    process.start()
+    before = readyz(process.url)
+
+    private_postgres.stop()
+    wait_until(lambda: readyz(process.url).status_code == 503, timeout=30)
+    during = readyz(process.url)
+    private_postgres.start()
+    wait_until(lambda: readyz(process.url).status_code == 200, timeout=30)
+    after = readyz(process.url)
+
+    assert before.status_code == 200
+    assert during.status_code == 503
+    assert during.json()["database"] == "unreachable"
+    assert during.json()["bus"] == "ok"
+    assert after.json() == {"status": "ready", "database": "ok", "bus": "ok"}
+
+
+def test_redis_loss_keeps_stored_points(
+    postgres_settings: Settings, private_redis: PrivateRedis, server_process: Any, tmp_path: Path
+) -> None:
+    settings = dataclasses.replace(postgres_settings, redis_url=private_redis.url)
+    process = server_process(settings)
+    process.start()
+    api_key = str(settings.bootstrap_api_key)
+    run = assay.init(
+        PROJECT, server=process.url, api_key=api_key, spool_dir=tmp_path, settings=FAST_RETRY
+    )
+
+    def log_steps(first: int, last: int) -> None:
+        for step in range(first, last):
+            run.log({"x": float(step)}, step=step)
+        wait_until(lambda: metric_count(process.url, api_key, PROJECT, run.id, "x") == last, 60)
+
+    log_steps(0, 100)
+    live = LiveSocket(process.url, PROJECT, api_key)
+    live.subscribe()
+    private_redis.stop()
+    log_steps(100, 200)
+    during = readyz(process.url)
+    private_redis.start()
+    wait_until(lambda: readyz(process.url).status_code == 200, timeout=30)
+    log_steps(200, 300)
+    run.finish(timeout=60)
+    live.gather("x", lambda: 299 in live.steps.get(run.id, []), timeout=30)
+    live.close()
+
+    assert during.status_code == 503
+    assert during.json()["bus"] == "unreachable"
+    assert metric_count(process.url, api_key, PROJECT, run.id, "x") == 300
+    assert run.state == "finished"
+    # Points published after Redis returned reach the open live socket; those
+    # logged while it was away are only in the database.
+    assert set(range(200, 300)) <= set(live.steps[run.id])
