@@ -95,7 +95,7 @@ async def attach_run(
                 tags=spec.tags,
                 group_name=spec.group,
                 notes=spec.notes,
-                created_at=spec.created_at or now,
+                created_at=now if spec.created_at is None else spec.created_at,
                 heartbeat_at=now,
                 next_step=0,
                 session=spec.session,
@@ -154,7 +154,7 @@ async def finish_run(
     connection: AsyncConnection, run_pk: int, exit_code: int, finished_at: float | None = None
 ) -> str:
     state = FINISHED if exit_code == 0 else FAILED
-    now = finished_at or time.time()
+    now = time.time() if finished_at is None else finished_at
     await connection.execute(
         update(schema.runs)
         .where(schema.runs.c.pk == run_pk)

@@ -6,8 +6,8 @@ never NULL (see ``sql_values.known``), so ``not`` selects exactly the runs that
 its operand does not, as ``predicate.evaluate`` does.
 
 Regular expressions run in PostgreSQL's own engine, and in SQLite through the
-``assay_regexp`` function that ``prepare_connection`` registers (RE2 on the
-pattern ``regex.translate`` writes out).
+``assay_regexp`` function that ``prepare_connection`` registers, which runs
+RE2 as ``predicate`` does.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def _sqlite_regexp(pattern: object, text: object) -> int | None:
     try:
         return int(regex.search(pattern, text))
     except RegexError:
-        log.warning("SQLite received a pattern that the filter check should have rejected")
+        log.warning("%s got pattern %r, which the filter check rejects", SQLITE_REGEXP, pattern)
         return None
 
 
@@ -201,7 +201,7 @@ class _Compiler:
         if self.is_postgres:
             matched = text.op("~", return_type=Boolean())(literal(translated.postgres, Text()))
         else:
-            # The function translates the source pattern itself, as ``predicate`` does.
+            # SQLITE_REGEXP translates the source pattern itself, as ``predicate`` does.
             matched = func.assay_regexp(literal(pattern, Text()), text, type_=Boolean())
         return known(matched)
 
