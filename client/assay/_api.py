@@ -47,6 +47,8 @@ class Api:
         """Every project, with its name, creation time and run count."""
         return list(self._get("/api/v1/projects")["projects"])
 
+    # NOTE: the server returns at most its default page of 1,000 runs, and this
+    # method does not page yet, so larger projects come back incomplete.
     def runs(self, project: str, filter: str | None = None) -> list[ApiRun]:
         """Return the runs of ``project``, newest first.
 

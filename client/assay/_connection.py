@@ -39,7 +39,7 @@ class IngestClient:
         self.socket: ClientConnection | None = None
 
     def open(self, hello: dict[str, Any]) -> dict[str, Any]:
-        """Connect and say hello; raise ``ServerError`` if the server rejects the run."""
+        """Connect and send the hello; raise ``ServerError`` if the server rejects the run."""
         try:
             self.socket = connect(
                 self.url,

@@ -126,8 +126,8 @@ class Sender(threading.Thread):
         try:
             return self._step()
         except Exception:
-            # An error nobody foresaw must not end delivery: the batches stay
-            # queued, and the sender reconnects after a back-off.
+            # An unforeseen error must not end delivery, so the batches stay
+            # queued and the sender reconnects after a back-off.
             log.exception("assay sender of run %s failed; retrying", self._run_id)
             self._disconnected("unexpected error")
             self.wake.wait(self._until_attempt())

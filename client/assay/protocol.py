@@ -22,7 +22,7 @@ import msgpack
 PROTOCOL_VERSION = 1
 INGEST_PATH = "/api/v1/ingest"
 
-#: Value kinds. A batch's ``kinds`` array holds one of these bytes per value.
+#: Value kinds. A batch's ``kinds`` array contains one of these bytes per value.
 KIND_FLOAT = 0
 KIND_NULL = 1
 KIND_INT = 2

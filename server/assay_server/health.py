@@ -33,7 +33,7 @@ async def bus_ready(context: ServerContext) -> bool:
         async with asyncio.timeout(CHECK_TIMEOUT):
             return await context.bus.ping()
     except TimeoutError:
-        log.warning("readiness check: bus did not answer within %s s", CHECK_TIMEOUT)
+        log.warning("readiness check: bus did not respond within %s s", CHECK_TIMEOUT)
         return False
 
 

@@ -1,6 +1,6 @@
 """Metric history in columnar chunks: writing batches, reading and compacting.
 
-Each batch adds one chunk per metric it carries. A chunk holds the steps,
+Each batch adds one chunk per metric it carries. A chunk contains the steps,
 timestamps, float64 payloads and (when needed) kind bytes of one metric, with
 its count, step range, min, max and NaN, infinity and null flags beside it,
 so a reader of one metric never touches another's rows. When a value is

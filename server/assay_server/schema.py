@@ -2,7 +2,7 @@
 
 Times are float seconds since the Unix epoch, exact and comparable on every
 database. Metric values never sit in a column as NaN: SQLite stores a NaN REAL
-as NULL, so a ``kind`` column tells a NaN apart from a null, and min and max
+as NULL, so a ``kind`` column distinguishes a NaN from a null, and min and max
 columns cover only values that are not NaN.
 """
 

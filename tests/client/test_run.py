@@ -59,9 +59,11 @@ def test_int_and_bool_values_keep_their_type(
 
     row = reader.run("tests", run.id).history()[0]
 
-    assert row["count"] == 2**53 and type(row["count"]) is int
+    assert row["count"] == 2**53
+    assert type(row["count"]) is int
     assert row["flag"] is True
-    assert row["zero"] == 0 and type(row["zero"]) is int
+    assert row["zero"] == 0
+    assert type(row["zero"]) is int
 
 
 def test_absent_key_is_missing_from_row(

@@ -6,10 +6,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import assay
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+import assay
 from assay_server.settings import Settings
 from conftest import RunningServer, admin_execute, free_port
 
