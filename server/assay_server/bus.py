@@ -25,6 +25,9 @@ Entry = tuple[str, dict[str, Any]]
 #: An entry with the name of its stream: (stream, entry id, fields).
 StreamEntry = tuple[str, str, dict[str, Any]]
 
+#: What a bus raises when Redis cannot be reached.
+BUS_ERRORS = (redis.RedisError, OSError)
+
 
 class Bus(Protocol):
     async def publish_batch(
@@ -42,7 +45,12 @@ class Bus(Protocol):
         ...
 
     async def trimmed_after(self, stream: str, after: str) -> bool:
-        """Whether entries newer than ``after`` were trimmed away."""
+        """Whether entries newer than ``after`` may be gone.
+
+        They are gone when they were trimmed away, or when the stream was lost
+        and started again (Redis restarted empty, or this process restarted
+        with the in-process bus). ``0-0`` means the start of the stream.
+        """
         ...
 
     async def ping(self) -> bool: ...
@@ -108,7 +116,16 @@ class LocalBus(StreamNames):
 
     async def trimmed_after(self, stream: str, after: str) -> bool:
         trimmed = self.trimmed.get(stream)
-        return trimmed is not None and id_key(trimmed) > id_key(after)
+        if trimmed is not None:
+            return id_key(trimmed) > id_key(after)
+        if id_key(after) == (0, 0):
+            return False
+        entries = self.streams.get(stream)
+        if not entries:
+            # A cursor of a stream this process never wrote comes from a
+            # process that ran before it, with streams that died with it.
+            return True
+        return id_key(entries[0][0]) > id_key(after)
 
     async def ping(self) -> bool:
         return True
@@ -188,17 +205,21 @@ class RedisBus(StreamNames):
         return newest[0][0].decode() if newest else "0-0"
 
     async def trimmed_after(self, stream: str, after: str) -> bool:
+        from_start = id_key(after) == (0, 0)
         try:
             info: Any = await self.client.xinfo_stream(stream)
         except redis.ResponseError:
-            return False  # no such stream yet
+            # No such stream, yet the client handled an entry of it: Redis lost it.
+            return not from_start
+        first = info.get("first-entry")
         if info["entries-added"] <= info["length"]:
-            return False
+            # Nothing was trimmed, so an oldest entry newer than the cursor
+            # means the stream was lost and started again.
+            return not from_start and bool(first) and id_key(_text(first[0])) > id_key(after)
         # Trimming removes the oldest entries, so some entry newer than ``after``
         # may be gone when the oldest one left is newer than ``after``. This
         # also reports a gap when the newest removed entry was ``after`` itself,
         # which costs a reload but loses nothing.
-        first = info.get("first-entry")
         if not first:
             return id_key(_text(info["last-generated-id"])) > id_key(after)
         return id_key(_text(first[0])) > id_key(after)

@@ -5,7 +5,8 @@ that at least one local socket watches, in one blocking call, encodes each
 entry once and offers the bytes to every subscriber of that stream. A
 subscriber's queue is bounded: when it is full, the hub drops the subscriber
 and its socket sends a resync message, so a slow browser never delays the
-others or ingest.
+others or ingest. When reading the streams fails (Redis went away), entries may
+have been published and lost meanwhile, so every subscriber is told to resync.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 1000
 BLOCK_MS = 200
+FELL_BEHIND = "the connection fell behind the live streams"
+STREAMS_LOST = "the live streams were unreachable, so entries may be missing"
 
 
 class ResyncNeeded(Exception):
@@ -43,6 +46,23 @@ class Subscriber:
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.cursors: dict[str, str] = {}
         self.overflowed = False
+        self.resync_reason = FELL_BEHIND
+
+    def start(self, stream: str, after: str, announce: bool) -> None:
+        """Set the cursor of ``stream``; with ``announce``, queue it for the client too.
+
+        The client stores the announced cursor like an entry's id, so that a
+        reconnect resumes a stream it has received no entry of yet.
+        """
+        self.cursors[stream] = after
+        if announce:
+            self.queue.put_nowait(protocol.pack({"type": "watch", "stream": stream, "id": after}))
+
+    def interrupt(self, reason: str) -> None:
+        """Stop delivery; the socket tells its client to resync for ``reason``."""
+        self.overflowed = True
+        self.resync_reason = reason
+        self.queue.put_nowait(None)
 
     def offer(self, stream: str, entry_id: str, frame: bytes) -> bool:
         """Queue ``frame`` unless it is not newer than the cursor; False on overflow."""
@@ -51,8 +71,7 @@ class Subscriber:
         if self.overflowed:
             return False
         if self.queue.qsize() >= self.limit:
-            self.overflowed = True
-            self.queue.put_nowait(None)
+            self.interrupt(FELL_BEHIND)
             return False
         self.queue.put_nowait(frame)
         self.cursors[stream] = entry_id
@@ -68,6 +87,7 @@ class Subscriber:
     def reset(self) -> None:
         self.cursors.clear()
         self.overflowed = False
+        self.resync_reason = FELL_BEHIND
         while not self.queue.empty():
             self.queue.get_nowait()
 
@@ -82,17 +102,23 @@ class LiveHub:
         self.changed = asyncio.Event()
         self.reader: asyncio.Task[None] | None = None
 
-    async def add(self, subscriber: Subscriber, stream: str, after: str | None) -> None:
+    async def add(
+        self, subscriber: Subscriber, stream: str, after: str | None, announce: bool = False
+    ) -> str:
         """Watch ``stream`` from just after ``after``, or from now when it is None.
 
-        Raises ``ResyncNeeded`` when entries after ``after`` were trimmed away.
+        Returns the cursor it starts from. With ``announce``, a ``watch`` frame
+        with that cursor goes to the client before the stream's entries.
+
+        Raises ``ResyncNeeded`` when entries after ``after`` were trimmed away or
+        lost, and the bus's errors when it is unreachable.
         """
         async with self.lock:
             if after is None:
                 after = await self.bus.last_id(stream)
             elif await self.bus.trimmed_after(stream, after):
                 raise ResyncNeeded(f"stream {stream} no longer contains entries after {after}")
-            subscriber.cursors[stream] = after
+            subscriber.start(stream, after, announce)
             # Entries already in the stream go out now, under the lock, so the
             # reader cannot deliver a newer one first.
             backlog = await self.bus.read_many({stream: after}, 0)
@@ -103,8 +129,10 @@ class LiveHub:
             # still wait for entries older than this subscriber's cursor.
             self.positions.setdefault(stream, subscriber.cursors[stream])
             self.topics.setdefault(stream, set()).add(subscriber)
+            start = after
         self._start_reader()
         self.changed.set()
+        return start
 
     def remove(self, subscriber: Subscriber) -> None:
         for stream in list(self.topics):
@@ -137,11 +165,20 @@ class LiveHub:
                 raise
             except Exception:
                 log.exception("reading the live streams failed; retrying in 1 s")
+                self._interrupt_all(STREAMS_LOST)
                 await asyncio.sleep(1)
                 continue
             if entries:
                 async with self.lock:
                     self._dispatch(entries)
+
+    def _interrupt_all(self, reason: str) -> None:
+        subscribers = {s for watchers in self.topics.values() for s in watchers}
+        for subscriber in subscribers:
+            subscriber.interrupt(reason)
+            self.remove(subscriber)
+        if subscribers:
+            log.info("%d live subscribers asked to resync: %s", len(subscribers), reason)
 
     def _dispatch(self, entries: list[StreamEntry]) -> None:
         for entry in entries:

@@ -9,6 +9,7 @@ import secrets
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -16,10 +17,14 @@ from assay import protocol
 from assay.protocol import ProtocolError
 from assay_server import metrics, runs, schema
 from assay_server.api import authenticated, context, error_response
+from assay_server.bus import BUS_ERRORS
 from assay_server.errors import AssayError
-from assay_server.live import LiveHub, ResyncNeeded, Subscriber
+from assay_server.live import STREAMS_LOST, LiveHub, ResyncNeeded, Subscriber
 
 log = logging.getLogger(__name__)
+
+#: Close code when the database or the bus is unreachable; the client reconnects.
+CLOSE_UNAVAILABLE = 1011
 
 
 class LiveConnection:
@@ -45,6 +50,9 @@ class LiveConnection:
                 await self._handle(frame)
         except (WebSocketDisconnect, RuntimeError):
             pass
+        except (*BUS_ERRORS, SQLAlchemyError):
+            log.exception("live connection %s failed to subscribe", self.id)
+            await self._close(CLOSE_UNAVAILABLE, "live streams unavailable; reconnect later")
         finally:
             self.hub.remove(self.subscriber)
             sender.cancel()
@@ -89,17 +97,20 @@ class LiveConnection:
         streams = [self.events] + [
             self.hub.bus.live_stream(self.project_id, run_id) for run_id in await self._run_ids()
         ]
+        starts: dict[str, str] = {}
         try:
             for stream in streams:
-                await self._watch(stream, cursors.get(stream))
+                start = await self._watch(stream, cursors.get(stream))
+                if stream not in cursors:
+                    starts[stream] = start
         except ResyncNeeded as exc:
             await self._resync(str(exc))
             return
-        await self._send({"type": "subscribed", "events": self.events})
+        await self._send({"type": "subscribed", "events": self.events, "cursors": starts})
 
-    async def _watch(self, stream: str, after: str | None) -> None:
+    async def _watch(self, stream: str, after: str | None, announce: bool = False) -> str:
         self.watched.add(stream)
-        await self.hub.add(self.subscriber, stream, after)
+        return await self.hub.add(self.subscriber, stream, after, announce)
 
     async def _run_ids(self) -> list[str]:
         async with context(self.websocket).db.reading() as connection:
@@ -113,11 +124,15 @@ class LiveConnection:
             frame = await self.subscriber.next_frame()
             if frame is None:
                 self.hub.remove(self.subscriber)
-                await self._resync("the connection fell behind the live streams")
+                await self._resync(self.subscriber.resync_reason)
                 continue
             async with self.send_lock:
                 await self.websocket.send_bytes(frame)
             await self._follow_new_runs(frame)
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await self.websocket.close(code, reason)
 
     async def _follow_new_runs(self, frame: bytes) -> None:
         # A run created after the subscription gets its live stream watched
@@ -129,9 +144,13 @@ class LiveConnection:
             stream = self.hub.bus.live_stream(self.project_id, message["run_id"])
             if stream not in self.watched:
                 try:
-                    await self._watch(stream, "0-0")
+                    await self._watch(stream, "0-0", announce=True)
                 except ResyncNeeded as exc:
                     await self._resync(str(exc))
+                except BUS_ERRORS:
+                    log.exception("live connection %s failed to follow %s", self.id, stream)
+                    self.hub.remove(self.subscriber)
+                    await self._resync(STREAMS_LOST)
 
     async def _resync(self, reason: str) -> None:
         self.subscriber.reset()

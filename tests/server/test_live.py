@@ -260,3 +260,39 @@ async def test_trimmed_stream_raises_resync() -> None:
 
     with pytest.raises(ResyncNeeded):
         await hub.add(Subscriber(), bus.event_stream(1), "0-0")
+
+
+def test_reconnect_resumes_stream_without_entries(
+    server: RunningServer, project: str, tmp_path: Path
+) -> None:
+    quiet = start_run(server, tmp_path / "quiet", id="quiet")
+    first = LiveClient(server, project)
+    subscribed = first.subscribe()
+    late = start_run(server, tmp_path / "late", id="late")
+    announced = first.next(lambda m: m["type"] == "watch")
+    cursors = {**subscribed["cursors"], **first.cursors}
+    first.close()
+    for run in (quiet, late):
+        run.log({"x": 1.0}, step=0)
+        run.finish()
+    second = LiveClient(server, project)
+
+    second.subscribe(cursors)
+    batches = [second.next(is_points) for _ in range(2)]
+    second.close()
+
+    assert announced["stream"].endswith(":late")
+    assert announced["id"] == "0-0"
+    assert sorted(batch["run_id"] for batch in batches) == ["late", "quiet"]
+    assert all(batch["metrics"]["x"]["steps"] == [0] for batch in batches)
+
+
+async def test_cursor_from_lost_stream_raises_resync() -> None:
+    bus = LocalBus("t:", 100, 100)
+    await bus.publish_event(1, {"type": "x", "run_id": "r", "data": b"\x80", "time": 0.0})
+    hub = LiveHub(bus)
+
+    with pytest.raises(ResyncNeeded):
+        await hub.add(Subscriber(), bus.live_stream(1, "gone"), "1-0")
+    with pytest.raises(ResyncNeeded):
+        await hub.add(Subscriber(), bus.event_stream(1), "1-0")
