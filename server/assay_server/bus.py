@@ -25,6 +25,9 @@ Entry = tuple[str, dict[str, Any]]
 #: An entry with the name of its stream: (stream, entry id, fields).
 StreamEntry = tuple[str, str, dict[str, Any]]
 
+#: A batch's number as a live stream entry carries it: (session, seq).
+BatchId = tuple[int, int]
+
 #: What a bus raises when Redis cannot be reached.
 BUS_ERRORS = (redis.RedisError, OSError)
 
@@ -38,6 +41,10 @@ class Bus(Protocol):
 
     async def read_many(self, cursors: dict[str, str], block_ms: int) -> list[StreamEntry]:
         """Entries after each stream's cursor, waiting up to ``block_ms`` for the first."""
+        ...
+
+    async def recent_batches(self, project_id: int, run_id: str, count: int) -> set[BatchId]:
+        """The (session, seq) of the newest ``count`` entries of a run's live stream."""
         ...
 
     async def last_id(self, stream: str) -> str:
@@ -109,6 +116,10 @@ class LocalBus(StreamNames):
             except TimeoutError:
                 return []
         return self._after_all(cursors)
+
+    async def recent_batches(self, project_id: int, run_id: str, count: int) -> set[BatchId]:
+        entries = list(self.streams.get(self.live_stream(project_id, run_id), ()))
+        return {(int(f["session"]), int(f["seq"])) for _, f in entries[-count:]}
 
     async def last_id(self, stream: str) -> str:
         entries = self.streams.get(stream)
@@ -199,6 +210,11 @@ class RedisBus(StreamNames):
                 decoded = {key.decode(): value for key, value in fields.items()}
                 entries.append((name.decode(), entry_id.decode(), decoded))
         return entries
+
+    async def recent_batches(self, project_id: int, run_id: str, count: int) -> set[BatchId]:
+        stream = self.live_stream(project_id, run_id)
+        newest: Any = await self.client.xrevrange(stream, count=count)
+        return {(int(fields[b"session"]), int(fields[b"seq"])) for _, fields in newest}
 
     async def last_id(self, stream: str) -> str:
         newest: Any = await self.client.xrevrange(stream, count=1)
