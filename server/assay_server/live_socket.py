@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 from typing import Any
 
@@ -22,6 +23,10 @@ from assay_server.errors import AssayError
 from assay_server.live import STREAMS_LOST, LiveHub, ResyncNeeded, Subscriber
 
 log = logging.getLogger(__name__)
+
+#: A stream entry id as Redis writes it: milliseconds, a dash, a sequence number.
+ENTRY_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+MAX_ENTRY_PART = 2**64 - 1
 
 #: Close code when the database or the bus is unreachable; the client reconnects.
 CLOSE_UNAVAILABLE = 1011
@@ -46,8 +51,7 @@ class LiveConnection:
         sender = asyncio.create_task(self._send_forever())
         try:
             while True:
-                frame = await self.websocket.receive_bytes()
-                await self._handle(frame)
+                await self._next_message()
         except (WebSocketDisconnect, RuntimeError):
             pass
         except (*BUS_ERRORS, SQLAlchemyError):
@@ -60,6 +64,22 @@ class LiveConnection:
                 await sender
             metrics.SOCKETS.labels("live").dec()
             log.info("live connection %s closed", self.id)
+
+    async def _next_message(self) -> None:
+        message = await self.websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        frame = message.get("bytes")
+        if frame is None:
+            await self._send(
+                {
+                    "type": "error",
+                    "code": "malformed",
+                    "message": "frames must be binary msgpack, not text",
+                }
+            )
+            return
+        await self._handle(frame)
 
     async def _handle(self, frame: bytes) -> None:
         try:
@@ -85,6 +105,18 @@ class LiveConnection:
                     "type": "error",
                     "code": "invalid_subscribe",
                     "message": "subscribe 'cursors' must map stream names to entry ids",
+                }
+            )
+            return
+        bad = next((c for c in cursors.items() if not is_entry_id(c[1])), None)
+        if bad is not None:
+            await self._send(
+                {
+                    "type": "error",
+                    "code": "invalid_subscribe",
+                    "message": f"cursor {bad[1]!r:.60} of stream {bad[0]!r:.100} is not an "
+                    "entry id such as '1764855600000-0'; send the 'id' of the last entry "
+                    "received from that stream",
                 }
             )
             return
@@ -160,6 +192,14 @@ class LiveConnection:
     async def _send(self, message: dict[str, Any]) -> None:
         async with self.send_lock:
             await self.websocket.send_bytes(protocol.pack(message))
+
+
+def is_entry_id(value: str) -> bool:
+    if value == "0":
+        return True
+    if not ENTRY_ID.match(value):
+        return False
+    return all(int(part) <= MAX_ENTRY_PART for part in value.split("-"))
 
 
 async def live(websocket: WebSocket) -> None:

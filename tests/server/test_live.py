@@ -296,3 +296,25 @@ async def test_cursor_from_lost_stream_raises_resync() -> None:
         await hub.add(Subscriber(), bus.live_stream(1, "gone"), "1-0")
     with pytest.raises(ResyncNeeded):
         await hub.add(Subscriber(), bus.event_stream(1), "1-0")
+
+
+def test_text_frame_gets_error(client: LiveClient) -> None:
+    client.socket.send("subscribe")
+    error = client.next(lambda m: m["type"] == "error")
+    subscribed = client.subscribe()
+
+    assert error["code"] == "malformed"
+    assert "binary msgpack" in error["message"]
+    assert subscribed["type"] == "subscribed"
+
+
+@pytest.mark.parametrize("cursor", ["x", "1-x", "99999999999999999999-0", "-1-1"])
+def test_invalid_cursor_gets_error(client: LiveClient, cursor: str) -> None:
+    message = {"type": "subscribe", "cursors": {"assay:events:1": cursor}}
+    client.socket.send(protocol.pack(message))
+    error = client.next(lambda m: m["type"] == "error")
+    subscribed = client.subscribe()
+
+    assert error["code"] == "invalid_subscribe"
+    assert repr(cursor) in error["message"]
+    assert subscribed["type"] == "subscribed"
