@@ -107,6 +107,7 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
             yield
         finally:
             await app.state.hub.close()
+            await context.writer.close()
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper

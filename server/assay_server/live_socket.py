@@ -20,7 +20,7 @@ from assay_server import metrics, runs, schema
 from assay_server.api import authenticated, context, error_response
 from assay_server.bus import BUS_ERRORS
 from assay_server.errors import AssayError
-from assay_server.live import STREAMS_LOST, LiveHub, ResyncNeeded, Subscriber
+from assay_server.live import STREAMS_LOST, LiveHub, ResyncNeeded, Subscriber, batch_frame
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +153,15 @@ class LiveConnection:
 
     async def _send_forever(self) -> None:
         while True:
-            frame = await self.subscriber.next_frame()
-            if frame is None:
+            frames = await self.subscriber.next_frames()
+            if frames is None:
                 self.hub.remove(self.subscriber)
                 await self._resync(self.subscriber.resync_reason)
                 continue
             async with self.send_lock:
-                await self.websocket.send_bytes(frame)
-            await self._follow_new_runs(frame)
+                await self.websocket.send_bytes(batch_frame(frames))
+            for frame in frames:
+                await self._follow_new_runs(frame)
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):

@@ -82,6 +82,10 @@ class LiveWatcher:
                 self._handle(protocol.unpack(frame), socket)  # type: ignore[arg-type]
 
     def _handle(self, message: dict[str, Any], socket: ClientConnection) -> None:
+        if message["type"] == "batch":
+            for inner in message["messages"]:
+                self._handle(inner, socket)
+            return
         if "stream" in message:
             self.cursors[message["stream"]] = message["id"]
         kind = message["type"]

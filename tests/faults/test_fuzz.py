@@ -24,6 +24,7 @@ import assay
 from assay import protocol
 from assay_server import filters
 from conftest import RunningServer
+from conftest import live_messages as unpack_live
 from faults.fleet import METRIC, expected_value, same_value
 
 EXAMPLES = int(os.environ.get("ASSAY_FUZZ_EXAMPLES", "200"))
@@ -327,10 +328,10 @@ def test_fuzz_live_socket_messages(sqlite_server: RunningServer, tmp_path: Path)
             socket.send(frame.decode("latin-1") if text else frame)
             socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
             while True:
-                answer = protocol.unpack(socket.recv(timeout=20))  # type: ignore[arg-type]
-                assert answer["type"] in ("error", "subscribed", "resync", "watch"), answer
-                if answer["type"] == "subscribed":
-                    return
+                for answer in unpack_live(socket.recv(timeout=20)):
+                    assert answer["type"] in ("error", "subscribed", "resync", "watch"), answer
+                    if answer["type"] == "subscribed":
+                        return
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd is not None else -1
             closed_codes.append(code)
