@@ -26,26 +26,26 @@ KeyedEntry = tuple[tuple[int, int], str, dict[str, Any]]
 #: An entry with the name of its stream: (stream, entry id, fields).
 StreamEntry = tuple[str, str, dict[str, Any]]
 
-#: A batch's number as a live stream entry carries it: (session, seq).
-BatchId = tuple[int, int]
-
 #: What a bus raises when Redis cannot be reached.
 BUS_ERRORS = (redis.RedisError, OSError)
 
 
 class Bus(Protocol):
-    async def publish_batch(
-        self, project_id: int, run_id: str, fields: dict[str, Any]
-    ) -> None: ...
+    async def publish_batch(self, project_id: int, run_id: str, fields: dict[str, Any]) -> bool:
+        """Append a stored batch to its run's live stream, unless it was appended before.
+
+        ``fields`` carries the batch's ``session`` and ``seq``. A batch is
+        appended only when its ``seq`` is above the highest one appended for
+        its session, so a batch that a client resent while the connection it
+        first came on was still publishing it is appended once. Returns
+        whether the batch was appended.
+        """
+        ...
 
     async def publish_event(self, project_id: int, event: dict[str, Any]) -> None: ...
 
     async def read_many(self, cursors: dict[str, str], block_ms: int) -> list[StreamEntry]:
         """Entries after each stream's cursor, waiting up to ``block_ms`` for the first."""
-        ...
-
-    async def recent_batches(self, project_id: int, run_id: str, count: int) -> set[BatchId]:
-        """The (session, seq) of the newest ``count`` entries of a run's live stream."""
         ...
 
     async def last_id(self, stream: str) -> str:
@@ -97,9 +97,17 @@ class LocalBus(StreamNames):
         self.changed = asyncio.Condition()
         self.last_ms = 0
         self.sequence = 0
+        #: The highest batch number appended, by (stream, session).
+        self.published: dict[tuple[str, int], int] = {}
 
-    async def publish_batch(self, project_id: int, run_id: str, fields: dict[str, Any]) -> None:
-        await self._append(self.live_stream(project_id, run_id), fields, self.live_length)
+    async def publish_batch(self, project_id: int, run_id: str, fields: dict[str, Any]) -> bool:
+        stream = self.live_stream(project_id, run_id)
+        session = (stream, int(fields["session"]))
+        if int(fields["seq"]) <= self.published.get(session, -1):
+            return False
+        self.published[session] = int(fields["seq"])
+        await self._append(stream, fields, self.live_length)
+        return True
 
     async def publish_event(self, project_id: int, event: dict[str, Any]) -> None:
         await self._append(self.event_stream(project_id), event, self.event_length)
@@ -118,10 +126,6 @@ class LocalBus(StreamNames):
             except TimeoutError:
                 return []
         return self._after_all(cursors)
-
-    async def recent_batches(self, project_id: int, run_id: str, count: int) -> set[BatchId]:
-        entries = list(self.streams.get(self.live_stream(project_id, run_id), ()))
-        return {(int(f["session"]), int(f["seq"])) for _, _, f in entries[-count:]}
 
     async def last_id(self, stream: str) -> str:
         entries = self.streams.get(stream)
@@ -186,6 +190,21 @@ class LocalBus(StreamNames):
         return False
 
 
+#: Append a batch only when its seq is above the highest one appended for its
+#: session, which the hash ``{stream}:published`` stores per session. It is one
+#: script so that two connections publishing the same batch cannot both pass the
+#: check. Lua compares numbers as doubles, which is exact for every seq below 2**53.
+PUBLISH_ONCE = """
+local highest = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '-1')
+if tonumber(ARGV[3]) <= highest then
+    return 0
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 4))
+return 1
+"""
+
+
 class RedisBus(StreamNames):
     """Streams in Redis, shared by every instance of the server."""
 
@@ -197,14 +216,16 @@ class RedisBus(StreamNames):
         self.reader = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5)
         self.live_length = live_length
         self.event_length = event_length
+        self._publish_once = self.client.register_script(PUBLISH_ONCE)
 
-    async def publish_batch(self, project_id: int, run_id: str, fields: dict[str, Any]) -> None:
-        await self.client.xadd(
-            self.live_stream(project_id, run_id),
-            fields,  # type: ignore[arg-type]
-            maxlen=self.live_length,
-            approximate=True,
+    async def publish_batch(self, project_id: int, run_id: str, fields: dict[str, Any]) -> bool:
+        stream = self.live_stream(project_id, run_id)
+        pairs = [item for pair in fields.items() for item in pair]
+        appended: Any = await self._publish_once(
+            keys=[stream, stream + ":published"],
+            args=[self.live_length, fields["session"], fields["seq"], *pairs],
         )
+        return bool(appended)
 
     async def publish_event(self, project_id: int, event: dict[str, Any]) -> None:
         await self.client.xadd(
@@ -222,11 +243,6 @@ class RedisBus(StreamNames):
                 decoded = {key.decode(): value for key, value in fields.items()}
                 entries.append((name.decode(), entry_id.decode(), decoded))
         return entries
-
-    async def recent_batches(self, project_id: int, run_id: str, count: int) -> set[BatchId]:
-        stream = self.live_stream(project_id, run_id)
-        newest: Any = await self.client.xrevrange(stream, count=count)
-        return {(int(fields[b"session"]), int(fields[b"seq"])) for _, fields in newest}
 
     async def last_id(self, stream: str) -> str:
         newest: Any = await self.client.xrevrange(stream, count=1)

@@ -19,7 +19,7 @@ from assay.protocol import ProtocolError
 from assay_server import history, metrics, runs
 from assay_server.auth import User
 from assay_server.batch import Batch, decode_batch
-from assay_server.bus import BUS_ERRORS, event_fields
+from assay_server.bus import event_fields
 from assay_server.context import ServerContext
 from assay_server.errors import AssayError
 
@@ -32,9 +32,6 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_TAGS = 100
 MAX_TAG_LENGTH = 128
 MAX_NOTES_LENGTH = 65_536
-#: Entries of a run's live stream searched for a resent batch. It covers the
-#: SDK's default window of 32 unacknowledged batches twice over.
-RECENT_BATCHES = 64
 
 # Close codes: 1008 for a protocol violation, 1011 when the server failed.
 CLOSE_PROTOCOL = 1008
@@ -53,7 +50,6 @@ class IngestConnection:
         self.session = 0
         self.metric_ids: dict[str, int] = {}
         self.batches_written = 0
-        self.published: set[int] | None = None
         # A heartbeat is recorded with a batch at most this often: a run is
         # only marked crashed after a whole crash timeout without one.
         self.touch_interval = context.settings.crash_timeout / 8
@@ -178,11 +174,12 @@ class IngestConnection:
             await self._send_error(exc.code, exc.message, seq=message.get("seq"))
             return
         stored = await self._store(batch)
+        # A resent batch is published too: the bus appends it only when no
+        # connection did, which happens when a server was killed between
+        # commit and publish.
+        await self._publish_batch(message, batch)
         if stored:
-            await self._publish_batch(message, batch)
             metrics.POINTS.inc(batch.point_count)
-        elif not await self._was_published(batch.seq):
-            await self._publish_batch(message, batch)
         metrics.BATCHES.labels("stored" if stored else "duplicate").inc()
         await self._send({"type": "ack", "seq": batch.seq})
         metrics.ACK_SECONDS.observe(time.perf_counter() - received)
@@ -233,38 +230,21 @@ class IngestConnection:
         body = {key: message.get(key) for key in ("steps", "times", "metrics")}
         fields = {"seq": batch.seq, "session": self.session, "body": protocol.pack(body)}
         try:
-            await self.context.bus.publish_batch(self.run.project_id, self.run.run_id, fields)
-            if self.published is not None:
-                self.published.add(batch.seq)
+            appended = await self.context.bus.publish_batch(
+                self.run.project_id, self.run.run_id, fields
+            )
         except Exception:
             # The batch is already committed; a live view misses it until reload.
             log.warning("live stream of run %s not updated", self.run.run_id, exc_info=True)
+            appended = True
+        if not appended:
+            return
         if batch.config:
             await self._publish_event("run.config", {"config": batch.config})
         summary = {c.key: _last_value(c) for c in batch.columns}
         summary.update(batch.summary or {})
         if summary:
             await self._publish_event("run.summary", {"summary": summary})
-
-    async def _was_published(self, seq: int) -> bool:
-        """Whether a resent batch reached the live stream when it was stored.
-
-        A server killed between a batch's commit and its publish, or a publish
-        that failed, leaves a stored batch that live views never received.
-        NOTE: only the newest ``RECENT_BATCHES`` entries are searched, so a
-        batch resent after more than that were published goes out twice.
-        """
-        assert self.run is not None
-        if self.published is None:
-            try:
-                recent = await self.context.bus.recent_batches(
-                    self.run.project_id, self.run.run_id, RECENT_BATCHES
-                )
-            except BUS_ERRORS:
-                log.warning("live stream of run %s not read", self.run.run_id, exc_info=True)
-                return True
-            self.published = {seq for session, seq in recent if session == self.session}
-        return seq in self.published
 
     async def _heartbeat(self) -> None:
         assert self.run is not None

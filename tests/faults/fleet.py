@@ -6,9 +6,10 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from deploy.deploy_support import wait_until
 
 import assay
 
@@ -36,17 +37,6 @@ def same_value(stored: Any, expected: float | None) -> bool:
     if math.isnan(expected):
         return math.isnan(stored)
     return stored == expected
-
-
-def wait_until(
-    condition: Callable[[], bool], timeout: float, describe: Callable[[], str] = lambda: ""
-) -> None:
-    """Poll ``condition`` every 20 ms; raise TimeoutError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout} s {describe()}")
-        time.sleep(0.02)
 
 
 class Fleet:

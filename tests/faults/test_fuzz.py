@@ -1,6 +1,6 @@
 """Fuzz the ingest socket, the filter parser and the live socket with Hypothesis.
 
-Each target checks that the server answers bad input with an error (never a
+Each target checks that the server rejects bad input with an error message (never a
 crash, a 500 or a close code 1011) and that a well-behaved client still works
 afterwards. ``ASSAY_FUZZ_EXAMPLES`` sets the inputs per target (default 200);
 run with ``-s`` to see how many each target tried.
@@ -140,7 +140,7 @@ class IngestSocket:
         return socket
 
     def exchange(self, frame: bytes, text: bool) -> list[dict[str, Any]]:
-        """Send ``frame``, then a probe; return the answers up to the probe's error."""
+        """Send ``frame``, then a probe; return the messages received before the probe's error."""
         answers: list[dict[str, Any]] = []
         try:
             self.socket.send(frame.decode("latin-1") if text else frame)

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from deploy.conftest import PrivateRedis
+from deploy.deploy_support import wait_until
 
 from assay import protocol
 from assay._connection import IngestClient
 from assay_server.settings import Settings
-from faults.fleet import METRIC, Fleet, stored_mismatches, wait_until
+from faults.fleet import METRIC, Fleet, stored_mismatches
 from faults.live_watcher import LiveWatcher
 
 STEPS = 3000

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from deploy.deploy_support import wait_until
 
 from assay_server.settings import Settings
-from faults.fleet import METRIC, Fleet, stored_mismatches, wait_until
+from faults.fleet import METRIC, Fleet, stored_mismatches
 from faults.live_watcher import LiveWatcher, live_gaps
 
 STEPS = 3000

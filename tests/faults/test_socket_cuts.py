@@ -6,8 +6,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from deploy.deploy_support import wait_until
+
 from assay_server.settings import Settings
-from faults.fleet import METRIC, Fleet, KilledSdk, stored_mismatches, wait_until
+from faults.fleet import METRIC, Fleet, KilledSdk, stored_mismatches
 from faults.live_watcher import LiveWatcher, live_gaps
 from proxy import CuttingProxy
 
