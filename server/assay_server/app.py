@@ -100,7 +100,7 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
         assert on_admin_key is not None
         context = await start(settings, on_admin_key)
         app.state.context = context
-        app.state.hub = LiveHub(context.bus)
+        app.state.hub = LiveHub(context.bus, queue_bytes=settings.live_queue_bytes)
         reaper = asyncio.create_task(reap_crashed_runs(context))
         log.info("assay server ready on %s:%s", settings.host, settings.port)
         try:

@@ -6,7 +6,7 @@ entry once and offers the bytes to every subscriber of that stream. A
 subscriber's queue is bounded: when it is full, the hub drops the subscriber
 and its socket sends a resync message, so a slow browser never delays the
 others or ingest. When reading the streams fails (Redis went away), entries may
-have been published and lost meanwhile, so every subscriber is told to resync.
+have been published and lost meanwhile, so every subscriber gets a resync.
 The socket's sender sends whatever frames have queued up while it was busy as
 one ``batch`` message, so a busy socket pays for one send per wake-up instead
 of one per entry.
@@ -27,7 +27,12 @@ from assay_server.bus import Bus, StreamEntry, id_key
 
 log = logging.getLogger(__name__)
 
+#: Frames one socket may have queued before it is asked to resync.
 QUEUE_LIMIT = 1000
+#: Bytes of frames one socket may have queued before it is asked to resync. A
+#: frame larger than this is still queued when the queue is empty, so a batch
+#: of any size reaches a socket that keeps up.
+QUEUE_BYTES = 32 * 1024 * 1024
 BLOCK_MS = 200
 FELL_BEHIND = "the connection fell behind the live streams"
 STREAMS_LOST = "the live streams were unreachable, so entries may be missing"
@@ -42,14 +47,16 @@ class ResyncNeeded(Exception):
 
 
 class Subscriber:
-    """One socket's view of the hub: a bounded queue of encoded frames.
+    """One socket's view of the hub: a queue of encoded frames, bounded in count and bytes.
 
     The queue itself is unbounded so that a None can always follow the last
-    frame to wake the sender; ``limit`` is enforced in ``offer``.
+    frame to wake the sender; ``limit`` and ``max_bytes`` are enforced in ``offer``.
     """
 
-    def __init__(self, limit: int = QUEUE_LIMIT) -> None:
+    def __init__(self, limit: int = QUEUE_LIMIT, max_bytes: int = QUEUE_BYTES) -> None:
         self.limit = limit
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.cursors: dict[str, str] = {}
         self.overflowed = False
@@ -63,7 +70,9 @@ class Subscriber:
         """
         self.cursors[stream] = after
         if announce:
-            self.queue.put_nowait(protocol.pack({"type": "watch", "stream": stream, "id": after}))
+            frame = protocol.pack({"type": "watch", "stream": stream, "id": after})
+            self.queued_bytes += len(frame)
+            self.queue.put_nowait(frame)
 
     def interrupt(self, reason: str) -> None:
         """Stop delivery; the socket tells its client to resync for ``reason``."""
@@ -77,9 +86,12 @@ class Subscriber:
             return True
         if self.overflowed:
             return False
-        if self.queue.qsize() >= self.limit:
+        too_many = self.queue.qsize() >= self.limit
+        too_big = self.queued_bytes > 0 and self.queued_bytes + len(frame) > self.max_bytes
+        if too_many or too_big:
             self.interrupt(FELL_BEHIND)
             return False
+        self.queued_bytes += len(frame)
         self.queue.put_nowait(frame)
         self.cursors[stream] = entry_id
         return True
@@ -102,20 +114,25 @@ class Subscriber:
                 return None
             frames.append(frame)
             size += len(frame)
+        self.queued_bytes -= size
         return frames
 
     def reset(self) -> None:
         self.cursors.clear()
         self.overflowed = False
         self.resync_reason = FELL_BEHIND
+        self.queued_bytes = 0
         while not self.queue.empty():
             self.queue.get_nowait()
 
 
 class LiveHub:
-    def __init__(self, bus: Bus, queue_limit: int = QUEUE_LIMIT) -> None:
+    def __init__(
+        self, bus: Bus, queue_limit: int = QUEUE_LIMIT, queue_bytes: int = QUEUE_BYTES
+    ) -> None:
         self.bus = bus
         self.queue_limit = queue_limit
+        self.queue_bytes = queue_bytes
         self.topics: dict[str, set[Subscriber]] = {}
         self.positions: dict[str, str] = {}
         self.lock = asyncio.Lock()

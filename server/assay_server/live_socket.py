@@ -37,7 +37,7 @@ class LiveConnection:
         self.websocket = websocket
         self.hub = hub
         self.project_id = project_id
-        self.subscriber = Subscriber(hub.queue_limit)
+        self.subscriber = Subscriber(hub.queue_limit, hub.queue_bytes)
         self.id = secrets.token_hex(4)
         self.events = hub.bus.event_stream(project_id)
         self.watched: set[str] = set()

@@ -70,7 +70,9 @@ class LiveWatcher:
 
     def _serve_one_connection(self) -> None:
         headers = {"Authorization": f"Bearer {self.api_key}"}
-        with connect(self.url, additional_headers=headers, open_timeout=5) as socket:
+        with connect(
+            self.url, additional_headers=headers, open_timeout=5, max_size=None
+        ) as socket:
             self.socket = socket
             self.connections += 1
             socket.send(protocol.pack({"type": "subscribe", "cursors": self.cursors}))

@@ -254,6 +254,27 @@ async def test_full_queue_drops_slow_subscriber() -> None:
     assert all(slow not in watchers for watchers in hub.topics.values())
 
 
+async def test_queue_over_byte_limit_overflows() -> None:
+    subscriber = Subscriber(100, max_bytes=1000)
+    big = b"\x80" * 1500
+    small = b"\x80" * 400
+
+    big_accepted = subscriber.offer("s", "1-0", big)
+    taken = await subscriber.next_frames()
+    smalls_accepted = [subscriber.offer("s", f"2-{i}", small) for i in range(2)]
+    third_accepted = subscriber.offer("s", "2-2", small)
+    after_overflow = await subscriber.next_frames()
+
+    # A frame larger than the limit still goes to a socket with nothing queued.
+    assert big_accepted is True
+    assert taken == [big]
+    assert smalls_accepted == [True, True]
+    assert third_accepted is False
+    assert subscriber.overflowed
+    assert subscriber.resync_reason == "the connection fell behind the live streams"
+    assert after_overflow is None
+
+
 async def test_queued_frames_leave_in_batches() -> None:
     subscriber = Subscriber(100)
     frames = [protocol.pack({"type": "event", "stream": "s", "id": f"1-{i}"}) for i in range(6)]
