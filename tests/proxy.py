@@ -17,6 +17,9 @@ class CuttingProxy:
         self.open: list[socket.socket] = []
         self.cuts = 0
         self.running = True
+        # Cleared by hold_replies(): data from the server waits until it is set again.
+        self.replies_flowing = threading.Event()
+        self.replies_flowing.set()
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -36,8 +39,16 @@ class CuttingProxy:
         self.cuts += 1
         return len(sockets) // 2
 
+    def hold_replies(self) -> None:
+        """Stop forwarding what the server sends, until ``release_replies()``."""
+        self.replies_flowing.clear()
+
+    def release_replies(self) -> None:
+        self.replies_flowing.set()
+
     def close(self) -> None:
         self.running = False
+        self.replies_flowing.set()
         self.listener.close()
         self.cut()
 
@@ -55,11 +66,16 @@ class CuttingProxy:
             with self.lock:
                 self.open += [client, upstream]
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+                gate = self.replies_flowing if source is upstream else None
+                threading.Thread(target=self._pump, args=(source, sink, gate), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, gate: threading.Event | None
+    ) -> None:
         try:
             while data := source.recv(65536):
+                if gate is not None:
+                    gate.wait()
                 sink.sendall(data)
         except OSError:
             pass

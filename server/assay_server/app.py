@@ -101,7 +101,7 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
         assert on_admin_key is not None
         context = await start(settings, on_admin_key)
         app.state.context = context
-        app.state.hub = LiveHub(context.bus)
+        app.state.hub = LiveHub(context.bus, queue_bytes=settings.live_queue_bytes)
         # plotly imports its figure classes lazily: load them now rather than
         # in the first chart request.
         figures.default_template()

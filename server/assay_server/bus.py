@@ -26,11 +26,21 @@ KeyedEntry = tuple[tuple[int, int], str, dict[str, Any]]
 #: An entry with the name of its stream: (stream, entry id, fields).
 StreamEntry = tuple[str, str, dict[str, Any]]
 
+#: What a bus raises when Redis cannot be reached.
+BUS_ERRORS = (redis.RedisError, OSError)
+
 
 class Bus(Protocol):
-    async def publish_batch(
-        self, project_id: int, run_id: str, fields: dict[str, Any]
-    ) -> None: ...
+    async def publish_batch(self, project_id: int, run_id: str, fields: dict[str, Any]) -> bool:
+        """Append a stored batch to its run's live stream, unless it was appended before.
+
+        ``fields`` carries the batch's ``session`` and ``seq``. A batch is
+        appended only when its ``seq`` is above the highest one appended for
+        its session, so a batch that a client resent while the connection it
+        first came on was still publishing it is appended once. Returns
+        whether the batch was appended.
+        """
+        ...
 
     async def publish_event(self, project_id: int, event: dict[str, Any]) -> None: ...
 
@@ -43,7 +53,12 @@ class Bus(Protocol):
         ...
 
     async def trimmed_after(self, stream: str, after: str) -> bool:
-        """Whether entries newer than ``after`` were trimmed away."""
+        """Whether entries newer than ``after`` may be gone.
+
+        They are gone when they were trimmed away, or when the stream was lost
+        and started again (Redis restarted empty, or this process restarted
+        with the in-process bus). ``0-0`` means the start of the stream.
+        """
         ...
 
     async def ping(self) -> bool: ...
@@ -82,9 +97,17 @@ class LocalBus(StreamNames):
         self.changed = asyncio.Condition()
         self.last_ms = 0
         self.sequence = 0
+        #: The highest batch number appended, by (stream, session).
+        self.published: dict[tuple[str, int], int] = {}
 
-    async def publish_batch(self, project_id: int, run_id: str, fields: dict[str, Any]) -> None:
-        await self._append(self.live_stream(project_id, run_id), fields, self.live_length)
+    async def publish_batch(self, project_id: int, run_id: str, fields: dict[str, Any]) -> bool:
+        stream = self.live_stream(project_id, run_id)
+        session = (stream, int(fields["session"]))
+        if int(fields["seq"]) <= self.published.get(session, -1):
+            return False
+        self.published[session] = int(fields["seq"])
+        await self._append(stream, fields, self.live_length)
+        return True
 
     async def publish_event(self, project_id: int, event: dict[str, Any]) -> None:
         await self._append(self.event_stream(project_id), event, self.event_length)
@@ -110,7 +133,16 @@ class LocalBus(StreamNames):
 
     async def trimmed_after(self, stream: str, after: str) -> bool:
         trimmed = self.trimmed.get(stream)
-        return trimmed is not None and id_key(trimmed) > id_key(after)
+        if trimmed is not None:
+            return id_key(trimmed) > id_key(after)
+        if id_key(after) == (0, 0):
+            return False
+        entries = self.streams.get(stream)
+        if not entries:
+            # A cursor of a stream this process never wrote comes from a
+            # process that ran before it, with streams that died with it.
+            return True
+        return entries[0][0] > id_key(after)
 
     async def ping(self) -> bool:
         return True
@@ -158,6 +190,21 @@ class LocalBus(StreamNames):
         return False
 
 
+#: Append a batch only when its seq is above the highest one appended for its
+#: session, which the hash ``{stream}:published`` stores per session. It is one
+#: script so that two connections publishing the same batch cannot both pass the
+#: check. Lua compares numbers as doubles, which is exact for every seq below 2**53.
+PUBLISH_ONCE = """
+local highest = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '-1')
+if tonumber(ARGV[3]) <= highest then
+    return 0
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 4))
+return 1
+"""
+
+
 class RedisBus(StreamNames):
     """Streams in Redis, shared by every instance of the server."""
 
@@ -169,14 +216,16 @@ class RedisBus(StreamNames):
         self.reader = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5)
         self.live_length = live_length
         self.event_length = event_length
+        self._publish_once = self.client.register_script(PUBLISH_ONCE)
 
-    async def publish_batch(self, project_id: int, run_id: str, fields: dict[str, Any]) -> None:
-        await self.client.xadd(
-            self.live_stream(project_id, run_id),
-            fields,  # type: ignore[arg-type]
-            maxlen=self.live_length,
-            approximate=True,
+    async def publish_batch(self, project_id: int, run_id: str, fields: dict[str, Any]) -> bool:
+        stream = self.live_stream(project_id, run_id)
+        pairs = [item for pair in fields.items() for item in pair]
+        appended: Any = await self._publish_once(
+            keys=[stream, stream + ":published"],
+            args=[self.live_length, fields["session"], fields["seq"], *pairs],
         )
+        return bool(appended)
 
     async def publish_event(self, project_id: int, event: dict[str, Any]) -> None:
         await self.client.xadd(
@@ -200,17 +249,21 @@ class RedisBus(StreamNames):
         return newest[0][0].decode() if newest else "0-0"
 
     async def trimmed_after(self, stream: str, after: str) -> bool:
+        from_start = id_key(after) == (0, 0)
         try:
             info: Any = await self.client.xinfo_stream(stream)
         except redis.ResponseError:
-            return False  # no such stream yet
+            # No such stream, yet the client handled an entry of it: Redis lost it.
+            return not from_start
+        first = info.get("first-entry")
         if info["entries-added"] <= info["length"]:
-            return False
+            # Nothing was trimmed, so an oldest entry newer than the cursor
+            # means the stream was lost and started again.
+            return not from_start and bool(first) and id_key(_text(first[0])) > id_key(after)
         # Trimming removes the oldest entries, so some entry newer than ``after``
         # may be gone when the oldest one left is newer than ``after``. This
         # also reports a gap when the newest removed entry was ``after`` itself,
         # which costs a reload but loses nothing.
-        first = info.get("first-entry")
         if not first:
             return id_key(_text(info["last-generated-id"])) > id_key(after)
         return id_key(_text(first[0])) > id_key(after)

@@ -174,8 +174,11 @@ class IngestConnection:
             await self._send_error(exc.code, exc.message, seq=message.get("seq"))
             return
         stored = await self._store(batch)
+        # A resent batch is published too: the bus appends it only when no
+        # connection did, which happens when a server was killed between
+        # commit and publish.
+        await self._publish_batch(message, batch)
         if stored:
-            await self._publish_batch(message, batch)
             metrics.POINTS.inc(batch.point_count)
         metrics.BATCHES.labels("stored" if stored else "duplicate").inc()
         await self._send({"type": "ack", "seq": batch.seq})
@@ -227,10 +230,15 @@ class IngestConnection:
         body = {key: message.get(key) for key in ("steps", "times", "metrics")}
         fields = {"seq": batch.seq, "session": self.session, "body": protocol.pack(body)}
         try:
-            await self.context.bus.publish_batch(self.run.project_id, self.run.run_id, fields)
+            appended = await self.context.bus.publish_batch(
+                self.run.project_id, self.run.run_id, fields
+            )
         except Exception:
             # The batch is already committed; a live view misses it until reload.
             log.warning("live stream of run %s not updated", self.run.run_id, exc_info=True)
+            appended = True
+        if not appended:
+            return
         if batch.config:
             await self._publish_event("run.config", {"config": batch.config})
         summary = {c.key: _last_value(c) for c in batch.columns}

@@ -5,9 +5,11 @@ that at least one local socket watches, in one blocking call, encodes each
 entry once and offers the bytes to every subscriber of that stream. A
 subscriber's queue is bounded: when it is full, the hub drops the subscriber
 and its socket sends a resync message, so a slow browser never delays the
-others or ingest. The socket's sender sends whatever frames have queued up
-while it was busy as one ``batch`` message, so a busy socket pays for one send
-per wake-up instead of one per entry.
+others or ingest. When reading the streams fails (Redis went away), entries may
+have been published and lost meanwhile, so every subscriber gets a resync.
+The socket's sender sends whatever frames have queued up while it was busy as
+one ``batch`` message, so a busy socket pays for one send per wake-up instead
+of one per entry.
 """
 
 from __future__ import annotations
@@ -25,8 +27,15 @@ from assay_server.bus import Bus, StreamEntry, id_key
 
 log = logging.getLogger(__name__)
 
+#: Frames one socket may have queued before it is asked to resync.
 QUEUE_LIMIT = 1000
+#: Bytes of frames one socket may have queued before it is asked to resync. A
+#: frame larger than this is still queued when the queue is empty, so a batch
+#: of any size reaches a socket that keeps up.
+QUEUE_BYTES = 32 * 1024 * 1024
 BLOCK_MS = 200
+FELL_BEHIND = "the connection fell behind the live streams"
+STREAMS_LOST = "the live streams were unreachable, so entries may be missing"
 #: A batch message stops growing at this size; the frames after it wait for the next one.
 BATCH_BYTES = 1024 * 1024
 # The start of the msgpack map {"type": "batch", "messages": [...]} up to the array.
@@ -38,17 +47,38 @@ class ResyncNeeded(Exception):
 
 
 class Subscriber:
-    """One socket's view of the hub: a bounded queue of encoded frames.
+    """One socket's view of the hub: a queue of encoded frames, bounded in count and bytes.
 
     The queue itself is unbounded so that a None can always follow the last
-    frame to wake the sender; ``limit`` is enforced in ``offer``.
+    frame to wake the sender; ``limit`` and ``max_bytes`` are enforced in ``offer``.
     """
 
-    def __init__(self, limit: int = QUEUE_LIMIT) -> None:
+    def __init__(self, limit: int = QUEUE_LIMIT, max_bytes: int = QUEUE_BYTES) -> None:
         self.limit = limit
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.cursors: dict[str, str] = {}
         self.overflowed = False
+        self.resync_reason = FELL_BEHIND
+
+    def start(self, stream: str, after: str, announce: bool) -> None:
+        """Set the cursor of ``stream``; with ``announce``, queue it for the client too.
+
+        The client stores the announced cursor like an entry's id, so that a
+        reconnect resumes a stream it has received no entry of yet.
+        """
+        self.cursors[stream] = after
+        if announce:
+            frame = protocol.pack({"type": "watch", "stream": stream, "id": after})
+            self.queued_bytes += len(frame)
+            self.queue.put_nowait(frame)
+
+    def interrupt(self, reason: str) -> None:
+        """Stop delivery; the socket tells its client to resync for ``reason``."""
+        self.overflowed = True
+        self.resync_reason = reason
+        self.queue.put_nowait(None)
 
     def offer(self, stream: str, entry_id: str, frame: bytes) -> bool:
         """Queue ``frame`` unless it is not newer than the cursor; False on overflow."""
@@ -56,10 +86,12 @@ class Subscriber:
             return True
         if self.overflowed:
             return False
-        if self.queue.qsize() >= self.limit:
-            self.overflowed = True
-            self.queue.put_nowait(None)
+        too_many = self.queue.qsize() >= self.limit
+        too_big = self.queued_bytes > 0 and self.queued_bytes + len(frame) > self.max_bytes
+        if too_many or too_big:
+            self.interrupt(FELL_BEHIND)
             return False
+        self.queued_bytes += len(frame)
         self.queue.put_nowait(frame)
         self.cursors[stream] = entry_id
         return True
@@ -82,36 +114,48 @@ class Subscriber:
                 return None
             frames.append(frame)
             size += len(frame)
+        self.queued_bytes -= size
         return frames
 
     def reset(self) -> None:
         self.cursors.clear()
         self.overflowed = False
+        self.resync_reason = FELL_BEHIND
+        self.queued_bytes = 0
         while not self.queue.empty():
             self.queue.get_nowait()
 
 
 class LiveHub:
-    def __init__(self, bus: Bus, queue_limit: int = QUEUE_LIMIT) -> None:
+    def __init__(
+        self, bus: Bus, queue_limit: int = QUEUE_LIMIT, queue_bytes: int = QUEUE_BYTES
+    ) -> None:
         self.bus = bus
         self.queue_limit = queue_limit
+        self.queue_bytes = queue_bytes
         self.topics: dict[str, set[Subscriber]] = {}
         self.positions: dict[str, str] = {}
         self.lock = asyncio.Lock()
         self.changed = asyncio.Event()
         self.reader: asyncio.Task[None] | None = None
 
-    async def add(self, subscriber: Subscriber, stream: str, after: str | None) -> None:
+    async def add(
+        self, subscriber: Subscriber, stream: str, after: str | None, announce: bool = False
+    ) -> str:
         """Watch ``stream`` from just after ``after``, or from now when it is None.
 
-        Raises ``ResyncNeeded`` when entries after ``after`` were trimmed away.
+        Returns the cursor it starts from. With ``announce``, a ``watch`` frame
+        with that cursor goes to the client before the stream's entries.
+
+        Raises ``ResyncNeeded`` when entries after ``after`` were trimmed away or
+        lost, and the bus's errors when it is unreachable.
         """
         async with self.lock:
             if after is None:
                 after = await self.bus.last_id(stream)
             elif await self.bus.trimmed_after(stream, after):
                 raise ResyncNeeded(f"stream {stream} no longer contains entries after {after}")
-            subscriber.cursors[stream] = after
+            subscriber.start(stream, after, announce)
             # Entries already in the stream go out now, under the lock, so the
             # reader cannot deliver a newer one first.
             backlog = await self.bus.read_many({stream: after}, 0)
@@ -122,8 +166,10 @@ class LiveHub:
             # still wait for entries older than this subscriber's cursor.
             self.positions.setdefault(stream, subscriber.cursors[stream])
             self.topics.setdefault(stream, set()).add(subscriber)
+            start = after
         self._start_reader()
         self.changed.set()
+        return start
 
     def remove(self, subscriber: Subscriber) -> None:
         for stream in list(self.topics):
@@ -156,11 +202,20 @@ class LiveHub:
                 raise
             except Exception:
                 log.exception("reading the live streams failed; retrying in 1 s")
+                self._interrupt_all(STREAMS_LOST)
                 await asyncio.sleep(1)
                 continue
             if entries:
                 async with self.lock:
                     self._dispatch(entries)
+
+    def _interrupt_all(self, reason: str) -> None:
+        subscribers = {s for watchers in self.topics.values() for s in watchers}
+        for subscriber in subscribers:
+            subscriber.interrupt(reason)
+            self.remove(subscriber)
+        if subscribers:
+            log.info("%d live subscribers asked to resync: %s", len(subscribers), reason)
 
     def _dispatch(self, entries: list[StreamEntry]) -> None:
         for entry in entries:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -16,10 +18,18 @@ from assay import protocol
 from assay.protocol import ProtocolError
 from assay_server import metrics, runs, schema
 from assay_server.api import authenticated, context, error_response
+from assay_server.bus import BUS_ERRORS
 from assay_server.errors import AssayError
-from assay_server.live import LiveHub, ResyncNeeded, Subscriber, batch_frame
+from assay_server.live import STREAMS_LOST, LiveHub, ResyncNeeded, Subscriber, batch_frame
 
 log = logging.getLogger(__name__)
+
+#: A stream entry id as Redis writes it: milliseconds, a dash, a sequence number.
+ENTRY_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+MAX_ENTRY_PART = 2**64 - 1
+
+#: Close code when the database or the bus is unreachable; the client reconnects.
+CLOSE_UNAVAILABLE = 1011
 
 
 class LiveConnection:
@@ -27,7 +37,7 @@ class LiveConnection:
         self.websocket = websocket
         self.hub = hub
         self.project_id = project_id
-        self.subscriber = Subscriber(hub.queue_limit)
+        self.subscriber = Subscriber(hub.queue_limit, hub.queue_bytes)
         self.id = secrets.token_hex(4)
         self.events = hub.bus.event_stream(project_id)
         self.watched: set[str] = set()
@@ -41,10 +51,12 @@ class LiveConnection:
         sender = asyncio.create_task(self._send_forever())
         try:
             while True:
-                frame = await self.websocket.receive_bytes()
-                await self._handle(frame)
+                await self._next_message()
         except (WebSocketDisconnect, RuntimeError):
             pass
+        except (*BUS_ERRORS, SQLAlchemyError):
+            log.exception("live connection %s failed to subscribe", self.id)
+            await self._close(CLOSE_UNAVAILABLE, "live streams unavailable; reconnect later")
         finally:
             self.hub.remove(self.subscriber)
             sender.cancel()
@@ -52,6 +64,22 @@ class LiveConnection:
                 await sender
             metrics.SOCKETS.labels("live").dec()
             log.info("live connection %s closed", self.id)
+
+    async def _next_message(self) -> None:
+        message = await self.websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        frame = message.get("bytes")
+        if frame is None:
+            await self._send(
+                {
+                    "type": "error",
+                    "code": "malformed",
+                    "message": "frames must be binary msgpack, not text",
+                }
+            )
+            return
+        await self._handle(frame)
 
     async def _handle(self, frame: bytes) -> None:
         try:
@@ -80,6 +108,18 @@ class LiveConnection:
                 }
             )
             return
+        bad = next((c for c in cursors.items() if not is_entry_id(c[1])), None)
+        if bad is not None:
+            await self._send(
+                {
+                    "type": "error",
+                    "code": "invalid_subscribe",
+                    "message": f"cursor {bad[1]!r:.60} of stream {bad[0]!r:.100} is not an "
+                    "entry id such as '1764855600000-0'; send the 'id' of the last entry "
+                    "received from that stream",
+                }
+            )
+            return
         await self._subscribe(cursors)
 
     async def _subscribe(self, cursors: dict[str, str]) -> None:
@@ -89,17 +129,20 @@ class LiveConnection:
         streams = [self.events] + [
             self.hub.bus.live_stream(self.project_id, run_id) for run_id in await self._run_ids()
         ]
+        starts: dict[str, str] = {}
         try:
             for stream in streams:
-                await self._watch(stream, cursors.get(stream))
+                start = await self._watch(stream, cursors.get(stream))
+                if stream not in cursors:
+                    starts[stream] = start
         except ResyncNeeded as exc:
             await self._resync(str(exc))
             return
-        await self._send({"type": "subscribed", "events": self.events})
+        await self._send({"type": "subscribed", "events": self.events, "cursors": starts})
 
-    async def _watch(self, stream: str, after: str | None) -> None:
+    async def _watch(self, stream: str, after: str | None, announce: bool = False) -> str:
         self.watched.add(stream)
-        await self.hub.add(self.subscriber, stream, after)
+        return await self.hub.add(self.subscriber, stream, after, announce)
 
     async def _run_ids(self) -> list[str]:
         async with context(self.websocket).db.reading() as connection:
@@ -113,12 +156,16 @@ class LiveConnection:
             frames = await self.subscriber.next_frames()
             if frames is None:
                 self.hub.remove(self.subscriber)
-                await self._resync("the connection fell behind the live streams")
+                await self._resync(self.subscriber.resync_reason)
                 continue
             async with self.send_lock:
                 await self.websocket.send_bytes(batch_frame(frames))
             for frame in frames:
                 await self._follow_new_runs(frame)
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await self.websocket.close(code, reason)
 
     async def _follow_new_runs(self, frame: bytes) -> None:
         # A run created after the subscription gets its live stream watched
@@ -130,9 +177,13 @@ class LiveConnection:
             stream = self.hub.bus.live_stream(self.project_id, message["run_id"])
             if stream not in self.watched:
                 try:
-                    await self._watch(stream, "0-0")
+                    await self._watch(stream, "0-0", announce=True)
                 except ResyncNeeded as exc:
                     await self._resync(str(exc))
+                except BUS_ERRORS:
+                    log.exception("live connection %s failed to follow %s", self.id, stream)
+                    self.hub.remove(self.subscriber)
+                    await self._resync(STREAMS_LOST)
 
     async def _resync(self, reason: str) -> None:
         self.subscriber.reset()
@@ -142,6 +193,14 @@ class LiveConnection:
     async def _send(self, message: dict[str, Any]) -> None:
         async with self.send_lock:
             await self.websocket.send_bytes(protocol.pack(message))
+
+
+def is_entry_id(value: str) -> bool:
+    if value == "0":
+        return True
+    if not ENTRY_ID.match(value):
+        return False
+    return all(int(part) <= MAX_ENTRY_PART for part in value.split("-"))
 
 
 async def live(websocket: WebSocket) -> None:

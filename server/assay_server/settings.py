@@ -80,6 +80,12 @@ class Settings:
         "ASSAY_EVENT_STREAM_LENGTH",
         "Approximate number of events kept in each project's Redis event stream.",
     )
+    live_queue_bytes: int = _field(
+        32 * 1024 * 1024,
+        "ASSAY_LIVE_QUEUE_BYTES",
+        "Bytes of live updates queued for one browser socket; a socket that falls "
+        "further behind is told to reload.",
+    )
     log_level: str = _field(
         "info", "ASSAY_LOG_LEVEL", "Logging level of the server: debug, info, warning or error."
     )
@@ -148,6 +154,11 @@ class Settings:
             raise SettingsError(
                 f"ASSAY_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, "
                 f"got {self.log_format!r}"
+            )
+        if self.live_queue_bytes <= 0:
+            raise SettingsError(
+                f"ASSAY_LIVE_QUEUE_BYTES must be a positive number of bytes, "
+                f"got {self.live_queue_bytes!r}"
             )
         if self.shutdown_timeout <= 0:
             raise SettingsError(

@@ -78,8 +78,17 @@ class LiveSocket:
         self.pending: list[dict[str, Any]] = []
 
     def subscribe(self) -> dict[str, Any]:
+        """Subscribe with no cursors; return the ``subscribed`` or ``resync`` answer."""
         self.socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
-        return self._next()
+        return self.next_of("subscribed", "resync")
+
+    def next_of(self, *kinds: str, timeout: float = 15) -> dict[str, Any]:
+        """Return the next message of one of ``kinds``, skipping others."""
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self._next(max(0.01, deadline - time.monotonic()))
+            if message["type"] in kinds:
+                return message
 
     def gather(self, key: str, done: Callable[[], bool], timeout: float) -> None:
         """Add the steps of ``key`` from each ``points`` message to ``steps`` until ``done``."""

@@ -155,8 +155,10 @@ def test_redis_loss_keeps_stored_points(
     private_redis.stop()
     log_steps(100, 200)
     during = readyz(process.url)
+    resync = live.next_of("resync")
     private_redis.start()
     wait_until(lambda: readyz(process.url).status_code == 200, timeout=30)
+    live.subscribe()
     log_steps(200, 300)
     run.finish(timeout=60)
     live.gather("x", lambda: 299 in live.steps.get(run.id, []), timeout=30)
@@ -166,6 +168,7 @@ def test_redis_loss_keeps_stored_points(
     assert during.json()["bus"] == "unreachable"
     assert metric_count(process.url, api_key, PROJECT, run.id, "x") == 300
     assert run.state == "finished"
-    # Points published after Redis returned reach the open live socket; those
-    # logged while it was away are only in the database.
+    # The open live socket is told that it missed entries, and after it
+    # subscribes again it receives the points logged once Redis returned.
+    assert "unreachable" in resync["reason"]
     assert set(range(200, 300)) <= set(live.steps[run.id])

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import pytest
 import redis
 
 import assay
 from assay import protocol
+from assay_server.bus import Bus, LocalBus, RedisBus
 from conftest import RunningServer
 
 
@@ -70,6 +72,42 @@ def test_run_events_reach_project_stream(server: RunningServer, tmp_path: Path) 
     assert {"config": {"batch_size": 8}} in data
     assert data[-1] == {"state": "finished", "previous": "running"}
     assert all(_text(event["run_id"]) == run.id for event in events)
+
+
+@pytest.fixture(params=["local", "redis"])
+async def bus(request: pytest.FixtureRequest) -> Any:
+    if request.param == "local":
+        yield LocalBus("t:", 100, 100)
+        return
+    redis_url = request.getfixturevalue("redis_url")
+    redis_bus = RedisBus(redis_url, request.getfixturevalue("redis_prefix"), 100, 100)
+    yield redis_bus
+    await redis_bus.close()
+
+
+async def test_batch_published_once_per_seq(bus: Bus) -> None:
+    stream = bus.live_stream(1, "r")
+
+    def batch(session: int, seq: int) -> dict[str, Any]:
+        return {"seq": seq, "session": session, "body": b"x"}
+
+    first = [await bus.publish_batch(1, "r", batch(7, seq)) for seq in range(3)]
+    resent = [await bus.publish_batch(1, "r", batch(7, seq)) for seq in (1, 2)]
+    next_seq = await bus.publish_batch(1, "r", batch(7, 3))
+    other_session = await bus.publish_batch(1, "r", batch(8, 0))
+    found = await bus.read_many({stream: "0-0"}, 0)
+
+    assert first == [True, True, True]
+    assert resent == [False, False]
+    assert next_seq is True
+    assert other_session is True
+    assert [(int(f["session"]), int(f["seq"])) for _, _, f in found] == [
+        (7, 0),
+        (7, 1),
+        (7, 2),
+        (7, 3),
+        (8, 0),
+    ]
 
 
 def _text(value: Any) -> str:

@@ -254,6 +254,27 @@ async def test_full_queue_drops_slow_subscriber() -> None:
     assert all(slow not in watchers for watchers in hub.topics.values())
 
 
+async def test_queue_over_byte_limit_overflows() -> None:
+    subscriber = Subscriber(100, max_bytes=1000)
+    big = b"\x80" * 1500
+    small = b"\x80" * 400
+
+    big_accepted = subscriber.offer("s", "1-0", big)
+    taken = await subscriber.next_frames()
+    smalls_accepted = [subscriber.offer("s", f"2-{i}", small) for i in range(2)]
+    third_accepted = subscriber.offer("s", "2-2", small)
+    after_overflow = await subscriber.next_frames()
+
+    # A frame larger than the limit still goes to a socket with nothing queued.
+    assert big_accepted is True
+    assert taken == [big]
+    assert smalls_accepted == [True, True]
+    assert third_accepted is False
+    assert subscriber.overflowed
+    assert subscriber.resync_reason == "the connection fell behind the live streams"
+    assert after_overflow is None
+
+
 async def test_queued_frames_leave_in_batches() -> None:
     subscriber = Subscriber(100)
     frames = [protocol.pack({"type": "event", "stream": "s", "id": f"1-{i}"}) for i in range(6)]
@@ -277,3 +298,61 @@ async def test_trimmed_stream_raises_resync() -> None:
 
     with pytest.raises(ResyncNeeded):
         await hub.add(Subscriber(), bus.event_stream(1), "0-0")
+
+
+def test_reconnect_resumes_stream_without_entries(
+    server: RunningServer, project: str, tmp_path: Path
+) -> None:
+    quiet = start_run(server, tmp_path / "quiet", id="quiet")
+    first = LiveClient(server, project)
+    subscribed = first.subscribe()
+    late = start_run(server, tmp_path / "late", id="late")
+    announced = first.next(lambda m: m["type"] == "watch")
+    cursors = {**subscribed["cursors"], **first.cursors}
+    first.close()
+    for run in (quiet, late):
+        run.log({"x": 1.0}, step=0)
+        run.finish()
+    second = LiveClient(server, project)
+
+    second.subscribe(cursors)
+    batches = [second.next(is_points) for _ in range(2)]
+    second.close()
+
+    assert announced["stream"].endswith(":late")
+    assert announced["id"] == "0-0"
+    assert sorted(batch["run_id"] for batch in batches) == ["late", "quiet"]
+    assert all(batch["metrics"]["x"]["steps"] == [0] for batch in batches)
+
+
+async def test_cursor_from_lost_stream_raises_resync() -> None:
+    bus = LocalBus("t:", 100, 100)
+    await bus.publish_event(1, {"type": "x", "run_id": "r", "data": b"\x80", "time": 0.0})
+    hub = LiveHub(bus)
+
+    with pytest.raises(ResyncNeeded):
+        await hub.add(Subscriber(), bus.live_stream(1, "gone"), "1-0")
+    with pytest.raises(ResyncNeeded):
+        await hub.add(Subscriber(), bus.event_stream(1), "1-0")
+
+
+def test_text_frame_gets_error(client: LiveClient) -> None:
+    client.socket.send("subscribe")
+    error = client.next(lambda m: m["type"] == "error")
+    subscribed = client.subscribe()
+
+    assert error["code"] == "malformed"
+    assert "binary msgpack" in error["message"]
+    assert subscribed["type"] == "subscribed"
+
+
+@pytest.mark.parametrize("cursor", ["x", "1-x", "99999999999999999999-0", "-1-1"])
+def test_invalid_cursor_gets_error(client: LiveClient, cursor: str) -> None:
+    message = {"type": "subscribe", "cursors": {"assay:events:1": cursor}}
+    client.socket.send(protocol.pack(message))
+    error = client.next(lambda m: m["type"] == "error")
+    subscribed = client.subscribe()
+
+    assert error["code"] == "invalid_subscribe"
+    assert repr(cursor) in error["message"]
+    assert subscribed["type"] == "subscribed"

@@ -64,6 +64,7 @@ def test_standard_urls_get_async_driver(url: str, expected: str) -> None:
         ({"ASSAY_REDIS_URL": "localhost:6379"}, "must start with redis://"),
         ({"ASSAY_DATABASE_URL": "mysql://u@h/db"}, "postgresql:// or sqlite:/// URL"),
         ({"ASSAY_CRASH_TIMEOUT": "1", "ASSAY_HEARTBEAT_INTERVAL": "5"}, "must be longer"),
+        ({"ASSAY_LIVE_QUEUE_BYTES": "0"}, "ASSAY_LIVE_QUEUE_BYTES must be a positive number"),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], message: str) -> None:

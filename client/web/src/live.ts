@@ -120,6 +120,13 @@ export class LiveConnection {
     }
     switch (message.type) {
       case "subscribed":
+        // Where the server started the streams we had no cursor for, so that
+        // a reconnect resumes them from there.
+        for (const [stream, id] of Object.entries(
+          (message as { cursors?: Record<string, string> }).cursors ?? {},
+        )) {
+          this.cursors[stream] ??= id;
+        }
         this.attempts = 0;
         this.handlers.status("subscribed");
         this.handlers.subscribed(this.fresh);

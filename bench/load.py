@@ -1,0 +1,404 @@
+"""Load one server with many browser live sockets and many ingesting runs.
+
+``--sockets`` live sockets (default 1,000) watch one project while ``--runs``
+SDK runs (default 200) log two metrics ``--rate`` times a second each, for
+``--minutes`` (default 5), against one ``assay serve`` process started here.
+The script counts errors: failed or closed sockets, error and resync
+messages, batches the server rejected and runs that did not finish. It checks
+that every socket received every point exactly once and samples the server's
+RSS every ``--sample-seconds`` into ``bench/results/load-*.csv``. It reports
+the latency from ``run.log()`` to a socket receiving the point, measured on
+the first ``--latency-sockets`` sockets.
+
+    python bench/load.py                                   # embedded SQLite, in-process bus
+    python bench/load.py --database-url postgresql://postgres@127.0.0.1:5432/assay_load \\
+        --redis-url redis://127.0.0.1:6379/0
+
+The summary is printed as JSON and written next to the CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import csv
+import json
+import multiprocessing
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from websockets.asyncio.client import connect
+from websockets.exceptions import WebSocketException
+
+import assay
+from assay import protocol
+
+BENCH = Path(__file__).resolve().parent
+PROJECT = "load"
+METRICS = ("loss", "acc")
+#: Sockets keep reading this long after the runs finished, for points on their way.
+DRAIN_SECONDS = 30
+
+
+@dataclass
+class LoadConfig:
+    sockets: int = 1000
+    runs: int = 200
+    rate: float = 1.0
+    seconds: float = 300.0
+    sample_seconds: float = 5.0
+    latency_sockets: int = 50
+    port: int = 8793
+    database_url: str | None = None
+    redis_url: str | None = None
+    #: Prefix of the Redis keys the server writes; default a fresh random one.
+    redis_prefix: str | None = None
+    results: Path = BENCH / "results"
+
+
+@dataclass
+class SocketTally:
+    """The points per run one live socket received, and every failure it saw."""
+
+    points: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def start_server(config: LoadConfig, key: str, data_dir: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "ASSAY_BOOTSTRAP_API_KEY": key,
+        "ASSAY_PORT": str(config.port),
+        "ASSAY_DATA_DIR": str(data_dir),
+        "ASSAY_LOG_LEVEL": "warning",
+    }
+    if config.database_url:
+        env["ASSAY_DATABASE_URL"] = config.database_url
+    if config.redis_url:
+        env["ASSAY_REDIS_URL"] = config.redis_url
+        env["ASSAY_REDIS_PREFIX"] = config.redis_prefix or f"assay-load:{secrets.token_hex(4)}:"
+    with open(data_dir / "server.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "assay", "serve"], env=env, stdout=log, stderr=log
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{config.port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"assay serve did not start; see {data_dir / 'server.log'}")
+        time.sleep(0.1)
+
+
+async def watch(
+    url: str, key: str, tally: SocketTally, measure: bool, stop: asyncio.Event, ready: Any
+) -> None:
+    """Gather one socket's points until ``stop``; record every failure in ``tally``."""
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        # Like a browser, the socket takes messages of any size.
+        async with connect(
+            url, additional_headers=headers, open_timeout=60, max_size=None
+        ) as socket:
+            await socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
+            while not stop.is_set():
+                try:
+                    frame = await asyncio.wait_for(socket.recv(), timeout=0.5)
+                except TimeoutError:
+                    continue
+                received = time.time()
+                message = protocol.unpack(frame)  # type: ignore[arg-type]
+                tally_message(message, tally, measure, received, ready)
+    except (OSError, WebSocketException, TimeoutError) as exc:
+        tally.errors.append(f"socket failed: {exc!r}")
+
+
+def tally_message(
+    message: dict[str, Any], tally: SocketTally, measure: bool, received: float, ready: Any
+) -> None:
+    kind = message["type"]
+    if kind == "batch":
+        for inner in message["messages"]:
+            tally_message(inner, tally, measure, received, ready)
+    elif kind == "subscribed":
+        ready()
+    elif kind in ("resync", "error"):
+        tally.errors.append(f"{kind}: {message}")
+    elif kind == "points":
+        run_id = message["run_id"]
+        for column in message["metrics"].values():
+            tally.points[run_id] = tally.points.get(run_id, 0) + len(column["steps"])
+            if measure:
+                tally.latencies.extend(received - logged for logged in column["times"])
+
+
+def watch_all(
+    url: str, key: str, config: LoadConfig, ready: Any, stop: Any, expected: Any, output: str
+) -> None:
+    """Run every live socket in this child process; write their tallies to ``output``.
+
+    The sockets stop when ``stop`` is set, or once each has received
+    ``expected`` points after the parent set it (it starts at -1).
+    """
+
+    async def run() -> list[SocketTally]:
+        tallies = [SocketTally() for _ in range(config.sockets)]
+        stopped = asyncio.Event()
+        subscribed = [0]
+
+        def one_more() -> None:
+            subscribed[0] += 1
+            if subscribed[0] == config.sockets:
+                ready.set()
+
+        tasks = []
+        for index, tally in enumerate(tallies):
+            measure = index < config.latency_sockets
+            tasks.append(asyncio.create_task(watch(url, key, tally, measure, stopped, one_more)))
+            if index % 50 == 49:
+                await asyncio.sleep(0.05)  # spreads the handshakes a little
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+            total = expected.value
+            if total >= 0 and all(sum(t.points.values()) >= total for t in tallies):
+                break
+        stopped.set()
+        await asyncio.gather(*tasks)
+        return tallies
+
+    tallies = asyncio.run(run())
+    Path(output).write_text(json.dumps([asdict(tally) for tally in tallies]))
+
+
+class RssSampler(threading.Thread):
+    """Samples a process's resident set size every ``interval`` seconds."""
+
+    def __init__(self, pid: int, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.started_at = time.monotonic()
+        self.samples: list[tuple[float, float]] = []
+        self.finished = threading.Event()
+
+    def run(self) -> None:
+        while not self.finished.is_set():
+            self.samples.append((time.monotonic() - self.started_at, rss_mib(self.pid)))
+            self.finished.wait(self.interval)
+
+    def stop(self) -> None:
+        self.finished.set()
+        self.join()
+        self.samples.append((time.monotonic() - self.started_at, rss_mib(self.pid)))
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def drive_runs(config: LoadConfig, runs: list[assay.Run]) -> int:
+    """Log one step of every metric to every run ``config.rate`` times a second.
+
+    Returns the number of steps logged to each run, once every run finished.
+    """
+    period = 1 / config.rate
+    tick = time.monotonic()
+    stop_at = tick + config.seconds
+    step = 0
+    while time.monotonic() < stop_at:
+        for run in runs:
+            run.log({"loss": 1 / (step + 1), "acc": step / 1e6}, step=step)
+        step += 1
+        tick += period
+        time.sleep(max(0.0, tick - time.monotonic()))
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda run: run.finish(timeout=120), runs))
+    return step
+
+
+def run_errors(runs: list[assay.Run]) -> list[str]:
+    errors = []
+    for run in runs:
+        sender = run._sender
+        if run.state != "finished":
+            errors.append(f"run {run.id} ended {run.state}, fatal {sender.fatal!r}")
+        if sender.dropped_batches:
+            errors.append(f"run {run.id}: {sender.dropped_batches} batches rejected")
+    return errors
+
+
+def delivery_errors(tallies: list[dict[str, Any]], expected: dict[str, int]) -> list[str]:
+    """Compare each socket's points per run with the points logged."""
+    errors = []
+    for index, tally in enumerate(tallies):
+        for run_id, count in expected.items():
+            got = tally["points"].get(run_id, 0)
+            if got != count:
+                errors.append(f"socket {index}: run {run_id} {got} of {count} points")
+    return errors
+
+
+def run_load(config: LoadConfig) -> dict[str, Any]:
+    """Run the load described by ``config``; return the summary, with every error found."""
+    key = "load-" + secrets.token_urlsafe(24)
+    config.results.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    with tempfile.TemporaryDirectory(prefix="assay-load-") as scratch_name:
+        scratch = Path(scratch_name)
+        server = start_server(config, key, scratch)
+        try:
+            summary = measure(config, key, scratch, server.pid)
+        finally:
+            server.terminate()
+            server.wait(30)
+        log_errors = [
+            line
+            for line in (scratch / "server.log").read_text(errors="replace").splitlines()
+            if " ERROR " in line or line.startswith("ERROR")
+        ]
+    summary["server_log_errors"] = len(log_errors)
+    summary["errors"] += log_errors[:20]
+    csv_path = config.results / f"load-{stamp}.csv"
+    with open(csv_path, "w", newline="") as output:
+        writer = csv.writer(output)
+        writer.writerow(["elapsed_s", "rss_mib"])
+        writer.writerows((round(t, 1), round(rss, 1)) for t, rss in summary.pop("rss_samples"))
+    summary["rss_csv"] = str(csv_path)
+    (config.results / f"load-{stamp}.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def measure(config: LoadConfig, key: str, scratch: Path, server_pid: int) -> dict[str, Any]:
+    server_url = f"http://127.0.0.1:{config.port}"
+    # The project must exist before a live socket can watch it.
+    assay.init(PROJECT, server=server_url, api_key=key, spool_dir=scratch / "spool").finish()
+    sampler = RssSampler(server_pid, config.sample_seconds)
+    sampler.start()
+    spawn = multiprocessing.get_context("spawn")
+    ready, stop = spawn.Event(), spawn.Event()
+    expected_points = spawn.Value("q", -1)
+    output = str(scratch / "tallies.json")
+    url = f"ws://127.0.0.1:{config.port}/api/v1/projects/{PROJECT}/live"
+    # The sockets get a process of their own, so that decoding frames does not
+    # compete for one interpreter with the runs' sender threads.
+    child = spawn.Process(
+        target=watch_all, args=(url, key, config, ready, stop, expected_points, output)
+    )
+    child.start()
+    if not ready.wait(300):
+        stop.set()
+        child.join(60)
+        raise RuntimeError(f"the {config.sockets} live sockets did not subscribe within 300 s")
+    subscribed_rss = rss_mib(server_pid)
+    options = assay.SenderOptions(flush_interval=0.2)
+    spool = scratch / "spool"
+    runs = [
+        assay.init(PROJECT, server=server_url, api_key=key, spool_dir=spool, settings=options)
+        for _ in range(config.runs)
+    ]
+    started = time.monotonic()
+    steps = drive_runs(config, runs)
+    logged_seconds = time.monotonic() - started
+    expected = {run.id: steps * len(METRICS) for run in runs}
+    expected_points.value = sum(expected.values())
+    child.join(DRAIN_SECONDS)
+    stop.set()
+    child.join(60)
+    sampler.stop()
+    tallies = json.loads(Path(output).read_text())
+    errors = run_errors(runs)
+    errors += [error for tally in tallies for error in tally["errors"]]
+    errors += delivery_errors(tallies, expected)
+    summary = summarize(config, steps, tallies, errors, sampler.samples, subscribed_rss)
+    summary["seconds_logging"] = round(logged_seconds, 1)
+    return summary
+
+
+def summarize(
+    config: LoadConfig,
+    steps: int,
+    tallies: list[dict[str, Any]],
+    errors: list[str],
+    rss_samples: list[tuple[float, float]],
+    subscribed_rss: float,
+) -> dict[str, Any]:
+    """Build the summary of one load run from what the sockets and the sampler gathered."""
+    latencies = np.array([value for tally in tallies for value in tally["latencies"]]) * 1000
+    rss = [value for _, value in rss_samples]
+    return {
+        "sockets": config.sockets,
+        "runs": config.runs,
+        "steps_per_second_per_run": config.rate,
+        "backend": "postgresql+redis" if config.redis_url else "sqlite+in-process bus",
+        "points_logged": steps * len(METRICS) * config.runs,
+        "points_delivered": sum(sum(tally["points"].values()) for tally in tallies),
+        "points_expected": steps * len(METRICS) * config.runs * config.sockets,
+        "error_count": len(errors),
+        "errors": errors[:20],
+        "latency_ms": {
+            "sockets_measured": min(config.latency_sockets, config.sockets),
+            "p50": round(float(np.percentile(latencies, 50)), 1) if len(latencies) else None,
+            "p99": round(float(np.percentile(latencies, 99)), 1) if len(latencies) else None,
+            "max": round(float(latencies.max()), 1) if len(latencies) else None,
+        },
+        "rss_mib": {
+            "first": round(rss[0], 1),
+            "after_subscribe": round(subscribed_rss, 1),
+            "max": round(max(rss), 1),
+            "last": round(rss[-1], 1),
+        },
+        "rss_samples": rss_samples,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sockets", type=int, default=1000, help="live sockets (default 1000)")
+    parser.add_argument("--runs", type=int, default=200, help="ingesting runs (default 200)")
+    parser.add_argument("--rate", type=float, default=1.0, help="steps per second per run")
+    parser.add_argument("--minutes", type=float, default=5.0, help="minutes of logging")
+    parser.add_argument("--sample-seconds", type=float, default=5.0, help="RSS sample period")
+    parser.add_argument(
+        "--latency-sockets", type=int, default=50, help="sockets whose latency is measured"
+    )
+    parser.add_argument("--port", type=int, default=8793, help="port of the server started")
+    parser.add_argument("--database-url", help="PostgreSQL URL; default embedded SQLite")
+    parser.add_argument("--redis-url", help="Redis URL; default in-process bus")
+    args = parser.parse_args()
+    config = LoadConfig(
+        sockets=args.sockets,
+        runs=args.runs,
+        rate=args.rate,
+        seconds=args.minutes * 60,
+        sample_seconds=args.sample_seconds,
+        latency_sockets=args.latency_sockets,
+        port=args.port,
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+    )
+    print(json.dumps(run_load(config), indent=2))
+
+
+if __name__ == "__main__":
+    main()
