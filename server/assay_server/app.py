@@ -20,7 +20,9 @@ from assay_server import (
     live_socket,
     metrics,
     pages,
+    run_query,
     runs,
+    runset_routes,
     sessions,
 )
 from assay_server.auth import bootstrap_admin
@@ -115,7 +117,9 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
 
     return Starlette(
         routes=[
+            *run_query.routes,
             *api.routes,
+            *runset_routes.routes,
             *health.routes,
             *metrics.routes,
             *sessions.routes,
