@@ -36,6 +36,7 @@ import uvicorn
 from pytest_postgresql import factories as postgresql_factories
 
 from assay_server.app import create_app
+from assay_server.cli import HTTP_OPTIONS
 from assay_server.database import Database
 from assay_server.settings import Settings
 
@@ -189,6 +190,7 @@ class ThreadServer:
             self.app,
             ws="websockets-sansio",
             ws_max_size=16 * 1024 * 1024,
+            **HTTP_OPTIONS,
             log_config=None,
             lifespan="on",
         )

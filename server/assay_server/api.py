@@ -125,11 +125,15 @@ async def list_runs(request: Request) -> Response:
 
 def filter_param(request: Request) -> filters.Node | None:
     """Parse the ``filter`` query parameter; a missing or blank one selects every run."""
-    text = request.query_params.get("filter")
+    return parse_run_filter(request, request.query_params.get("filter"))
+
+
+def parse_run_filter(connection: HTTPConnection, text: str | None) -> filters.Node | None:
+    """Parse ``text`` within the server's ``ASSAY_MAX_FILTER_LENGTH``; None selects every run."""
     if text is None or not text.strip():
         return None
     try:
-        return filters.parse_filter(text)
+        return filters.parse_filter(text, context(connection).settings.max_filter_length)
     except filters.FilterError as exc:
         raise BadRequest(f"invalid filter: {exc}", code=exc.code) from None
 
