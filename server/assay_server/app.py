@@ -31,6 +31,7 @@ from assay_server.context import ServerContext
 from assay_server.database import Database
 from assay_server.errors import AssayError
 from assay_server.live import LiveHub
+from assay_server.membership import MembershipEngine
 from assay_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -103,12 +104,14 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
         context = await start(settings, on_admin_key)
         app.state.context = context
         app.state.hub = LiveHub(context.bus)
+        app.state.membership = MembershipEngine(context.bus, context.db)
         reaper = asyncio.create_task(reap_crashed_runs(context))
         log.info("assay server ready on %s:%s", settings.host, settings.port)
         try:
             yield
         finally:
             await app.state.hub.close()
+            await app.state.membership.close()
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper

@@ -149,11 +149,7 @@ async def clone_runset(
     """Copy a run set to the end of the list as "NAME (copy)", or "NAME (copy 2)" and so on."""
     row = await get_runset(connection, project_id, runset_id)
     taken = set(
-
-            await connection.scalars(
-                select(runsets.c.name).where(runsets.c.project_id == project_id)
-            )
-
+        await connection.scalars(select(runsets.c.name).where(runsets.c.project_id == project_id))
     )
     name = copy_name(row.name, taken)
     return await create_runset(connection, project_id, {**row.spec, "name": name})
