@@ -58,6 +58,7 @@ test: install services chromium
 	$(BIN)/pytest
 
 lint: install
+	$(BIN)/pip install --quiet -e '.[test,dev]'
 	$(BIN)/ruff check client server tests bench examples
 	$(BIN)/ruff format --check client server tests bench examples
 	cd $(WEB) && npx prettier --check src build.mjs

@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import platform
 import secrets
+import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,9 @@ DRAIN_SECONDS = 10
 
 
 def start_server(args: argparse.Namespace, key: str, data_dir: Path) -> subprocess.Popen[bytes]:
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", args.port)) == 0:
+            raise SystemExit(f"port {args.port} is in use; pass a free one with --port")
     env = {
         **os.environ,
         "ASSAY_BOOTSTRAP_API_KEY": key,
@@ -130,26 +134,28 @@ async def watch(
     latencies: list[float] = []
     received = 0
     resyncs = 0
-    async with connect(url, additional_headers={"Authorization": f"Bearer {key}"}) as socket:
-        await socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
+    async with connect(url, additional_headers={"Authorization": f"Bearer {key}"}) as connection:
+        await connection.send(protocol.pack({"type": "subscribe", "cursors": {}}))
         while time.time() < window.stop_at + DRAIN_SECONDS:
             try:
-                frame = await asyncio.wait_for(socket.recv(), timeout=1)
+                frame = await asyncio.wait_for(connection.recv(), timeout=1)
             except TimeoutError:
                 continue
             now = time.time()
             message = protocol.unpack(frame)  # type: ignore[arg-type]
-            if message["type"] == "subscribed":
-                subscribed.set()
-            elif message["type"] == "resync":
-                resyncs += 1
-                await socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
-            elif message["type"] == "points":
-                for column in message["metrics"].values():
-                    for logged in column["times"]:
-                        received += 1
-                        if logged >= window.begin + window.warmup:
-                            latencies.append(now - logged)
+            messages = message["messages"] if message["type"] == "batch" else [message]
+            for message in messages:
+                if message["type"] == "subscribed":
+                    subscribed.set()
+                elif message["type"] == "resync":
+                    resyncs += 1
+                    await connection.send(protocol.pack({"type": "subscribe", "cursors": {}}))
+                elif message["type"] == "points":
+                    for column in message["metrics"].values():
+                        for logged in column["times"]:
+                            received += 1
+                            if logged >= window.begin + window.warmup:
+                                latencies.append(now - logged)
     return latencies, received, resyncs
 
 
@@ -250,7 +256,10 @@ def main() -> None:
     parser.add_argument("--redis-url", help="Redis URL; default in-process bus")
     args = parser.parse_args()
     key = "bench-" + secrets.token_urlsafe(24)
-    with tempfile.TemporaryDirectory(prefix="assay-live-bench-") as scratch:
+    # Spool files may still be written while the directory is removed.
+    with tempfile.TemporaryDirectory(
+        prefix="assay-live-bench-", ignore_cleanup_errors=True
+    ) as scratch:
         server = start_server(args, key, Path(scratch))
         try:
             result = measure(args, key, Path(scratch))

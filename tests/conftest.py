@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ import redis
 import uvicorn
 from pytest_postgresql import factories as postgresql_factories
 
+from assay import protocol
 from assay_server.app import create_app
 from assay_server.cli import HTTP_OPTIONS
 from assay_server.database import Database
@@ -49,6 +50,14 @@ def _pg_ctl() -> str | None:
 
 
 postgresql_fallback = postgresql_factories.postgresql_proc(executable=_pg_ctl(), port=None)
+
+
+def live_messages(frame: bytes | str) -> list[dict[str, Any]]:
+    """Return the live-socket messages in one websocket message, unpacking a ``batch``."""
+    message = protocol.unpack(frame)  # type: ignore[arg-type]
+    if message["type"] == "batch":
+        return list(message["messages"])
+    return [message]
 
 
 def answers(host: str, port: int) -> bool:
@@ -319,3 +328,15 @@ def server_process(tmp_path: Path) -> Iterator[Any]:
     yield make
     for process in made:
         process.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        url = Settings(data_dir=tmp_path).resolved_database_url
+    else:
+        url = Settings(database_url=request.getfixturevalue("postgres_url")).resolved_database_url
+    db = Database(url)
+    await db.upgrade()
+    yield db
+    await db.close()

@@ -112,6 +112,7 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
         finally:
             await app.state.hub.close()
             await app.state.membership.close()
+            await context.writer.close()
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper

@@ -21,7 +21,8 @@ from assay import protocol
 
 log = logging.getLogger(__name__)
 
-Entry = tuple[str, dict[str, Any]]
+#: An entry of ``LocalBus`` with its id parsed for comparisons: (key, id, fields).
+KeyedEntry = tuple[tuple[int, int], str, dict[str, Any]]
 #: An entry with the name of its stream: (stream, entry id, fields).
 StreamEntry = tuple[str, str, dict[str, Any]]
 
@@ -76,7 +77,7 @@ class LocalBus(StreamNames):
         super().__init__(prefix)
         self.live_length = live_length
         self.event_length = event_length
-        self.streams: dict[str, deque[Entry]] = {}
+        self.streams: dict[str, deque[KeyedEntry]] = {}
         self.trimmed: dict[str, str] = {}
         self.changed = asyncio.Condition()
         self.last_ms = 0
@@ -92,10 +93,11 @@ class LocalBus(StreamNames):
         found = self._after_all(cursors)
         if found or block_ms <= 0:
             return found
+        thresholds = {stream: id_key(after) for stream, after in cursors.items()}
         async with self.changed:
             try:
                 await asyncio.wait_for(
-                    self.changed.wait_for(lambda: bool(self._after_all(cursors))),
+                    self.changed.wait_for(lambda: self._has_newer(thresholds)),
                     block_ms / 1000,
                 )
             except TimeoutError:
@@ -104,7 +106,7 @@ class LocalBus(StreamNames):
 
     async def last_id(self, stream: str) -> str:
         entries = self.streams.get(stream)
-        return entries[-1][0] if entries else "0-0"
+        return entries[-1][1] if entries else "0-0"
 
     async def trimmed_after(self, stream: str, after: str) -> bool:
         trimmed = self.trimmed.get(stream)
@@ -121,8 +123,9 @@ class LocalBus(StreamNames):
         if entries is None:
             entries = self.streams[stream] = deque(maxlen=length)
         if len(entries) == length:
-            self.trimmed[stream] = entries[0][0]
-        entries.append((self._next_id(), fields))
+            self.trimmed[stream] = entries[0][1]
+        entry_id = self._next_id()
+        entries.append((id_key(entry_id), entry_id, fields))
         async with self.changed:
             self.changed.notify_all()
 
@@ -138,12 +141,21 @@ class LocalBus(StreamNames):
         found: list[StreamEntry] = []
         for stream, after in cursors.items():
             threshold = id_key(after)
-            found.extend(
-                (stream, entry_id, fields)
-                for entry_id, fields in self.streams.get(stream, ())
-                if id_key(entry_id) > threshold
-            )
+            newer: list[StreamEntry] = []
+            # Entries are in id order, so only the tail past the cursor is read.
+            for key, entry_id, fields in reversed(self.streams.get(stream, ())):
+                if key <= threshold:
+                    break
+                newer.append((stream, entry_id, fields))
+            found.extend(reversed(newer))
         return found
+
+    def _has_newer(self, thresholds: dict[str, tuple[int, int]]) -> bool:
+        for stream, threshold in thresholds.items():
+            entries = self.streams.get(stream)
+            if entries and entries[-1][0] > threshold:
+                return True
+        return False
 
 
 class RedisBus(StreamNames):

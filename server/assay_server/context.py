@@ -1,12 +1,13 @@
-"""What every request handler shares: settings, database and bus."""
+"""The state every request handler shares: settings, database, bus and group writer."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from assay_server.bus import Bus
 from assay_server.database import Database
 from assay_server.settings import Settings
+from assay_server.writer import GroupWriter
 
 
 @dataclass
@@ -14,3 +15,9 @@ class ServerContext:
     settings: Settings
     db: Database
     bus: Bus
+    writer: GroupWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        # SQLite takes one writer at a time; PostgreSQL runs a few groups side by side.
+        concurrency = 1 if self.db.is_sqlite else max(1, self.settings.db_pool_size // 4)
+        self.writer = GroupWriter(self.db, concurrency)

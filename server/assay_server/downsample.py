@@ -35,14 +35,13 @@ def downsample(values: Float64Array, kinds: UInt8Array, samples: int) -> Int64Ar
 def _bucket_points(values: Float64Array, kinds: UInt8Array, buckets: int) -> Int64Array:
     count = len(values)
     edges = np.linspace(0, count, buckets + 1).astype(np.int64)
-    starts = edges[:-1]
     floats = kinds == protocol.KIND_FLOAT
     nans = floats & np.isnan(values)
     ordered = ~nans & (kinds != protocol.KIND_NULL)
     picks: list[npt.NDArray[np.int64]] = [np.array([0, count - 1])]
-    picks.append(_extreme(values, ordered, starts, np.argmin))
-    picks.append(_extreme(values, ordered, starts, np.argmax))
     for mask in (
+        _extreme(values, ordered, edges, np.minimum),
+        _extreme(values, ordered, edges, np.maximum),
         nans,
         floats & (values == np.inf),
         floats & (values == -np.inf),
@@ -55,17 +54,22 @@ def _bucket_points(values: Float64Array, kinds: UInt8Array, buckets: int) -> Int
 def _extreme(
     values: Float64Array,
     ordered: npt.NDArray[np.bool_],
-    starts: Int64Array,
-    pick: object,
-) -> Int64Array:
-    """Position of the min (or max) ordered value in each bucket that has one."""
-    found: list[int] = []
-    ends = np.append(starts[1:], len(values))
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        candidates = start + np.flatnonzero(ordered[start:end])
-        if len(candidates):
-            found.append(int(candidates[pick(values[candidates])]))  # type: ignore[operator]
-    return np.array(found, dtype=np.int64)
+    edges: Int64Array,
+    reduce: np.ufunc,
+) -> npt.NDArray[np.bool_]:
+    """Mark the points equal to their bucket's min (or max) ordered value.
+
+    ``reduce`` is ``np.minimum`` or ``np.maximum``. Points that are not ordered
+    get the reduction's identity, so they never win a bucket. The final ``and``
+    with ``ordered`` drops them even where they tie with the bucket's extreme.
+    """
+    identity = np.inf if reduce is np.minimum else -np.inf
+    masked = np.where(ordered, values, identity)
+    # Every bucket contains at least one point, so the starts are valid reduceat indices.
+    per_bucket = reduce.reduceat(masked, edges[:-1])
+    lengths = np.diff(edges)
+    extremes: npt.NDArray[np.bool_] = ordered & (values == np.repeat(per_bucket, lengths))
+    return extremes
 
 
 def _first_in_bucket(mask: npt.NDArray[np.bool_], edges: Int64Array) -> Int64Array:

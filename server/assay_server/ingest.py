@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import secrets
 import time
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from assay import protocol
@@ -48,6 +50,10 @@ class IngestConnection:
         self.session = 0
         self.metric_ids: dict[str, int] = {}
         self.batches_written = 0
+        # A heartbeat is recorded with a batch at most this often: a run is
+        # only marked crashed after a whole crash timeout without one.
+        self.touch_interval = context.settings.crash_timeout / 8
+        self.touched_at = -math.inf
 
     async def serve(self) -> None:
         await self.websocket.accept()
@@ -181,27 +187,39 @@ class IngestConnection:
 
     async def _store(self, batch: Batch) -> bool:
         assert self.run is not None
-        db = self.context.db
-        async with db.transaction() as connection:
+        run = self.run
+        is_sqlite = self.context.db.is_sqlite
+        started = time.monotonic()
+        touch = started - self.touched_at >= self.touch_interval
+
+        async def write(connection: AsyncConnection) -> tuple[dict[str, int], str | None] | None:
+            # Runs inside a shared transaction that may be retried, so it
+            # changes nothing on this connection until the commit.
             if not await history.claim_batch(
-                connection, self.run.pk, self.session, batch.seq, db.is_sqlite
+                connection, run.pk, self.session, batch.seq, is_sqlite
             ):
-                log.debug("batch %s of run %s was stored before", batch.seq, self.run.run_id)
-                return False
-            missing = [c.key for c in batch.columns if c.key not in self.metric_ids]
+                return None
+            metric_ids = dict(self.metric_ids)
+            missing = [c.key for c in batch.columns if c.key not in metric_ids]
             if missing:
-                self.metric_ids.update(
-                    await history.ensure_metrics(connection, self.run.pk, missing, db.is_sqlite)
+                metric_ids.update(
+                    await history.ensure_metrics(connection, run.pk, missing, is_sqlite)
                 )
-            await history.write_batch(connection, self.run.pk, batch, self.metric_ids)
+            await history.write_batch(connection, run.pk, batch, metric_ids)
             if batch.config or batch.summary:
-                await runs.merge_documents(connection, self.run.pk, batch.config, batch.summary)
-            revived = await runs.touch(connection, self.run.pk)
+                await runs.merge_documents(connection, run.pk, batch.config, batch.summary)
+            return metric_ids, await runs.touch(connection, run.pk) if touch else None
+
+        written = await self.context.writer.write(write)
+        if written is None:
+            log.debug("batch %s of run %s was stored before", batch.seq, run.run_id)
+            return False
+        self.metric_ids, revived = written
+        if touch:
+            self.touched_at = started
         if revived:
             await self._publish_state(revived)
-        log.debug(
-            "stored batch %s of run %s: %s points", batch.seq, self.run.run_id, batch.point_count
-        )
+        log.debug("stored batch %s of run %s: %s points", batch.seq, run.run_id, batch.point_count)
         return True
 
     async def _publish_batch(self, message: dict[str, Any], batch: Batch) -> None:

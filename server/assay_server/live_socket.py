@@ -17,7 +17,7 @@ from assay.protocol import ProtocolError
 from assay_server import metrics, runs, schema
 from assay_server.api import authenticated, context, error_response
 from assay_server.errors import AssayError
-from assay_server.live import LiveHub, ResyncNeeded, Subscriber
+from assay_server.live import LiveHub, ResyncNeeded, Subscriber, batch_frame
 from assay_server.membership_socket import MembershipWatch
 
 log = logging.getLogger(__name__)
@@ -130,14 +130,15 @@ class LiveConnection:
 
     async def _send_forever(self) -> None:
         while True:
-            frame = await self.subscriber.next_frame()
-            if frame is None:
+            frames = await self.subscriber.next_frames()
+            if frames is None:
                 self.hub.remove(self.subscriber)
                 await self._resync("the connection fell behind the live streams")
                 continue
             async with self.send_lock:
-                await self.websocket.send_bytes(frame)
-            await self._follow_new_runs(frame)
+                await self.websocket.send_bytes(batch_frame(frames))
+            for frame in frames:
+                await self._follow_new_runs(frame)
 
     async def _follow_new_runs(self, frame: bytes) -> None:
         # A run created after the subscription gets its live stream watched

@@ -16,6 +16,7 @@ from websockets.sync.client import ClientConnection, connect
 
 import assay
 from assay import protocol
+from conftest import live_messages
 
 #: Retries fast, so that a client whose server went away finds another within a second.
 FAST_RETRY = assay.SenderOptions(flush_interval=0.05, batch_rows=500, backoff_max=0.5)
@@ -74,6 +75,7 @@ class LiveSocket:
             url, additional_headers={"Authorization": f"Bearer {api_key}"}, legacy=True
         )
         self.steps: dict[str, list[int]] = {}
+        self.pending: list[dict[str, Any]] = []
 
     def subscribe(self) -> dict[str, Any]:
         self.socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
@@ -96,7 +98,9 @@ class LiveSocket:
                 steps.extend(message["metrics"][key]["steps"])
 
     def _next(self, timeout: float = 15) -> dict[str, Any]:
-        return protocol.unpack(self.socket.recv(timeout=timeout))  # type: ignore[arg-type]
+        if not self.pending:
+            self.pending = live_messages(self.socket.recv(timeout=timeout))
+        return self.pending.pop(0)
 
     def close(self) -> None:
         self.socket.close()

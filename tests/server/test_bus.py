@@ -17,7 +17,7 @@ from conftest import RunningServer
 def entries(server: RunningServer, stream: str) -> list[dict[str, Any]]:
     if server.settings.redis_url is None:
         bus = server.app.state.context.bus
-        return [fields for _, fields in bus.streams.get(stream, [])]
+        return [fields for _, _, fields in bus.streams.get(stream, [])]
     client = redis.Redis.from_url(server.settings.redis_url)
     try:
         found = client.xrange(stream)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, func, select
@@ -17,20 +14,7 @@ from assay import protocol
 from assay_server import history, runs, schema
 from assay_server.batch import decode_batch
 from assay_server.database import Database
-from assay_server.downsample import MIN_SAMPLES, downsample
-from assay_server.settings import Settings
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        url = Settings(data_dir=tmp_path).resolved_database_url
-    else:
-        url = Settings(database_url=request.getfixturevalue("postgres_url")).resolved_database_url
-    db = Database(url)
-    await db.upgrade()
-    yield db
-    await db.close()
+from assay_server.downsample import MIN_SAMPLES, _bucket_points, downsample
 
 
 async def new_run(db: Database) -> int:
@@ -145,6 +129,20 @@ def test_downsample_keeps_extremes_and_specials(
         kind_array == 1,
     ):
         assert mask[keep].any() == mask.any()
+
+
+def test_buckets_keep_their_own_extremes() -> None:
+    nan, inf = math.nan, math.inf
+    # Four buckets of three points: [3 1 2] [5 NaN 4] [+Inf 0 0] [-Inf 7 null].
+    payload = np.array([3, 1, 2, 5, nan, 4, inf, 0, 0, -inf, 7, 0.0])
+    kinds = np.zeros(12, np.uint8)
+    kinds[11] = protocol.KIND_NULL
+
+    keep = _bucket_points(payload, kinds, 4)
+
+    # min and max of each bucket, its NaN and null, and the last point; the
+    # second 0 of bucket three is not kept because the first one is its min.
+    assert keep.tolist() == [0, 1, 3, 4, 5, 6, 7, 9, 10, 11]
 
 
 def test_downsample_keeps_spike_in_long_series() -> None:

@@ -18,9 +18,9 @@ from websockets.sync.client import ClientConnection, connect
 import assay
 from assay import protocol
 from assay_server.bus import LocalBus
-from assay_server.live import LiveHub, ResyncNeeded, Subscriber
+from assay_server.live import LiveHub, ResyncNeeded, Subscriber, batch_frame
 from assay_server.settings import Settings
-from conftest import RunningServer
+from conftest import RunningServer, live_messages
 
 
 class LiveClient:
@@ -43,12 +43,13 @@ class LiveClient:
         deadline = time.monotonic() + timeout
         while True:
             frame = self.socket.recv(timeout=max(0.01, deadline - time.monotonic()))
-            message = protocol.unpack(frame)  # type: ignore[arg-type]
-            if "stream" in message:
-                self.cursors[message["stream"]] = message["id"]
-            if wanted(message):
-                return message
-            self.pending.append(message)
+            for message in live_messages(frame):
+                if "stream" in message:
+                    self.cursors[message["stream"]] = message["id"]
+                self.pending.append(message)
+            for index, message in enumerate(self.pending):
+                if wanted(message):
+                    return self.pending.pop(index)
 
     def close(self) -> None:
         self.socket.close()
@@ -242,14 +243,30 @@ async def test_full_queue_drops_slow_subscriber() -> None:
     for index in range(10):
         event = {"type": "run.state", "run_id": str(index), "data": b"\x80", "time": 0.0}
         await bus.publish_event(1, event)
-    frames = [await asyncio.wait_for(fast.next_frame(), 5) for _ in range(10)]
-    slow_frame = await slow.next_frame()
+    frames = await asyncio.wait_for(fast.next_frames(), 5)
+    slow_frames = await slow.next_frames()
     await hub.close()
 
-    assert all(frame is not None for frame in frames)
-    assert slow_frame is None  # the socket sends a resync instead
+    assert frames is not None
+    assert len(frames) == 10
+    assert slow_frames is None  # the socket sends a resync instead
     assert slow.overflowed
     assert all(slow not in watchers for watchers in hub.topics.values())
+
+
+async def test_queued_frames_leave_in_batches() -> None:
+    subscriber = Subscriber(100)
+    frames = [protocol.pack({"type": "event", "stream": "s", "id": f"1-{i}"}) for i in range(6)]
+    for index, frame in enumerate(frames):
+        subscriber.offer("s", f"1-{index}", frame)
+
+    first = await subscriber.next_frames(max_bytes=len(frames[0]) * 4)
+    rest = await subscriber.next_frames()
+
+    assert first == frames[:4]
+    assert rest == frames[4:]
+    assert live_messages(batch_frame(frames)) == [protocol.unpack(f) for f in frames]
+    assert batch_frame(frames[:1]) == frames[0]
 
 
 async def test_trimmed_stream_raises_resync() -> None:

@@ -31,6 +31,13 @@ export interface LiveHandlers {
   status(state: "connecting" | "subscribed" | "offline"): void;
 }
 
+interface LiveMessage {
+  type: string;
+  stream?: string;
+  id?: string;
+  messages?: LiveMessage[];
+}
+
 const FIRST_DELAY_MS = 500;
 const MAX_DELAY_MS = 15_000;
 
@@ -98,11 +105,16 @@ export class LiveConnection {
   }
 
   private receive(data: ArrayBuffer): void {
-    const message = decode(new Uint8Array(data)) as {
-      type: string;
-      stream?: string;
-      id?: string;
-    };
+    const message = decode(new Uint8Array(data)) as LiveMessage;
+    if (message.type === "batch") {
+      // Entries that queued up on the server while it was sending arrive together.
+      for (const inner of message.messages ?? []) this.handle(inner);
+      return;
+    }
+    this.handle(message);
+  }
+
+  private handle(message: LiveMessage): void {
     if (message.stream !== undefined && message.id !== undefined) {
       this.cursors[message.stream] = message.id;
     }
