@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from assay_server import schema
+from assay_server import filters, schema
 from assay_server.errors import Conflict, NotFound
 from assay_server.runset_shape import MAX_NAME_LENGTH, default_runset
 
@@ -153,6 +153,17 @@ async def clone_runset(
     )
     name = copy_name(row.name, taken)
     return await create_runset(connection, project_id, {**row.spec, "name": name})
+
+
+def parse_stored_filter(text: str) -> filters.Node | None:
+    """Parse a stored filter, which passed ``check_filter`` when saved; None selects every run.
+
+    No length limit applies, so lowering ``ASSAY_MAX_FILTER_LENGTH`` keeps stored
+    run sets working.
+    """
+    if not text.strip():
+        return None
+    return filters.parse_filter(text, max(len(text), 1))
 
 
 def copy_name(name: str, taken: set[str]) -> str:
