@@ -244,3 +244,27 @@ def test_runsets_need_api_key(server: RunningServer, client: httpx.Client) -> No
     response = httpx.get(server.url + RUNSETS)
 
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", RUNSETS, {"name": "bad", "filter": "config.lr >"}),
+        ("POST", f"/api/v1/projects/{PROJECT}/runs/query", {"filter": "config.lr >"}),
+    ],
+)
+def test_filter_error_names_column(
+    client: httpx.Client, method: str, path: str, body: dict[str, Any]
+) -> None:
+    response = client.request(method, path, json=body)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_filter"
+    assert response.json()["error"]["column"] == 12
+
+
+def test_other_errors_have_no_column(client: httpx.Client) -> None:
+    response = client.post(RUNSETS, json={"name": ""})
+
+    assert response.status_code == 400
+    assert "column" not in response.json()["error"]
