@@ -37,6 +37,7 @@ from pytest_postgresql import factories as postgresql_factories
 
 from assay import protocol
 from assay_server.app import create_app
+from assay_server.cli import HTTP_OPTIONS
 from assay_server.database import Database
 from assay_server.settings import Settings
 
@@ -198,6 +199,7 @@ class ThreadServer:
             self.app,
             ws="websockets-sansio",
             ws_max_size=16 * 1024 * 1024,
+            **HTTP_OPTIONS,
             log_config=None,
             lifespan="on",
         )

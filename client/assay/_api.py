@@ -10,12 +10,13 @@ import httpx
 import msgpack
 
 from assay import _credentials
-from assay._errors import ConfigurationError, ConnectionFailedError, server_error
+from assay._errors import ConnectionFailedError, server_error
 
 MSGPACK = "application/msgpack"
-#: The server's limit on a filter's length, checked here too because a longer
-#: filter would not fit in the URL that httpx accepts.
-MAX_FILTER_LENGTH = 10_000
+#: Filters longer than this, once URL-encoded, go in a POST body, because the
+#: request head that carries a URL is capped by servers and proxies (often at 8
+#: to 64 KiB).
+MAX_URL_FILTER_BYTES = 4096
 
 
 class Api:
@@ -54,17 +55,16 @@ class Api:
 
         With ``filter``, return only the runs it selects, for example
         ``"summary.loss is nan or state = crashed"``; docs/runsets.md describes
-        the language. A filter over 10,000 characters raises
-        ``ConfigurationError``, and an invalid one the server's 400 error as
+        the language. An invalid filter, or one longer than the server's
+        ``ASSAY_MAX_FILTER_LENGTH``, raises the server's 400 error as
         ``ServerError``, whose message names the column.
         """
-        if filter is not None and len(filter) > MAX_FILTER_LENGTH:
-            raise ConfigurationError(
-                f"filter of {len(filter):,} characters is too long; "
-                f"the server accepts at most {MAX_FILTER_LENGTH:,} characters"
-            )
-        params = None if filter is None else {"filter": filter}
-        found = self._get(f"/api/v1/projects/{_segment(project)}/runs", params=params)["runs"]
+        path = f"/api/v1/projects/{_segment(project)}/runs"
+        if filter is not None and len(quote(filter, safe="")) > MAX_URL_FILTER_BYTES:
+            found = self._request("POST", path + "/query", json={"filter": filter})["runs"]
+        else:
+            params = None if filter is None else {"filter": filter}
+            found = self._get(path, params=params)["runs"]
         return [ApiRun(self, data) for data in found]
 
     def run(self, project: str, run_id: str) -> ApiRun:
@@ -83,8 +83,11 @@ class Api:
         self.close()
 
     def _get(self, path: str, params: Any = None) -> Any:
+        return self._request("GET", path, params=params)
+
+    def _request(self, method: str, path: str, params: Any = None, json: Any = None) -> Any:
         try:
-            response = self._client.get(path, params=params)
+            response = self._client.request(method, path, params=params, json=json)
         except httpx.HTTPError as exc:
             raise ConnectionFailedError(f"cannot reach {self.server}: {exc}") from None
         body = _decode(response)

@@ -25,6 +25,7 @@ from assay_server.context import ServerContext
 from assay_server.downsample import MIN_SAMPLES
 from assay_server.errors import AssayError, BadRequest, Unauthorized
 from assay_server.ingest import IngestConnection
+from assay_server.runset_shape import FilterRejected
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,12 @@ def respond(request: HTTPConnection, data: Any, status: int = 200) -> Response:
 
 def error_response(request: HTTPConnection, exc: Exception) -> Response:
     assert isinstance(exc, AssayError)
-    response = respond(request, {"error": {"code": exc.code, "message": exc.message}}, exc.status)
+    error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    column = getattr(exc, "column", None)
+    if column is not None:
+        # A rejected filter names the 1-based column, so editors can point at it.
+        error["column"] = column
+    response = respond(request, {"error": error}, exc.status)
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="assay"'
     return response
@@ -125,13 +131,17 @@ async def list_runs(request: Request) -> Response:
 
 def filter_param(request: Request) -> filters.Node | None:
     """Parse the ``filter`` query parameter; a missing or blank one selects every run."""
-    text = request.query_params.get("filter")
+    return parse_run_filter(request, request.query_params.get("filter"))
+
+
+def parse_run_filter(connection: HTTPConnection, text: str | None) -> filters.Node | None:
+    """Parse ``text`` within the server's ``ASSAY_MAX_FILTER_LENGTH``; None selects every run."""
     if text is None or not text.strip():
         return None
     try:
-        return filters.parse_filter(text)
+        return filters.parse_filter(text, context(connection).settings.max_filter_length)
     except filters.FilterError as exc:
-        raise BadRequest(f"invalid filter: {exc}", code=exc.code) from None
+        raise FilterRejected(exc) from None
 
 
 async def get_run(request: Request) -> Response:

@@ -21,7 +21,9 @@ from assay_server import (
     live_socket,
     metrics,
     pages,
+    run_query,
     runs,
+    runset_routes,
     sessions,
 )
 from assay_server.auth import bootstrap_admin
@@ -30,6 +32,7 @@ from assay_server.context import ServerContext
 from assay_server.database import Database
 from assay_server.errors import AssayError
 from assay_server.live import LiveHub
+from assay_server.membership import MembershipEngine
 from assay_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -105,12 +108,14 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
         # plotly imports its figure classes lazily: load them now rather than
         # in the first chart request.
         figures.default_template()
+        app.state.membership = MembershipEngine(context.bus, context.db)
         reaper = asyncio.create_task(reap_crashed_runs(context))
         log.info("assay server ready on %s:%s", settings.host, settings.port)
         try:
             yield
         finally:
             await app.state.hub.close()
+            await app.state.membership.close()
             await context.writer.close()
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -120,7 +125,9 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
 
     return Starlette(
         routes=[
+            *run_query.routes,
             *api.routes,
+            *runset_routes.routes,
             *health.routes,
             *metrics.routes,
             *sessions.routes,

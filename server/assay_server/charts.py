@@ -21,10 +21,20 @@ from starlette.routing import Route
 
 from assay import protocol
 from assay.protocol import MAX_STEP
-from assay_server import figures, history, runs, schema, smoothing
-from assay_server.api import authenticated, context, int_param, respond
+from assay_server import (
+    figures,
+    grouping,
+    history,
+    runs,
+    runset_figures,
+    runsets,
+    schema,
+    smoothing,
+)
+from assay_server.api import MAX_PAGE, authenticated, context, int_param, respond
 from assay_server.downsample import MIN_SAMPLES, downsample
 from assay_server.errors import BadRequest
+from assay_server.filters.tree import SummaryField
 from assay_server.history import Series
 
 #: At most this many runs per request; a chart with more lines is unreadable anyway.
@@ -182,10 +192,13 @@ async def line_figure(request: Request) -> Response:
     ``metric:KEY``); ``smoothing`` (``none``, ``ema``, ``average``,
     ``gaussian``) and its ``parameter``; ``log_x`` and ``log_y`` (``1``);
     ``runs``, ``samples``, ``min_step`` and ``max_step`` as for ``/series``.
+    ``runsets`` (repeatable) draws those stored run sets instead of ``runs``.
     """
     await authenticated(request)
     project = request.path_params["project"]
     spec = line_spec(request)
+    if request.query_params.getlist("runsets"):
+        return await runset_line_figure(request, project, spec)
     samples = int_param(request, "samples", DEFAULT_SAMPLES, MIN_SAMPLES, MAX_SAMPLES)
     min_step, max_step = step_range(request)
     keys = [spec.key] if spec.x_key is None else [spec.key, spec.x_key]
@@ -221,6 +234,95 @@ async def line_figure(request: Request) -> Response:
     }
     # orjson writes a stray NaN or infinity as null; the figure itself has none.
     return Response(orjson.dumps(document), media_type="application/json")
+
+
+#: Runs drawn per ungrouped run set, from the top of its sort order.
+LINES_PER_RUNSET = DEFAULT_RUNS
+#: Runs aggregated per grouped run set, from the top of its sort order.
+GROUPED_RUNS = MAX_RUNS
+
+
+async def runset_line_figure(request: Request, project: str, spec: figures.LineSpec) -> Response:
+    """Return the figure of ``spec.key`` over the run sets named by ``runsets``, in that order."""
+    runset_ids = list(dict.fromkeys(request.query_params.getlist("runsets")))
+    if len(runset_ids) > runsets.MAX_RUNSETS:
+        raise BadRequest(
+            f"at most {runsets.MAX_RUNSETS} run sets per figure, got {len(runset_ids)}"
+        )
+    samples = int_param(request, "samples", DEFAULT_SAMPLES, MIN_SAMPLES, MAX_SAMPLES)
+    min_step, max_step = step_range(request)
+    keys = [spec.key] if spec.x_key is None else [spec.key, spec.x_key]
+    sets: list[runset_figures.RunSetLines] = []
+    series_cache: dict[str, figures.RunLine] = {}
+    async with context(request).db.reading() as db:
+        project_id = await runs.project_id(db, project)
+        for runset_id in runset_ids:
+            row = await runsets.get_runset(db, project_id, runset_id)
+            document = runsets.runset_document(row)
+            members = await runset_members(db, project, document)
+            limit = GROUPED_RUNS if document["grouping"]["keys"] else LINES_PER_RUNSET
+            chosen = members[:limit]
+            pks = await run_pks(
+                db, project, [run["id"] for run in chosen if run["id"] not in series_cache]
+            )
+            for run in chosen:
+                if run["id"] in series_cache:
+                    continue
+                found = await history.read_series(db, pks[run["id"]], keys, min_step, max_step)
+                main = found.get(spec.key)
+                # Grouped sets aggregate by step, so their runs keep every point in range.
+                keep = None if document["grouping"]["keys"] else samples
+                series_cache[run["id"]] = figures.RunLine(
+                    run,
+                    None if main is None else sampled(main, keep),
+                    None if spec.x_key is None else found.get(spec.x_key),
+                )
+            lines = [series_cache[run["id"]] for run in chosen]
+            sets.append(runset_figures.RunSetLines(document, lines, len(members)))
+    figure = runset_figures.runset_figure(sets, spec)
+    drawn_runs = {run_id for one in sets for run_id in one.drawn}
+    document = {
+        "figure": figure,
+        "runs": {
+            run_id: {
+                "name": line.run["name"],
+                "state": line.run["state"],
+                "created_at": line.run["created_at"],
+                "colour": figures.run_colour(run_id),
+            }
+            for run_id, line in series_cache.items()
+            if run_id in drawn_runs
+        },
+        "runsets": {
+            one.runset["id"]: {
+                "members": one.members,
+                "drawn": one.drawn,
+                "grouped": one.grouped,
+            }
+            for one in sets
+        },
+    }
+    return Response(orjson.dumps(document), media_type="application/json")
+
+
+async def runset_members(
+    db: AsyncConnection, project: str, runset: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Return the runs the run set's filter selects, in the run set's sort order.
+
+    NOTE: only the newest ``MAX_PAGE`` runs that the filter selects are sorted,
+    so a sort over a larger set sees only those.
+    """
+    node = runsets.parse_stored_filter(runset["filter"])
+    found = await runs.list_runs(db, project, MAX_PAGE, 0, node)
+    sort = runset["sort"]
+    stats: dict[str, dict[str, Any]] = {}
+    sort_field = grouping.parse_field(sort["field"])
+    if isinstance(sort_field, SummaryField) and sort_field.statistic is not None:
+        pks = await run_pks(db, project, [run["id"] for run in found])
+        for run in found:
+            stats[run["id"]] = await runs.metric_stats(db, pks[run["id"]])
+    return grouping.sort_runs(found, sort["field"], sort["direction"], stats)
 
 
 routes = [

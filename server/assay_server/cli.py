@@ -28,6 +28,16 @@ CLOSE_SERVICE_RESTART = 1012
 # Seconds of the shutdown budget kept back for uvicorn's connection shutdown
 # and for the lifespan shutdown (closing the bus and the database pool).
 UVICORN_RESERVE = 2.0
+#: Largest request head (request line and headers) accepted. uvicorn's
+#: httptools parser rejects a head of about 64 KiB with a plain-text 400
+#: before the application sees it, so the server uses h11, whose limit is
+#: set here, and a long filter in a URL gets the API's JSON error instead.
+MAX_REQUEST_HEAD_BYTES = 1024 * 1024
+#: The HTTP parser options of every uvicorn that serves the app.
+HTTP_OPTIONS: dict[str, Any] = {
+    "http": "h11",
+    "h11_max_incomplete_event_size": MAX_REQUEST_HEAD_BYTES,
+}
 LIFESPAN_RESERVE = 1.0
 
 
@@ -71,6 +81,7 @@ def serve(args: argparse.Namespace) -> int:
         port=settings.port,
         ws="websockets-sansio",
         ws_max_size=protocol.MAX_MESSAGE_BYTES,
+        **HTTP_OPTIONS,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         log_config=None,

@@ -34,3 +34,8 @@ class NotFound(AssayError):
 class Conflict(AssayError):
     status = 409
     code = "conflict"
+
+
+class PayloadTooLarge(AssayError):
+    status = 413
+    code = "request_too_large"

@@ -205,14 +205,19 @@ def with_gaps(values: Float64Array, drawable: npt.NDArray[np.bool_]) -> list[flo
     return listed
 
 
-def run_traces(line: RunLine, spec: LineSpec) -> tuple[list[dict[str, Any]], int]:
-    """Build the raw, line and marks traces of one run; also return its points without an x."""
+def run_traces(
+    line: RunLine, spec: LineSpec, colour: str | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """Build the raw, line and marks traces of one run; also return its points without an x.
+
+    The run's own colour (``run_colour``) is used unless ``colour`` is given.
+    """
     points, hidden = run_points(line, spec)
     if spec.x_key is not None:
         points = sort_by_x(points)
     run = line.run
     run_id = str(run["id"])
-    colour = run_colour(run_id)
+    colour = colour or run_colour(run_id)
     name = trace_name(run)
     at_x = x_hover(spec)
     at_x = f"{at_x}<br>" if at_x else ""
@@ -329,6 +334,11 @@ def line_figure(lines: list[RunLine], spec: LineSpec) -> dict[str, Any]:
         run_traces_, run_hidden = run_traces(line, spec)
         traces.extend(run_traces_)
         hidden += run_hidden
+    return figure_document(traces, hidden, spec)
+
+
+def figure_document(traces: list[dict[str, Any]], hidden: int, spec: LineSpec) -> dict[str, Any]:
+    """Lay out ``traces``; ``hidden`` counts the points left out for want of a drawable x."""
     annotations = []
     if hidden:
         reason = "zero or negative x on a log x axis" if spec.log_x else "no finite x value"

@@ -21,6 +21,7 @@ from assay_server.api import authenticated, context, error_response
 from assay_server.bus import BUS_ERRORS
 from assay_server.errors import AssayError
 from assay_server.live import STREAMS_LOST, LiveHub, ResyncNeeded, Subscriber, batch_frame
+from assay_server.membership_socket import MembershipWatch
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class LiveConnection:
         self.watched: set[str] = set()
         # Control messages and stream entries come from two tasks; one send at a time.
         self.send_lock = asyncio.Lock()
+        self.membership: MembershipWatch | None = None
 
     async def serve(self) -> None:
         await self.websocket.accept()
@@ -59,6 +61,8 @@ class LiveConnection:
             await self._close(CLOSE_UNAVAILABLE, "live streams unavailable; reconnect later")
         finally:
             self.hub.remove(self.subscriber)
+            if self.membership is not None:
+                await self.membership.close()
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
@@ -87,12 +91,16 @@ class LiveConnection:
         except ProtocolError as exc:
             await self._send({"type": "error", "code": exc.code, "message": exc.message})
             return
+        if message["type"] == "watch":
+            await self._watch_runsets(message)
+            return
         if message["type"] != "subscribe":
             await self._send(
                 {
                     "type": "error",
                     "code": "unknown_type",
-                    "message": f"unknown message type {message['type']!r}; expected subscribe",
+                    "message": f"unknown message type {message['type']!r}; "
+                    "expected subscribe or watch",
                 }
             )
             return
@@ -121,6 +129,18 @@ class LiveConnection:
             )
             return
         await self._subscribe(cursors)
+
+    async def _watch_runsets(self, message: dict[str, Any]) -> None:
+        if self.membership is None:
+            app_state = self.websocket.app.state
+            self.membership = MembershipWatch(
+                app_state.membership,
+                self.project_id,
+                self._send,
+                self.id,
+                app_state.context.settings.max_filter_length,
+            )
+        await self.membership.handle(message)
 
     async def _subscribe(self, cursors: dict[str, str]) -> None:
         self.hub.remove(self.subscriber)

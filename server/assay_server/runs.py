@@ -251,13 +251,13 @@ async def list_runs(
         )
     ).all()
     summaries = await _summaries(connection, [row.pk for row in rows])
-    return [_run_dict(project, row, summaries.get(row.pk, {})) for row in rows]
+    return [run_dict(project, row, summaries.get(row.pk, {})) for row in rows]
 
 
 async def get_run(connection: AsyncConnection, project: str, run_id: str) -> dict[str, Any]:
     row = await run_row(connection, project, run_id)
     summaries = await _summaries(connection, [row.pk])
-    return _run_dict(project, row, summaries.get(row.pk, {}))
+    return run_dict(project, row, summaries.get(row.pk, {}))
 
 
 async def run_row(connection: AsyncConnection, project: str, run_id: str) -> Row[Any]:
@@ -285,7 +285,7 @@ async def metric_stats(connection: AsyncConnection, run_pk: int) -> dict[str, di
         row.key: {
             "count": row.count,
             "last_step": row.last_step,
-            "last": _sql_value(row.last_value, row.last_kind),
+            "last": sql_value(row.last_value, row.last_kind),
             "min": row.min_value,
             "max": row.max_value,
             "has_nan": row.has_nan,
@@ -309,11 +309,11 @@ async def _summaries(connection: AsyncConnection, run_pks: list[int]) -> dict[in
     )
     summaries: dict[int, dict[str, Any]] = {}
     for row in rows:
-        summaries.setdefault(row.run_pk, {})[row.key] = _sql_value(row.last_value, row.last_kind)
+        summaries.setdefault(row.run_pk, {})[row.key] = sql_value(row.last_value, row.last_kind)
     return summaries
 
 
-def _sql_value(value: float | None, kind: int | None) -> float | int | bool | None:
+def sql_value(value: float | None, kind: int | None) -> float | int | bool | None:
     if kind == schema.SQL_KIND_NAN:
         return float("nan")
     if kind == schema.SQL_KIND_NULL or value is None:
@@ -325,7 +325,7 @@ def _sql_value(value: float | None, kind: int | None) -> float | int | bool | No
     return float(value)
 
 
-def _run_dict(project: str, row: Row[Any], logged: dict[str, Any]) -> dict[str, Any]:
+def run_dict(project: str, row: Row[Any], logged: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": row.run_id,
         "project": project,

@@ -86,6 +86,12 @@ class Settings:
         "Bytes of live updates queued for one browser socket; a socket that falls "
         "further behind is told to reload.",
     )
+    max_filter_length: int = _field(
+        10_000,
+        "ASSAY_MAX_FILTER_LENGTH",
+        "Maximum length of a run-set filter, in characters; longer filters are rejected "
+        "with the error code filter_too_long.",
+    )
     log_level: str = _field(
         "info", "ASSAY_LOG_LEVEL", "Logging level of the server: debug, info, warning or error."
     )
@@ -145,6 +151,11 @@ class Settings:
             raise SettingsError(
                 f"ASSAY_REDIS_URL must start with redis://, rediss:// or unix://, "
                 f"got {self.redis_url!r}"
+            )
+        if not 100 <= self.max_filter_length <= 1_000_000:
+            raise SettingsError(
+                "ASSAY_MAX_FILTER_LENGTH must be an integer from 100 to 1000000, "
+                f"got {self.max_filter_length!r}"
             )
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(

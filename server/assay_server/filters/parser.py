@@ -64,13 +64,16 @@ _VALUE = 'a value: a number, a "string", a word, a date, true or false'
 _FIELD_NAMES = ", ".join(METADATA)
 
 
-def parse_filter(text: str) -> Node:
-    """Parse and type-check ``text``; raise ``FilterError`` naming the column on failure."""
-    if len(text) > MAX_FILTER_LENGTH:
+def parse_filter(text: str, max_length: int = MAX_FILTER_LENGTH) -> Node:
+    """Parse and type-check ``text``; raise ``FilterError`` naming the column on failure.
+
+    ``max_length`` is the server's ``ASSAY_MAX_FILTER_LENGTH``.
+    """
+    if len(text) > max_length:
         raise FilterTooLongError(
             f"filter of {len(text):,} characters is too long",
-            MAX_FILTER_LENGTH + 1,
-            f"at most {MAX_FILTER_LENGTH:,} characters",
+            max_length + 1,
+            f"at most {max_length:,} characters (the server's ASSAY_MAX_FILTER_LENGTH)",
         )
     node = _Parser(tokenize(text)).parse()
     check(node)

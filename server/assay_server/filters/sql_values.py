@@ -170,7 +170,7 @@ class SqliteJson(SqlValue):
 
 
 class MetricValue(SqlValue):
-    """A metric's last logged value, read from ``metrics`` as ``runs._sql_value`` reads it."""
+    """A metric's last logged value, read from ``metrics`` as ``runs.sql_value`` reads it."""
 
     def __init__(self, metric: str) -> None:
         self.exists = _metric_column(schema.metrics.c.id, metric).is_not(None)

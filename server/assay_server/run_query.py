@@ -1,0 +1,53 @@
+"""``POST /api/v1/projects/{project}/runs/query``: the filtered run list, filter in the body.
+
+A filter in the URL of ``GET …/runs`` must fit in the request head, which the
+HTTP server caps (uvicorn rejects a head of about 64 KiB or more before the
+application sees it). The body has no such cap, so long filters come here and
+get the same JSON errors as short ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from assay_server import runs
+from assay_server.api import MAX_INT, MAX_PAGE, authenticated, context, parse_run_filter, respond
+from assay_server.errors import BadRequest
+from assay_server.request_body import read_json
+from assay_server.runset_routes import body_limit
+
+
+async def query_runs(request: Request) -> Response:
+    """Return ``{"runs": [...]}`` for a body ``{"filter": TEXT, "limit": N, "offset": N}``."""
+    await authenticated(request)
+    body = await read_json(request, body_limit(context(request).settings))
+    if body is None:
+        body = {}
+    if not isinstance(body, dict) or set(body) - {"filter", "limit", "offset"}:
+        raise BadRequest(
+            'the body must be a JSON object such as {"filter": "state = failed", '
+            '"limit": 100, "offset": 0}'
+        )
+    text = body.get("filter")
+    if text is not None and not isinstance(text, str):
+        raise BadRequest(f"'filter' must be a string or null, got {text!r:.60}")
+    limit = _integer(body, "limit", 1000, 1, MAX_PAGE)
+    offset = _integer(body, "offset", 0, 0, MAX_INT)
+    run_filter = parse_run_filter(request, text)
+    async with context(request).db.reading() as db:
+        found = await runs.list_runs(db, request.path_params["project"], limit, offset, run_filter)
+    return respond(request, {"runs": found})
+
+
+def _integer(body: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = body.get(name, default)
+    if type(value) is not int or not low <= value <= high:
+        raise BadRequest(f"{name!r} must be an integer from {low} to {high}, got {value!r:.40}")
+    return value
+
+
+routes = [Route("/api/v1/projects/{project}/runs/query", query_runs, methods=["POST"])]
