@@ -1,7 +1,7 @@
 """Server time to the first chart: one line panel over 100 runs of 100,000 steps.
 
 The script loads ``--runs`` runs of ``--steps`` steps of one metric into a
-fresh server (one NaN every 997 steps, as real runs have some), then asks for
+fresh server (one NaN every 997 steps, as real runs have some), then requests
 the line figure of that metric for all of them, as the workspace does when it
 opens: ``GET /api/v1/projects/{p}/figure?key=loss&runs=...``. The first request
 is timed on its own (nothing is cached yet), then ``--repeat`` more. Beside
