@@ -11,6 +11,9 @@ import {
   type Run,
 } from "./api";
 import { addPanelForm, linePanel } from "./addpanel";
+import { addToReportButton, searchFilter } from "./addtoreport";
+import type { RunSet } from "./reportdoc";
+import { newRunSet } from "./runsetbar";
 import { debounce, h, throttle } from "./dom";
 import { PanelGrid, type PanelView } from "./grid";
 import { LinePanel } from "./lineplot";
@@ -134,6 +137,13 @@ export class Workspace {
       this.layout,
       (panel) => this.createView(panel),
       () => this.save(),
+      (panel) => [
+        addToReportButton(
+          this.project,
+          () => panel,
+          () => [this.shownRunSet()],
+        ),
+      ],
     );
     const form = addPanelForm(
       () => this.keys,
@@ -145,13 +155,38 @@ export class Workspace {
       h(
         "main",
         { class: "workspace" },
-        h("h1", {}, this.project),
+        h(
+          "h1",
+          {},
+          this.project,
+          " ",
+          h(
+            "a",
+            {
+              href: `/projects/${encodeURIComponent(this.project)}/reports`,
+              class: "reports-link",
+            },
+            "Reports",
+          ),
+        ),
         this.table.element,
         h("div", { class: "grid-tools" }, form),
         this.grid.element,
       ),
     );
     this.grid.render();
+  }
+
+  /** The runs the panels draw, as a run set: the search as a filter, the table's sort. */
+  private shownRunSet(): RunSet {
+    const search = this.table.searchText();
+    const runSet = newRunSet(
+      search ? `runs matching "${search}"` : "all runs",
+      searchFilter(search),
+      0,
+    );
+    runSet.sort = this.table.sortOrder();
+    return runSet;
   }
 
   private createView(panel: PanelLayout): PanelView {
