@@ -68,3 +68,12 @@ def editor_text(page: Page, block: str) -> str:
         }""",
         block,
     )
+
+
+def insert_text(page: Page, index: int, text: str) -> None:
+    """Insert ``text`` at the start of block ``index`` in the page's Y.Doc, as a peer does."""
+    page.evaluate(
+        "([index, text]) => window.assayReport.doc.getArray('blocks')"
+        ".get(index).get('text').insert(0, text)",
+        [index, text],
+    )

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from playwright.sync_api import Browser, Page
 
 from conftest import RunningServer
-from web.browsing import start_run
+from web.browsing import WAIT_MS, start_run
 from web.reports import (
     PROJECT,
     block_text,
     create_report,
     document_json,
     editor_text,
+    insert_text,
     open_report,
+    report_content,
 )
 
 
@@ -38,6 +42,9 @@ def pages(browser: Browser, sqlite_server: RunningServer, report: str) -> Iterat
         errors = page.errors  # type: ignore[attr-defined]
         page.context.close()
         assert errors == [], f"the page raised: {errors}"
+
+
+T = TypeVar("T")
 
 
 def subsequence(part: str, whole: str) -> bool:
@@ -106,16 +113,14 @@ def test_latex_url_macros_disabled(pages: list[Page]) -> None:
         r"$\includegraphics{https://example.com/x.png}$ "
         r"$\def\a{\a\a}\a$"
     )
-    page.evaluate(
-        "(source) => window.assayReport.doc.getArray('blocks').get(0).get('text').insert(0, source)",
-        source,
-    )
+    insert_text(page, 0, source)
     rendered = other.locator(".block-markdown .rendered")
     rendered.locator(".katex").first.wait_for()
 
     assert rendered.locator("a").count() == 0
     assert rendered.locator("img").count() == 0
-    titles = [error.get_attribute("title") or "" for error in rendered.locator(".katex-error").all()]
+    errors = rendered.locator(".katex-error").all()
+    titles = [error.get_attribute("title") or "" for error in errors]
     assert any("Too many expansions" in title for title in titles), titles
     assert other.evaluate("() => window.hacked") is None
 
@@ -134,10 +139,7 @@ XSS_PAYLOADS = [
 def test_xss_payloads_render_inert(pages: list[Page]) -> None:
     page, other = pages
     page.click("button.add-block:text('Add text')")
-    page.evaluate(
-        "(source) => window.assayReport.doc.getArray('blocks').get(0).get('text').insert(0, source)",
-        "\n\n".join(XSS_PAYLOADS),
-    )
+    insert_text(page, 0, "\n\n".join(XSS_PAYLOADS))
     rendered = other.locator(".block-markdown .rendered")
     rendered.locator("p").nth(len(XSS_PAYLOADS) - 1).wait_for()
     other.wait_for_timeout(200)  # gives an onerror or onload handler time to run
@@ -149,3 +151,75 @@ def test_xss_payloads_render_inert(pages: list[Page]) -> None:
     assert rendered.locator("a[href^='javascript'], a[href^='data']").count() == 0
     assert '<img src="x" onerror="window.hacked = 1">' in text
     assert "<script>window.hacked = 2</script>" in text
+
+
+def block_types(page: Page) -> list[str]:
+    return [block["type"] for block in document_json(page)["blocks"]]
+
+
+def test_blocks_add_move_delete(
+    pages: list[Page], sqlite_server: RunningServer, report: str
+) -> None:
+    page, other = pages
+    for label in ("Add text", "Add heading", "Add panel grid"):
+        page.click(f"button.add-block:text('{label}')")
+    page.locator(".block-heading .cm-content").click()
+    page.keyboard.type("Method")
+    page.locator(".block-heading select.heading-level").select_option("3")
+    other.wait_for_selector(".blocks[data-count='3']")
+    added = block_types(other)
+    page.locator(".block-heading button[data-action='move block up']").click()
+    other.wait_for_function(
+        "() => document.querySelector('.blocks .block').dataset.blockType === 'heading'"
+    )
+    moved = block_types(other)
+    page.locator(".block-markdown button[data-action='delete block']").click()
+    other.wait_for_selector(".blocks[data-count='2']")
+    kept = document_json(other)["blocks"]
+
+    assert added == ["markdown", "heading", "panel_grid"]
+    assert moved == ["heading", "markdown", "panel_grid"]
+    assert [block["type"] for block in kept] == ["heading", "panel_grid"]
+    assert kept[0]["text"] == "Method"
+    assert kept[0]["level"] == 3
+    assert kept[1]["run_sets"][0]["name"] == "all runs"
+    assert other.locator(".block-heading select.heading-level").input_value() == "3"
+    stored = poll(lambda: report_content(sqlite_server, report)["blocks"], len, 2)
+    assert [block["id"] for block in stored] == [block["id"] for block in kept]
+
+
+def poll(read: Callable[[], T], measure: Callable[[T], object], expected: object) -> T:
+    """Read until ``measure`` of the value is ``expected``, for at most the browser wait."""
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while True:
+        value = read()
+        if measure(value) == expected or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def test_rejected_update_shows_error(
+    pages: list[Page], sqlite_server: RunningServer, report: str
+) -> None:
+    page, other = pages
+    page.click("button.add-block:text('Add text')")
+    other.wait_for_selector(".blocks[data-count='1']")
+    page.evaluate(
+        """() => {
+            const blocks = window.assayReport.doc.getArray('blocks');
+            const video = new (blocks.get(0).constructor)();
+            video.set('id', 'v1');
+            video.set('type', 'video');
+            blocks.push([video]);
+        }"""
+    )
+    message = page.locator(".report-messages .error")
+    message.wait_for()
+    other.wait_for_timeout(300)  # the other editor must not receive the rejected block
+
+    assert "unknown type 'video'" in message.inner_text()
+    assert "Reload the page" in message.inner_text()
+    assert block_types(other) == ["markdown"]
+    assert [block["type"] for block in report_content(sqlite_server, report)["blocks"]] == [
+        "markdown"
+    ]

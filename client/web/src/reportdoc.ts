@@ -121,10 +121,11 @@ export function moveItem(
   if (from === to || to < 0 || to >= list.length) return;
   const doc = list.doc;
   const move = (): void => {
+    // Copy first: a deleted Y.Map reads as empty.
     const original = list.get(from);
-    list.delete(from, 1);
     const copy = copyBlock(original);
     copy.set("id", newId(String(original.get("id")).slice(0, 1) || "b"));
+    list.delete(from, 1);
     list.insert(to, [copy]);
   };
   if (doc) doc.transact(move);
