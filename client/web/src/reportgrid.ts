@@ -7,6 +7,7 @@ import {
   type PanelLayout,
   type Run,
 } from "./api";
+import { addPanelForm } from "./addpanel";
 import { h } from "./dom";
 import { PanelGrid, type PanelView } from "./grid";
 import { LinePanel } from "./lineplot";
@@ -19,6 +20,7 @@ import {
   readRunSet,
   type Block,
 } from "./reportdoc";
+import { fieldColumns } from "./runtable";
 import { RunSetBar, type RunSetStatus } from "./runsetbar";
 
 /** Line plots draw at most this many runs, as in the workspace. */
@@ -56,7 +58,18 @@ export class PanelGridBlock {
       (panel) => this.createView(panel),
       () => this.writePanels(),
     );
-    this.element.append(this.bar.element, this.grid.element);
+    const form = context.readOnly
+      ? null
+      : addPanelForm(
+          () => context.keys(),
+          () => fieldColumns(this.runs()),
+          (panel) => this.grid.add(panel),
+        );
+    this.element.append(
+      this.bar.element,
+      h("div", { class: "grid-tools" }, form),
+      this.grid.element,
+    );
     block.observeDeep(this.observer);
   }
 

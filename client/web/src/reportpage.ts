@@ -68,7 +68,9 @@ export class ReportPage {
         this.gridViews().forEach((grid) => grid.points(message)),
       event: (message) =>
         this.gridViews().forEach((grid) => grid.event(message)),
-      status: () => undefined,
+      status: (state) => {
+        document.body.dataset.runsLive = state;
+      },
     });
     this.keys = await listKeys(this.project);
     this.build(this.provider);
