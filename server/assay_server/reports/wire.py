@@ -90,8 +90,12 @@ def decode(frame: bytes) -> Message:
         return Message(kind, sync_type, read_payload(decoder))
     if kind == AWARENESS:
         return Message(kind, None, read_payload(decoder))
-    if kind in (AUTH, QUERY_AWARENESS):
+    if kind == QUERY_AWARENESS:
+        if decoder.rest():
+            raise WireError(f"query awareness message has {decoder.rest()} bytes after its type")
         return Message(kind, None, b"")
+    if kind == AUTH:
+        raise WireError("auth messages go from the server to clients only")
     raise WireError(f"unknown message type {kind}; expected 0, 1, 2 or 3")
 
 

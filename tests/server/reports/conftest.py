@@ -37,3 +37,14 @@ def node_clients() -> Iterator[Any]:
     yield start
     for client in started:
         client.stop()
+
+
+@pytest.fixture
+def project_factory(tmp_path: Path) -> Any:
+    """Create the test project on a server started by the test; return a new report."""
+
+    def make(server: RunningServer) -> dict[str, Any]:
+        assay.init(PROJECT, server=server.url, api_key=server.api_key, spool_dir=tmp_path).finish()
+        return create_report(server)
+
+    return make
