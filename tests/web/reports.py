@@ -40,7 +40,7 @@ def open_report(browser: Browser, server: RunningServer, report_id: str) -> Page
 
 
 def document_json(page: Page) -> dict[str, Any]:
-    """The report document as this page's Y.Doc holds it."""
+    """The report document as this page's Y.Doc contains it."""
     return page.evaluate(  # type: ignore[no-any-return]
         """() => {
             const doc = window.assayReport.doc;

@@ -1,4 +1,4 @@
-"""The seed story in Chromium: a workspace panel goes into a new report, which is then written."""
+"""From a workspace panel to a titled, saved report with LaTeX and run sets, in Chromium."""
 
 from __future__ import annotations
 

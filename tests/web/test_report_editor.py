@@ -1,4 +1,4 @@
-"""The report editor in Chromium: co-editing, markdown with LaTeX, blocks and Add to report."""
+"""The report editor in Chromium: co-editing, LaTeX, XSS, blocks, versions and rejected edits."""
 
 from __future__ import annotations
 
@@ -223,3 +223,31 @@ def test_rejected_update_shows_error(
     assert [block["type"] for block in report_content(sqlite_server, report)["blocks"]] == [
         "markdown"
     ]
+
+
+MARKDOWN_SHOWS = """([text, shown]) => {
+    const rendered = document.querySelector('.block-markdown .rendered');
+    return rendered !== null && rendered.textContent.includes(text) === shown;
+}"""
+
+
+def test_restored_version_reaches_editors(pages: list[Page]) -> None:
+    page, other = pages
+    page.click("button.add-block:text('Add text')")
+    page.click(".block-markdown .cm-content")
+    page.keyboard.type("first draft")
+    page.click("button.save-version")
+    page.wait_for_selector("body[data-versions='1']")
+    page.click(".block-markdown .cm-content")
+    page.keyboard.press("End")
+    page.keyboard.type(", then a mistake")
+    other.wait_for_function(MARKDOWN_SHOWS, arg=["mistake", True])
+    page.locator("details.versions summary").click()
+    page.locator(".version-list li button.restore-version").click()
+    other.wait_for_function(MARKDOWN_SHOWS, arg=["mistake", False])
+    page.locator(".report-messages .message:text('Restored the version')").wait_for()
+
+    assert page.locator(".version-list li").count() == 1
+    assert block_text(other, 0) == "first draft"
+    assert editor_text(other, ".block-markdown") == "first draft"
+    assert document_json(page) == document_json(other)

@@ -26,9 +26,9 @@ export function caseInsensitivePattern(text: string): string {
 }
 
 /**
- * The filter that selects the runs the workspace's search box shows: the text
- * in the name, id, state, group or a tag, in any case. An empty search selects
- * every run.
+ * Build the filter that selects the runs the workspace's search box shows,
+ * which contain the text in their name, id, state, group or a tag, in any case.
+ * An empty search selects every run.
  */
 export function searchFilter(search: string): string {
   if (!search) return "";
@@ -87,7 +87,7 @@ export async function appendToReport(
   }
 }
 
-/** A button that opens a dialog to add ``panel`` with ``runSets`` to a new or existing report. */
+/** Create a button that opens a dialog to add ``panel`` with ``runSets`` to a new or existing report. */
 export function addToReportButton(
   project: string,
   panel: () => PanelLayout,
@@ -132,6 +132,7 @@ async function openDialog(
     "Add",
   );
   const cancel = h("button", { type: "button" }, "Cancel");
+
   const dialog = h(
     "dialog",
     { class: "add-to-report" },
@@ -141,11 +142,13 @@ async function openDialog(
     error,
     h("div", { class: "dialog-buttons" }, add, cancel),
   );
+
   target.addEventListener("change", () => {
     title.hidden = target.value !== NEW_REPORT;
   });
   cancel.addEventListener("click", () => dialog.close());
   dialog.addEventListener("close", () => dialog.remove());
+
   add.addEventListener("click", () => {
     add.disabled = true;
     void addPanel(project, target.value, title.value, panel, runSets)
@@ -156,6 +159,7 @@ async function openDialog(
         add.disabled = false;
       });
   });
+
   document.body.append(dialog);
   dialog.showModal();
   try {

@@ -104,7 +104,7 @@ export async function listProjects(): Promise<Project[]> {
     .projects;
 }
 
-/** The project's runs, or those that ``filter`` (the run-set filter language) selects. */
+/** Fetch the project's runs, or those that ``filter`` (the run-set filter language) selects. */
 export async function listRuns(name: string, filter = ""): Promise<Run[]> {
   const query = new URLSearchParams({ limit: "10000" });
   if (filter.trim()) query.set("filter", filter);

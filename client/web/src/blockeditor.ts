@@ -9,12 +9,12 @@ import * as Y from "yjs";
 
 export interface TextEditorOptions {
   placeholder: string;
-  /** Keep the text on one line: Enter does nothing. For titles and headings. */
+  /** Whether the text stays on one line, with Enter ignored, as for titles and headings. */
   singleLine?: boolean;
   readOnly?: boolean;
 }
 
-/** Create an editor whose content is ``text``; undo and redo cover only this person's edits. */
+/** Create an editor whose content is ``text``. Undo and redo cover only this person's edits. */
 export function textEditor(
   text: Y.Text,
   awareness: WebsocketProvider["awareness"],

@@ -21,7 +21,8 @@ function renderMath(source: string, displayMode: boolean): string {
   try {
     return katex.renderToString(source, { ...KATEX_OPTIONS, displayMode });
   } catch (error) {
-    // throwOnError: false covers parse errors; this catches the rest, such as maxExpand.
+    // throwOnError: false renders parse errors, too many expansions included, as red
+    // source. This catches any other error KaTeX raises.
     const message = error instanceof Error ? error.message : String(error);
     const escaped = markdown.utils.escapeHtml(source);
     return `<code class="math-error" title="${markdown.utils.escapeHtml(message)}">${escaped}</code>`;
@@ -76,9 +77,11 @@ function blockMath(
       state.bMarks[line]! + state.tShift[line]!,
       state.eMarks[line],
     );
+
   if (state.sCount[startLine]! - state.blkIndent >= 4) return false;
   const first = lineText(startLine).trimEnd();
   if (!first.startsWith("$$")) return false;
+
   let last = startLine;
   let body: string;
   if (first.length > 2 && first.endsWith("$$")) {
@@ -96,6 +99,7 @@ function blockMath(
     if (last >= endLine) return false;
     body = lines.join("\n");
   }
+
   if (silent) return true;
   const token = state.push("math_block", "", 0);
   token.block = true;

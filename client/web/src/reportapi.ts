@@ -105,3 +105,12 @@ export async function listVersions(
 export async function whoAmI(): Promise<{ name: string; is_admin: boolean }> {
   return send<{ name: string; is_admin: boolean }>("/api/v1/whoami", "GET");
 }
+
+export async function restoreVersion(
+  project: string,
+  id: string,
+  version: string,
+): Promise<ReportSummary> {
+  const path = `${report(project, id)}/versions/${encodeURIComponent(version)}/restore`;
+  return send<ReportSummary>(path, "POST");
+}

@@ -15,7 +15,7 @@ export interface BlockContext extends GridContext {
   awareness: WebsocketProvider["awareness"];
 }
 
-/** The view of one block; the page keeps one per Y.Map and drops it when the block goes. */
+/** The view of one block. The page keeps one per Y.Map and drops it when the block is deleted. */
 export class BlockView {
   readonly element: HTMLElement;
   private editor: EditorView | null = null;

@@ -12,11 +12,11 @@ export interface RoomHandlers {
   status(state: RoomState): void;
   /** The first sync with the server finished: the document shows the stored report. */
   synced(): void;
-  /** The server rejected an edit or closed the room for good; ``reason`` is its message. */
+  /** Called when the server rejected an edit or closed the room for good, with its message. */
   error(reason: string): void;
 }
 
-/** A colour per person, the same on every screen, for cursors and name tags. */
+/** Derive a colour from a person's name, the same on every screen, for cursors and name tags. */
 export function personColour(name: string): { color: string; light: string } {
   let hash = 0;
   for (const char of name) hash = (hash * 31 + char.charCodeAt(0)) >>> 0;

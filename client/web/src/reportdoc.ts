@@ -7,7 +7,7 @@ export type BlockType = "markdown" | "heading" | "panel_grid";
 export interface RunSet {
   id: string;
   name: string;
-  /** Text in the run-set filter language; empty selects every run. */
+  /** Text in the run-set filter language. An empty filter selects every run. */
   filter: string;
   grouping: string[];
   sort: { key: string; order: "asc" | "desc" } | null;
@@ -91,7 +91,7 @@ export function readPanel(map: Y.Map<unknown>): PanelLayout {
   return panel;
 }
 
-/** A fresh copy of a block, for inserting it elsewhere: Yjs types cannot be moved. */
+/** Copy a block into new Yjs types, for inserting elsewhere, because a Yjs type cannot move. */
 export function copyBlock(block: Block): Block {
   const copy = new Y.Map<unknown>();
   block.forEach((value, key) => copy.set(key, copyValue(value)));
@@ -132,7 +132,7 @@ export function moveItem(
   else move();
 }
 
-/** The index of the block or panel with ``id``, or -1. */
+/** Find the index of the block or panel with ``id``, or -1. */
 export function indexOf(list: Y.Array<Y.Map<unknown>>, id: string): number {
   return list.toArray().findIndex((item) => item.get("id") === id);
 }

@@ -84,7 +84,7 @@ export class PanelGridBlock {
     this.grid.views().forEach((view) => view.destroy());
   }
 
-  /** The runs of the active run sets, each run once, in run-set order. */
+  /** Return the runs of the active run sets, each run once, in run-set order. */
   runs(): Run[] {
     const seen = new Map<string, Run>();
     for (const map of this.runSets.toArray()) {
@@ -101,7 +101,7 @@ export class PanelGridBlock {
       if (view instanceof LinePanel) view.receive(message);
   }
 
-  /** A run changed: query again the run sets that are not frozen. */
+  /** Query again the run sets that are not frozen, after a run changed or the live socket resubscribed. */
   event(_message: EventMessage | null): void {
     void this.fetchRunSets(true);
   }
@@ -150,7 +150,7 @@ export class PanelGridBlock {
     this.element.dataset.runs = String(this.runs().length);
   }
 
-  /** Copy the document's panels into the grid's layout; true when anything changed. */
+  /** Copy the document's panels into the grid's layout, and return whether anything changed. */
   private readPanels(): boolean {
     const fresh = this.panels.toArray().map(readPanel);
     const before = JSON.stringify(this.layout.panels);

@@ -7,7 +7,8 @@ import { statusBadge, topBar } from "./chrome";
 import { h } from "./dom";
 import { LiveConnection } from "./live";
 import { BlockView } from "./reportblocks";
-import { getReport, saveVersion, whoAmI } from "./reportapi";
+import { getReport, whoAmI } from "./reportapi";
+import { VersionList } from "./reportversions";
 import { connectRoom } from "./reportconnection";
 import {
   blockList,
@@ -60,7 +61,7 @@ export class ReportPage {
       status: (state) =>
         this.badge.set(state === "connected" ? "subscribed" : state),
       synced: () => this.synced(),
-      error: (reason) => this.showError(reason),
+      error: (reason) => this.showRoomError(reason),
     });
     this.live = new LiveConnection(this.project, {
       subscribed: () => this.refreshGrids(),
@@ -122,12 +123,12 @@ export class ReportPage {
         },
         label,
       );
-    const save = h(
-      "button",
-      { type: "button", class: "save-version" },
-      "Save version",
+    const versions = new VersionList(
+      this.project,
+      this.reportId,
+      (text, isError) =>
+        isError ? this.showError(text) : this.showMessage(text),
     );
-    save.addEventListener("click", () => void this.save());
     return h(
       "div",
       { class: "report-tools" },
@@ -136,22 +137,8 @@ export class ReportPage {
       add("Add panel grid", () =>
         panelGridBlock([newRunSet("all runs", "", 0)], []),
       ),
-      save,
+      versions.element,
     );
-  }
-
-  private async save(): Promise<void> {
-    try {
-      const version = await saveVersion(this.project, this.reportId, "");
-      this.showMessage(
-        `Saved version at ${new Date(version.created_at * 1000).toLocaleTimeString()}`,
-      );
-      document.body.dataset.versions = String(
-        Number(document.body.dataset.versions ?? 0) + 1,
-      );
-    } catch (error) {
-      this.showError(error instanceof Error ? error.message : String(error));
-    }
   }
 
   /** Keep one view per block Y.Map, in document order. */
@@ -195,13 +182,14 @@ export class ReportPage {
   }
 
   private showError(reason: string): void {
-    console.warn("report error", reason);
-    this.messages.replaceChildren(
-      h(
-        "p",
-        { class: "error" },
-        `${reason} Reload the page to see the report as the server stores it.`,
-      ),
+    this.messages.replaceChildren(h("p", { class: "error" }, reason));
+  }
+
+  /** Show a room error. After one, this page may no longer match the server's document. */
+  private showRoomError(reason: string): void {
+    console.warn("report room error", reason);
+    this.showError(
+      `${reason} Reload the page to see the report as the server stores it.`,
     );
   }
 }

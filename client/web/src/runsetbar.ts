@@ -18,7 +18,7 @@ export function newRunSet(name: string, filter: string, index: number): RunSet {
   };
 }
 
-/** What the bar shows under a run set: its run count, or why its filter failed. */
+/** The run count the bar shows for a run set, or the reason its filter failed. */
 export interface RunSetStatus {
   count: number | null;
   error: string | null;
@@ -70,12 +70,14 @@ export class RunSetBar {
       disabled,
     });
     active.addEventListener("change", () => map.set("active", active.checked));
+
     const name = h("input", {
       class: "run-set-name",
       "aria-label": "run set name",
       disabled,
     });
     name.addEventListener("change", () => map.set("name", name.value));
+
     const filter = h("input", {
       class: "run-set-filter",
       "aria-label": "run set filter",
@@ -83,6 +85,7 @@ export class RunSetBar {
       disabled,
     });
     filter.addEventListener("change", () => map.set("filter", filter.value));
+
     const frozen = h("input", {
       type: "checkbox",
       class: "run-set-frozen",
@@ -90,6 +93,7 @@ export class RunSetBar {
       disabled,
     });
     frozen.addEventListener("change", () => map.set("frozen", frozen.checked));
+
     const remove = h(
       "button",
       { type: "button", class: "remove-run-set", title: "remove run set" },
@@ -99,6 +103,7 @@ export class RunSetBar {
       const index = this.runSets.toArray().indexOf(map);
       if (index >= 0) this.runSets.delete(index, 1);
     });
+
     return h(
       "div",
       { class: "run-set", "data-run-set-id": runSet.id },

@@ -151,24 +151,21 @@ export class Workspace {
       (panel) => this.grid?.add(panel),
     );
     this.root.replaceChildren(
-      topBar(this.badge.element),
+      topBar(
+        h(
+          "a",
+          {
+            href: `/projects/${encodeURIComponent(this.project)}/reports`,
+            class: "reports-link",
+          },
+          "Reports",
+        ),
+        this.badge.element,
+      ),
       h(
         "main",
         { class: "workspace" },
-        h(
-          "h1",
-          {},
-          this.project,
-          " ",
-          h(
-            "a",
-            {
-              href: `/projects/${encodeURIComponent(this.project)}/reports`,
-              class: "reports-link",
-            },
-            "Reports",
-          ),
-        ),
+        h("h1", {}, this.project),
         this.table.element,
         h("div", { class: "grid-tools" }, form),
         this.grid.element,
@@ -177,7 +174,7 @@ export class Workspace {
     this.grid.render();
   }
 
-  /** The runs the panels draw, as a run set: the search as a filter, the table's sort. */
+  /** Describe the runs the panels draw as a run set, with the search as a filter and the table's sort. */
   private shownRunSet(): RunSet {
     const search = this.table.searchText();
     const runSet = newRunSet(
