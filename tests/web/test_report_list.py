@@ -188,3 +188,24 @@ def test_katex_fonts_served_from_bundle(sqlite_server: RunningServer) -> None:
     assert response.status_code == 200
     assert response.content == fonts[0].read_bytes()
     assert f'url("./fonts/{fonts[0].name}")' in stylesheet
+
+
+def test_add_to_deleted_report_fails(
+    page: Page, sqlite_server: RunningServer, project: str
+) -> None:
+    report = create_report(sqlite_server, "Gone soon")
+    sign_in(page, sqlite_server, f"/projects/{project}")
+    page.wait_for_selector('.plot[data-key="loss"][data-revision]')
+    page.locator('.panel[data-panel-type="line"] button[data-action="add to report"]').click()
+    dialog = page.locator("dialog.add-to-report")
+    dialog.locator("select.report-choice option:text('Gone soon')").wait_for(state="attached")
+    dialog.locator("select.report-choice").select_option(report)
+    with sqlite_server.client() as client:
+        assert client.delete(f"/api/v1/projects/{project}/reports/{report}").status_code == 204
+    dialog.locator("button.confirm-add-to-report").click()
+    error = dialog.locator(".error")
+    error.wait_for(state="visible")
+
+    assert "did not load within 10 s" in error.inner_text()
+    assert page.url.endswith(f"/projects/{project}")
+    assert report_titles(sqlite_server) == []
