@@ -41,6 +41,9 @@ report_updates = Table(
     Column("update", LargeBinary, nullable=False),
     Column("created_at", Double, nullable=False),
     Index("ix_report_updates_report_id_id", "report_id", "id"),
+    # Without AUTOINCREMENT, SQLite reuses the ids of deleted rows, and a row
+    # added after a compaction would get an id the snapshot already covers.
+    sqlite_autoincrement=True,
 )
 
 report_snapshots = Table(
