@@ -1,7 +1,7 @@
 """The report tables, created by migration ``0005_reports``.
 
 ``report_updates`` is the append-only log of accepted Yjs updates, and
-``report_snapshots`` holds one compacted state per report that covers the log
+``report_snapshots`` contains one compacted state per report that covers the log
 rows up to ``upto_id``. Loading a report applies the snapshot, then the rows
 after ``upto_id`` in id order.
 """
