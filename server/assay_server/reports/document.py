@@ -54,16 +54,18 @@ def check_root_text(doc: Doc[Any], name: str) -> None:
         raise SchemaError(f"{name!r} must be a Y.Text, but it has map entries")
     text = doc.get(name, type=Text)
     if not is_plain_text(text):
-        raise SchemaError(f"{name!r} must be a Y.Text of plain text, but it holds other content")
+        raise SchemaError(
+            f"{name!r} must be a Y.Text of plain text, but it contains embedded values"
+        )
 
 
 def root_array(doc: Doc[Any], name: str) -> Array[Any]:
     if len(doc.get(name, type=Map)) > 0:
         raise SchemaError(f"{name!r} must be a Y.Array, but it has map entries")
     # Check the text view first: reading text content as an array can hang in
-    # pycrdt 0.14 when it holds characters outside the basic multilingual plane.
+    # pycrdt 0.14 when it contains characters outside the basic multilingual plane.
     if len(doc.get(name, type=Text)) > 0 and str(doc.get(name, type=Text)):
-        raise SchemaError(f"{name!r} must be a Y.Array, but it holds text")
+        raise SchemaError(f"{name!r} must be a Y.Array, but it contains text")
     blocks: Array[Any] = doc.get(name, type=Array)
     return blocks
 
@@ -116,7 +118,7 @@ def check_block_text(block: Map[Any], where: str) -> None:
     if not isinstance(text, Text):
         raise SchemaError(f"{where} 'text' must be a Y.Text, got {type_name(text)}")
     if not is_plain_text(text):
-        raise SchemaError(f"{where} 'text' must be plain text, but it holds embedded values")
+        raise SchemaError(f"{where} 'text' must be plain text, but it contains embedded values")
 
 
 def check_panel_grid(block: Map[Any], where: str) -> None:

@@ -3,8 +3,8 @@
 A message on ``{prefix}report:{report_id}`` is the sender's instance id
 (8 bytes), a kind byte and a payload. Kind ``f`` carries a y-websocket frame
 (an update or awareness message) that the sender accepted from its own
-client. Kind ``s`` carries a state vector: every instance that holds updates
-the sender lacks answers with them as an ``f`` frame. Pub/sub drops messages
+client. Kind ``s`` carries a state vector, and every instance that has updates
+the sender lacks publishes them as an ``f`` frame. Pub/sub drops messages
 while a subscriber reconnects, so each room publishes its state vector when it
 opens and every ``RESYNC_INTERVAL`` seconds while it has peers.
 """

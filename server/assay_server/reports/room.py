@@ -28,7 +28,7 @@ MAX_AWARENESS_BYTES = 64 * 1024
 
 
 class Peer(Protocol):
-    """A connected client as the room sees it."""
+    """A connected client, as the room addresses it."""
 
     id: str
 

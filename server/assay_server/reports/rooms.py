@@ -41,7 +41,7 @@ class OpenRoom:
 class ReportRooms:
     """Every report open on this instance, keyed by report id.
 
-    ``use`` holds a room open; a room nobody uses is unloaded after
+    ``use`` keeps a room loaded. A room with no users is unloaded after
     ``idle_timeout`` seconds, once its pending updates are written.
     """
 

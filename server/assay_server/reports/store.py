@@ -22,13 +22,13 @@ from assay_server.reports.tables import (
     reports,
 )
 
-#: A report's log is compacted into its snapshot when it holds this many rows.
+#: A report's log is compacted into its snapshot when it reaches this many rows.
 COMPACT_ROWS = 500
 MAX_TITLE_LENGTH = 500
 
 
 def new_report_id() -> str:
-    """A random id: it names the report's room in URLs, so it is not guessable."""
+    """Generate a random report id, which is not guessable because it names the room in URLs."""
     return secrets.token_hex(8)
 
 

@@ -1,7 +1,7 @@
 """The report tables, created by migration ``0005_reports``.
 
 ``report_updates`` is the append-only log of accepted Yjs updates, and
-``report_snapshots`` holds one compacted state per report that covers the log
+``report_snapshots`` contains one compacted state per report that covers the log
 rows up to ``upto_id``. Loading a report applies the snapshot, then the rows
 after ``upto_id`` in id order.
 """
@@ -41,6 +41,9 @@ report_updates = Table(
     Column("update", LargeBinary, nullable=False),
     Column("created_at", Double, nullable=False),
     Index("ix_report_updates_report_id_id", "report_id", "id"),
+    # Without AUTOINCREMENT, SQLite reuses the ids of deleted rows, and a row
+    # added after a compaction would get an id the snapshot already covers.
+    sqlite_autoincrement=True,
 )
 
 report_snapshots = Table(

@@ -159,7 +159,7 @@ def frame(kind: int, payload: bytes) -> bytes:
 
 
 def permission_denied(reason: str) -> bytes:
-    """An auth message that y-websocket clients report as "Permission denied"."""
+    """Encode an auth message that y-websocket clients log as "Permission denied"."""
     text = reason.encode()
     return bytes([AUTH, PERMISSION_DENIED]) + write_var_uint(len(text)) + text
 

@@ -106,6 +106,13 @@ class YClient:
             if wanted(frame):
                 return frame
 
+    def pump(self, timeout: float = 0.2) -> None:
+        """Apply whatever frames arrive within ``timeout`` seconds."""
+        try:
+            self.next_frame(lambda frame: False, timeout)
+        except TimeoutError:
+            pass
+
     def next_denial(self, timeout: float = 10) -> str:
         """Return the reason of the next permission-denied message from the server."""
         if self.denials:

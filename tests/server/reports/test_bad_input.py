@@ -60,7 +60,7 @@ SCHEMA_BREAKS: list[tuple[str, Change, str]] = [
     (
         "blocks as text",
         lambda doc: doc.get("blocks", type=Text).insert(0, "x"),
-        "'blocks' must be a Y.Array, but it holds text",
+        "'blocks' must be a Y.Array, but it contains text",
     ),
     ("block that is not a map", lambda doc: doc.get("blocks", type=Array).append(3), "got 3"),
     ("block without an id", block(type="markdown", text=Text("x")), "needs a string 'id'"),

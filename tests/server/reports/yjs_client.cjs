@@ -12,82 +12,85 @@
 //       {"event":"denied","reason":…}.
 //
 // Each line of output is one JSON object.
-const path = require('path')
-const { createRequire } = require('module')
+const path = require("path");
+const { createRequire } = require("module");
 
-const web = createRequire(path.resolve(__dirname, '../../../client/web/package.json'))
-const Y = web('yjs')
-const { WebsocketProvider } = web('y-websocket')
-const WebSocket = web('ws')
+const web = createRequire(
+  path.resolve(__dirname, "../../../client/web/package.json"),
+);
+const Y = web("yjs");
+const { WebsocketProvider } = web("y-websocket");
+const WebSocket = web("ws");
 
-const [mode, url, reportId, token, text, timeoutMs] = process.argv.slice(2)
-const started = Date.now()
-const print = (event) => process.stdout.write(JSON.stringify(event) + '\n')
+const [mode, url, reportId, token, text, timeoutMs] = process.argv.slice(2);
+const started = Date.now();
+const print = (event) => process.stdout.write(JSON.stringify(event) + "\n");
 
 // y-websocket reports the server's auth message through console.warn.
-console.warn = (...args) => print({ event: 'denied', reason: args.join(' ') })
+console.warn = (...args) => print({ event: "denied", reason: args.join(" ") });
 
-const doc = new Y.Doc()
+const doc = new Y.Doc();
 const provider = new WebsocketProvider(url, reportId, doc, {
   params: { token },
   WebSocketPolyfill: WebSocket,
   disableBc: true,
-})
-provider.on('connection-close', (event) => {
-  if (event) print({ event: 'closed', code: event.code, reason: String(event.reason) })
-})
+});
+provider.on("connection-close", (event) => {
+  if (event)
+    print({ event: "closed", code: event.code, reason: String(event.reason) });
+});
 
 const content = () => ({
-  title: doc.getText('title').toString(),
-  blocks: doc.getArray('blocks').toJSON(),
-})
+  title: doc.getText("title").toString(),
+  blocks: doc.getArray("blocks").toJSON(),
+});
 
 function addBlock(type, body) {
-  const block = new Y.Map()
-  block.set('id', `b${doc.clientID}-${doc.getArray('blocks').length}`)
-  block.set('type', type)
-  block.set('text', new Y.Text(body))
-  doc.getArray('blocks').push([block])
+  const block = new Y.Map();
+  block.set("id", `b${doc.clientID}-${doc.getArray("blocks").length}`);
+  block.set("type", type);
+  block.set("text", new Y.Text(body));
+  doc.getArray("blocks").push([block]);
 }
 
 function whenSynced(callback) {
-  if (provider.synced) callback()
-  else provider.once('sync', callback)
+  if (provider.synced) callback();
+  else provider.once("sync", callback);
 }
 
-if (mode === 'write') {
+if (mode === "write") {
   whenSynced(() => {
-    addBlock('markdown', text)
-    print({ event: 'written' })
-  })
-  process.stdin.on('end', () => process.exit(0))
-  process.stdin.resume()
-} else if (mode === 'read') {
+    addBlock("markdown", text);
+    print({ event: "written" });
+  });
+  process.stdin.on("end", () => process.exit(0));
+  process.stdin.resume();
+} else if (mode === "read") {
   const check = () => {
-    const { title, blocks } = content()
-    const texts = [title, ...blocks.map((block) => String(block.text ?? ''))]
+    const { title, blocks } = content();
+    const texts = [title, ...blocks.map((block) => String(block.text ?? ""))];
     if (texts.some((body) => body.includes(text))) {
-      print({ event: 'seen', ms: Date.now() - started, content: content() })
-      process.exit(0)
+      print({ event: "seen", ms: Date.now() - started, content: content() });
+      process.exit(0);
     }
-  }
+  };
   whenSynced(() => {
-    check()
-    doc.on('update', check)
-  })
+    check();
+    doc.on("update", check);
+  });
   setTimeout(() => {
-    print({ event: 'timeout', content: content() })
-    process.exit(1)
-  }, Number(timeoutMs))
-} else if (mode === 'bad') {
-  whenSynced(() => addBlock('video', 'not a block type'))
-  setTimeout(() => process.exit(1), 10000)
-  const original = console.warn
+    print({ event: "timeout", content: content() });
+    process.exit(1);
+  }, Number(timeoutMs));
+} else if (mode === "bad") {
+  whenSynced(() => addBlock("video", "not a block type"));
+  setTimeout(() => process.exit(1), 10000);
+  const original = console.warn;
   console.warn = (...args) => {
-    original(...args)
-    process.exit(0)
-  }
+    original(...args);
+    process.exit(0);
+  };
 } else {
-  process.stderr.write(`unknown mode ${mode}; expected write, read or bad\n`)
-  process.exit(2)
+  process.stderr.write(`unknown mode ${mode}; expected write, read or bad\n`);
+  process.exit(2);
 }

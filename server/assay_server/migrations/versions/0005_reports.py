@@ -55,6 +55,8 @@ def upgrade() -> None:
         sa.Column("update", sa.LargeBinary(), nullable=False),
         sa.Column("created_at", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_report_updates")),
+        # SQLite must never reuse the id of a row that a snapshot covers.
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_report_updates_report_id_id", "report_updates", ["report_id", "id"])
     op.create_table(
