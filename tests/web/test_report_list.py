@@ -209,3 +209,27 @@ def test_add_to_deleted_report_fails(
     assert "did not load within 10 s" in error.inner_text()
     assert page.url.endswith(f"/projects/{project}")
     assert report_titles(sqlite_server) == []
+
+
+def test_search_with_symbols_carried(
+    page: Page, sqlite_server: RunningServer, project: str, tmp_path: Path
+) -> None:
+    name = 'cut.(v2) "a\\b" [x]*'
+    with start_run(sqlite_server, tmp_path, project, name=name) as run:
+        run.log({"loss": 2.0}, step=0)
+    sign_in(page, sqlite_server, f"/projects/{project}")
+    page.wait_for_selector('.plot[data-key="loss"][data-revision]')
+    page.fill("input.run-search", '(V2) "A\\B" [X]*')
+    page.wait_for_selector("table tbody tr >> nth=0")
+    shown = page.locator(".run-table tbody tr").count()
+    page.locator('.panel[data-panel-type="line"] button[data-action="add to report"]').click()
+    dialog = page.locator("dialog.add-to-report")
+    dialog.locator("button.confirm-add-to-report").click()
+    page.wait_for_url("**/reports/*")
+    count = page.locator(".run-set .run-set-count")
+    count.wait_for()
+    page.wait_for_function("() => document.querySelector('.run-set-count').textContent !== ''")
+
+    assert shown == 1
+    assert count.inner_text() == "1 runs"
+    assert page.locator(".run-set .run-set-error").inner_text() == ""

@@ -157,6 +157,8 @@ export class ReportPage {
         view = new BlockView(block, {
           project: this.project,
           keys: () => this.keys,
+          // NOTE: every signed-in user may edit every report until share links
+          // bring view-only roles, so the read-only views are not yet used or tested.
           readOnly: false,
           awareness: this.provider!.awareness,
         });
