@@ -140,3 +140,35 @@ def test_new_run_appears_unless_frozen(
     assert second.locator(".run-set").first.locator(".run-set-count").inner_text() == "3 runs"
     assert f"line-{ignored.id}" not in line_uids(second)
     assert f"line-{late.id}" in line_uids(second)
+
+
+def test_live_points_extend_report_line(
+    pages: list[Page], sqlite_server: RunningServer, tmp_path: Path
+) -> None:
+    _, second = pages
+    run = start_run(sqlite_server, tmp_path, PROJECT, name="streaming")
+    for step in range(3):
+        run.log({"loss": 1.0 - step * 0.1}, step=step)
+    wait_for_points(second, run.id, 3)
+    for step in range(3, 6):
+        run.log({"loss": 1.0 - step * 0.1}, step=step)
+    wait_for_points(second, run.id, 6)
+    steps = second.evaluate(
+        """(uid) => Array.from(document.querySelector('.report-grid .plot[data-key="loss"]')
+            .data.find((trace) => trace.uid === uid).customdata)""",
+        f"line-{run.id}",
+    )
+    run.finish()
+
+    assert steps == [0, 1, 2, 3, 4, 5]
+
+
+def wait_for_points(page: Page, run_id: str, count: int) -> None:
+    page.wait_for_function(
+        """([uid, count]) => {
+            const plot = document.querySelector('.report-grid .plot[data-key="loss"]');
+            const found = (plot?.data ?? []).find((trace) => trace.uid === uid);
+            return found !== undefined && found.x.length >= count;
+        }""",
+        arg=[f"line-{run_id}", count],
+    )
