@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from playwright.sync_api import Browser, Page
 
+from assay_server.settings import Settings
 from conftest import RunningServer
 from web.browsing import WAIT_MS, start_run
 from web.reports import (
@@ -251,3 +252,33 @@ def test_restored_version_reaches_editors(pages: list[Page]) -> None:
     assert block_text(other, 0) == "first draft"
     assert editor_text(other, ".block-markdown") == "first draft"
     assert document_json(page) == document_json(other)
+
+
+def test_editors_on_two_instances_converge(
+    browser: Browser, postgres_settings: Settings, start_server: Any, tmp_path: Path
+) -> None:
+    servers = [start_server(postgres_settings) for _ in range(2)]
+    with start_run(servers[0], tmp_path, PROJECT, name="only"):
+        pass
+    report = create_report(servers[0], "Across instances")
+    first, second = [open_report(browser, server, report) for server in servers]
+    first.click("button.add-block:text('Add text')")
+    second.wait_for_selector(".block-markdown .cm-content")
+    first.click(".block-markdown .cm-content")
+    second.click(".block-markdown .cm-content")
+    for start in range(0, 12, 3):
+        first.keyboard.type("on the first"[start : start + 3])
+        second.keyboard.type("on the other"[start : start + 3])
+    for page in (first, second):
+        page.wait_for_function(
+            "() => window.assayReport.doc.getArray('blocks').get(0).get('text').length === 24"
+        )
+    texts = [block_text(page, 0) for page in (first, second)]
+    errors = [page.errors for page in (first, second)]  # type: ignore[attr-defined]
+    for page in (first, second):
+        page.context.close()
+
+    assert texts[0] == texts[1]
+    assert subsequence("on the first", texts[0])
+    assert subsequence("on the other", texts[0])
+    assert errors == [[], []]
