@@ -131,6 +131,8 @@ class Room:
             self.on_local(frame)
 
     def _check(self, update: bytes) -> None:
+        # NOTE: check_document walks the whole shadow document, so each update
+        # costs time in proportion to the document's size, not the update's.
         try:
             self.shadow.apply_update(update)
             check_document(self.shadow)

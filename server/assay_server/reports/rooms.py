@@ -52,6 +52,8 @@ class ReportRooms:
         self.open: dict[str, OpenRoom] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
+        if relay is not None:
+            relay.on_deleted = self._deleted_elsewhere
 
     @contextlib.asynccontextmanager
     async def use(self, report_id: str) -> AsyncIterator[Room]:
@@ -163,8 +165,17 @@ class ReportRooms:
             return
         log.info("report %s: compacted %d log rows into its snapshot", report_id, folded)
 
-    async def delete(self, report_id: str) -> None:
-        """Close the report's sockets with 4404 and forget its room without writing it."""
+    def _deleted_elsewhere(self, report_id: str) -> None:
+        log.info("report %s deleted on another instance; closing its room", report_id)
+        asyncio.get_running_loop().create_task(self.delete(report_id, announce=False))
+
+    async def delete(self, report_id: str, announce: bool = True) -> None:
+        """Close the report's sockets with 4404 and forget its room without writing it.
+
+        With ``announce``, other instances are told through Redis to do the same.
+        """
+        if announce and self.relay is not None:
+            self.relay.announce_deleted(report_id)
         entry = self.open.pop(report_id, None)
         if entry is None:
             return
