@@ -27,6 +27,7 @@ class RoomSettings:
     flush_interval: float
     max_document_bytes: int
     compact_rows: int = store.COMPACT_ROWS
+    keepalive_interval: float = KEEPALIVE_INTERVAL
 
 
 @dataclass
@@ -197,8 +198,14 @@ class ReportRooms:
             await self.relay.close()
 
     async def _keep_alive(self) -> None:
+        # Waking every second lets a changed interval take effect at once.
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         while True:
-            await asyncio.sleep(KEEPALIVE_INTERVAL)
+            await asyncio.sleep(min(1.0, self.settings.keepalive_interval))
+            if loop.time() - last < self.settings.keepalive_interval:
+                continue
+            last = loop.time()
             for entry in self.open.values():
                 for peer in entry.room.peers:
                     peer.send(wire.KEEPALIVE)

@@ -6,19 +6,21 @@ import gc
 import weakref
 from typing import Any
 
+import pytest
 from pycrdt import Array, Doc, Text
 
 from assay_server.reports import wire
 from assay_server.reports.document import set_title
-from assay_server.reports.room import Room
+from assay_server.reports.room import RejectedUpdate, Room
 from reports.support import add_markdown
 
 
 class RecordingPeer:
     """A peer whose connection is a list: the room's frames and close codes land in it."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, user_name: str = "alice") -> None:
         self.id = name
+        self.user_name = user_name
         self.frames: list[bytes] = []
         self.closed: tuple[int, str] | None = None
 
@@ -124,3 +126,35 @@ def test_close_closes_peers_and_frees_room() -> None:
 
     assert peer.closed == (1012, "server restart")
     assert reference() is None
+
+
+def awareness_frame(client_id: int, clock: int, state: str) -> bytes:
+    return wire.encode_awareness([wire.AwarenessEntry(client_id, clock, state)])
+
+
+def test_awareness_of_other_connection_rejected() -> None:
+    room = Room("r", [titled("Findings")], 10**6)
+    alice, mallory = RecordingPeer("a"), RecordingPeer("m", "mallory")
+    room.join(alice)
+    room.join(mallory)
+    room.receive(alice, awareness_frame(7, 1, '{"user":"alice"}'))
+
+    with pytest.raises(RejectedUpdate) as raised:
+        room.receive(mallory, awareness_frame(7, 2, "null"))
+
+    assert "client 7, which another user's connection owns" in str(raised.value)
+    assert room.awareness[7] == (1, '{"user":"alice"}')
+
+
+def test_reconnect_takes_over_awareness() -> None:
+    room = Room("r", [titled("Findings")], 10**6)
+    old, new = RecordingPeer("old"), RecordingPeer("new")
+    room.join(old)
+    room.join(new)
+    room.receive(old, awareness_frame(7, 1, '{"user":"alice"}'))
+
+    room.receive(new, awareness_frame(7, 2, '{"user":"alice"}'))
+    room.leave(old)
+
+    assert room.awareness[7] == (2, '{"user":"alice"}')
+    assert room.peers[new] == {7}
