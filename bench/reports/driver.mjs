@@ -35,6 +35,8 @@ const seconds = Number(secondsArg);
 const observers = observeArg === "1" ? Math.min(5, count) : 0;
 const now = () => performance.timeOrigin + performance.now();
 const latencies = [];
+// Each provider adds a listener for process exit.
+process.setMaxListeners(count + 10);
 
 function connect(index) {
   const doc = new Y.Doc();
@@ -114,5 +116,8 @@ timers.forEach(clearTimeout);
 editors.forEach((editor) => clearInterval(editor.timer));
 await new Promise((resolve) => setTimeout(resolve, 1000));
 
-process.stdout.write(JSON.stringify({ sent, observers, latencies }) + "\n");
-process.exit(0);
+// Exit only once the line is written: stdout to a pipe is asynchronous in Node.
+process.stdout.write(
+  JSON.stringify({ sent, observers, latencies }) + "\n",
+  () => process.exit(0),
+);

@@ -6,7 +6,8 @@ A message on ``{prefix}report:{report_id}`` is the sender's instance id
 client. Kind ``s`` carries a state vector, and every instance that has updates
 the sender lacks publishes them as an ``f`` frame. Pub/sub drops messages
 while a subscriber reconnects, so each room publishes its state vector when it
-opens and every ``RESYNC_INTERVAL`` seconds while it has peers.
+opens and every ``RESYNC_INTERVAL`` seconds while it has peers. Kind ``x``
+(no payload) says the report was deleted, so every instance closes its room.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as redis
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 
 FRAME = b"f"
 STATE_VECTOR = b"s"
+DELETED = b"x"
 INSTANCE_ID_BYTES = 8
 RESYNC_INTERVAL = 5.0
 #: Frames waiting to be published; beyond this the newest are dropped and the resync repairs.
@@ -43,6 +46,8 @@ class Relay:
         self.rooms: dict[str, Room] = {}
         self.outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(MAX_OUTBOX)
         self.subscribed = asyncio.Event()
+        #: Called with the id of a report another instance deleted.
+        self.on_deleted: Callable[[str], None] = lambda report_id: None
         self.tasks = [
             asyncio.create_task(self._read_forever()),
             asyncio.create_task(self._publish_forever()),
@@ -67,6 +72,9 @@ class Relay:
 
     def publish(self, report_id: str, frame: bytes) -> None:
         self._send(report_id, FRAME + frame)
+
+    def announce_deleted(self, report_id: str) -> None:
+        self._send(report_id, DELETED)
 
     def _send(self, report_id: str, body: bytes) -> None:
         try:
@@ -108,6 +116,8 @@ class Relay:
         try:
             if kind == FRAME:
                 room.apply_relayed(payload)
+            elif kind == DELETED:
+                self.on_deleted(report_id)
             elif kind == STATE_VECTOR:
                 missing = room.doc.get_update(payload)
                 if missing != wire.EMPTY_UPDATE:

@@ -31,6 +31,8 @@ class Peer(Protocol):
     """A connected client, as the room addresses it."""
 
     id: str
+    #: The signed-in user; awareness states belong to the user's connections.
+    user_name: str
 
     def send(self, frame: bytes) -> None:
         """Queue ``frame`` for the client without waiting."""
@@ -131,6 +133,8 @@ class Room:
             self.on_local(frame)
 
     def _check(self, update: bytes) -> None:
+        # NOTE: check_document walks the whole shadow document, so each update
+        # costs time in proportion to the document's size, not the update's.
         try:
             self.shadow.apply_update(update)
             check_document(self.shadow)
@@ -168,6 +172,18 @@ class Room:
             raise RejectedUpdate(f"invalid awareness message: {exc}") from None
         owned = self.peers.setdefault(peer, set())
         for entry in entries:
+            owner = self._owner(entry.client_id)
+            if owner is not None and owner.user_name != peer.user_name:
+                raise RejectedUpdate(
+                    f"awareness message sets the state of client {entry.client_id}, "
+                    "which another user's connection owns; send only your own state"
+                )
+        for entry in entries:
+            # A reconnecting client takes its states over from its old
+            # connection, which may not have been detected as closed yet.
+            owner = self._owner(entry.client_id)
+            if owner is not None and owner is not peer:
+                self.peers[owner].discard(entry.client_id)
             self._store_awareness(entry)
             if wire.is_null_state(entry):
                 owned.discard(entry.client_id)
@@ -175,6 +191,12 @@ class Room:
                 owned.add(entry.client_id)
         self._broadcast(frame)
         self.on_local(frame)
+
+    def _owner(self, client_id: int) -> Peer | None:
+        for peer, client_ids in self.peers.items():
+            if client_id in client_ids:
+                return peer
+        return None
 
     def _store_awareness(self, entry: wire.AwarenessEntry) -> None:
         known = self.awareness.get(entry.client_id)

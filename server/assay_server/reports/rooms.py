@@ -27,6 +27,7 @@ class RoomSettings:
     flush_interval: float
     max_document_bytes: int
     compact_rows: int = store.COMPACT_ROWS
+    keepalive_interval: float = KEEPALIVE_INTERVAL
 
 
 @dataclass
@@ -52,6 +53,8 @@ class ReportRooms:
         self.open: dict[str, OpenRoom] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
+        if relay is not None:
+            relay.on_deleted = self._deleted_elsewhere
 
     @contextlib.asynccontextmanager
     async def use(self, report_id: str) -> AsyncIterator[Room]:
@@ -163,8 +166,17 @@ class ReportRooms:
             return
         log.info("report %s: compacted %d log rows into its snapshot", report_id, folded)
 
-    async def delete(self, report_id: str) -> None:
-        """Close the report's sockets with 4404 and forget its room without writing it."""
+    def _deleted_elsewhere(self, report_id: str) -> None:
+        log.info("report %s deleted on another instance; closing its room", report_id)
+        asyncio.get_running_loop().create_task(self.delete(report_id, announce=False))
+
+    async def delete(self, report_id: str, announce: bool = True) -> None:
+        """Close the report's sockets with 4404 and forget its room without writing it.
+
+        With ``announce``, other instances are told through Redis to do the same.
+        """
+        if announce and self.relay is not None:
+            self.relay.announce_deleted(report_id)
         entry = self.open.pop(report_id, None)
         if entry is None:
             return
@@ -186,8 +198,14 @@ class ReportRooms:
             await self.relay.close()
 
     async def _keep_alive(self) -> None:
+        # Waking every second lets a changed interval take effect at once.
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         while True:
-            await asyncio.sleep(KEEPALIVE_INTERVAL)
+            await asyncio.sleep(min(1.0, self.settings.keepalive_interval))
+            if loop.time() - last < self.settings.keepalive_interval:
+                continue
+            last = loop.time()
             for entry in self.open.values():
                 for peer in entry.room.peers:
                     peer.send(wire.KEEPALIVE)

@@ -6,7 +6,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pycrdt import Array
+from websockets.exceptions import ConnectionClosed
 
 import assay
 from assay_server.settings import Settings
@@ -73,3 +75,23 @@ def test_room_opened_later_catches_up(
     wait_for(caught_up, what="the second instance to catch up")
     alice.close()
     bob.close()
+
+
+def test_delete_closes_sockets_on_other_instance(
+    postgres_settings: Settings, start_server: Any, tmp_path: Path
+) -> None:
+    first = start_server(postgres_settings)
+    second = start_server(postgres_settings)
+    assay.init(PROJECT, server=first.url, api_key=first.api_key, spool_dir=tmp_path).finish()
+    report_id = create_report(first)["id"]
+    bob = YClient(second, report_id)
+    bob.sync()
+
+    with first.client() as http:
+        deleted = http.delete(f"/api/v1/projects/{PROJECT}/reports/{report_id}")
+    with pytest.raises(ConnectionClosed) as closed:
+        bob.next_frame(lambda frame: False)
+
+    assert deleted.status_code == 204
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4404

@@ -139,3 +139,16 @@ def test_idle_room_is_unloaded(settings: Any, start_server: Any, project_factory
     wait_for(lambda: report["id"] not in rooms.open, what="the idle room to unload")
 
     assert report_content(server, report["id"])["blocks"][0]["text"] == "kept"
+
+
+def test_silent_socket_gets_keepalive(sqlite_server: RunningServer, project_factory: Any) -> None:
+    report = project_factory(sqlite_server)
+    rooms = sqlite_server.app.state.reports
+    rooms.settings = dataclasses.replace(rooms.settings, keepalive_interval=0.2)
+    client = YClient(sqlite_server, report["id"])
+    client.sync()
+
+    frame = client.next_frame(lambda frame: frame[0] == 1, timeout=5)
+
+    assert frame == b"\x01\x01\x00"
+    client.close()
