@@ -33,6 +33,10 @@ from assay_server.database import Database
 from assay_server.errors import AssayError
 from assay_server.live import LiveHub
 from assay_server.membership import MembershipEngine
+from assay_server.reports import routes as report_routes
+from assay_server.reports import socket as report_socket
+from assay_server.reports.relay import Relay
+from assay_server.reports.rooms import ReportRooms, RoomSettings
 from assay_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -95,6 +99,19 @@ async def reap_crashed_runs(context: ServerContext) -> None:
             log.exception("crash detection failed; retrying in %.0f s", interval)
 
 
+def create_report_rooms(context: ServerContext) -> ReportRooms:
+    settings = context.settings
+    relay = None
+    if settings.redis_url is not None:
+        relay = Relay(settings.redis_url, settings.redis_prefix)
+    room_settings = RoomSettings(
+        idle_timeout=settings.report_idle_timeout,
+        flush_interval=settings.report_flush_interval,
+        max_document_bytes=settings.report_max_bytes,
+    )
+    return ReportRooms(context.db, room_settings, relay)
+
+
 def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = None) -> Starlette:
     if on_admin_key is None:
         on_admin_key = functools.partial(print_admin_key, settings)
@@ -109,6 +126,7 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
         # in the first chart request.
         figures.default_template()
         app.state.membership = MembershipEngine(context.bus, context.db)
+        app.state.reports = create_report_rooms(context)
         reaper = asyncio.create_task(reap_crashed_runs(context))
         log.info("assay server ready on %s:%s", settings.host, settings.port)
         try:
@@ -116,6 +134,7 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
         finally:
             await app.state.hub.close()
             await app.state.membership.close()
+            await app.state.reports.close()
             await context.writer.close()
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -134,6 +153,8 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
             *live_socket.routes,
             *charts.routes,
             *layouts.routes,
+            *report_routes.routes,
+            *report_socket.routes,
             *pages.routes,
         ],
         lifespan=lifespan,

@@ -81,5 +81,7 @@ routes = [
     Route("/", page),
     Route("/projects/{project}", page),
     Route("/projects/{project}/runs/{run_id}", page),
+    Route("/projects/{project}/reports", page),
+    Route("/projects/{project}/reports/{report_id}", page),
     Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
 ]

@@ -106,6 +106,21 @@ class Settings:
         "Maximum seconds from SIGTERM to exit: in-flight batches are committed and "
         "acknowledged, then websockets close with code 1012.",
     )
+    report_idle_timeout: float = _field(
+        30.0,
+        "ASSAY_REPORT_IDLE_TIMEOUT",
+        "Seconds a report stays loaded after its last client leaves.",
+    )
+    report_flush_interval: float = _field(
+        0.2,
+        "ASSAY_REPORT_FLUSH_INTERVAL",
+        "Seconds between writes of a report's accepted updates; a crash loses at most this much.",
+    )
+    report_max_bytes: int = _field(
+        8 * 1024 * 1024,
+        "ASSAY_REPORT_MAX_BYTES",
+        "Largest encoded report document, in bytes; updates beyond it are rejected.",
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -176,6 +191,12 @@ class Settings:
                 f"ASSAY_SHUTDOWN_TIMEOUT must be a positive number of seconds, "
                 f"got {self.shutdown_timeout!r}"
             )
+        for name in ("report_idle_timeout", "report_flush_interval", "report_max_bytes"):
+            if getattr(self, name) <= 0:
+                env = next(f.metadata["env"] for f in dataclasses.fields(self) if f.name == name)
+                raise SettingsError(
+                    f"{env} must be a positive number, got {getattr(self, name)!r}"
+                )
         async_database_url(self.resolved_database_url)
 
 

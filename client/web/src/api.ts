@@ -104,9 +104,12 @@ export async function listProjects(): Promise<Project[]> {
     .projects;
 }
 
-export async function listRuns(name: string): Promise<Run[]> {
-  return (await getPacked<{ runs: Run[] }>(`${project(name)}/runs?limit=10000`))
-    .runs;
+/** Fetch the project's runs, or those that ``filter`` (the run-set filter language) selects. */
+export async function listRuns(name: string, filter = ""): Promise<Run[]> {
+  const query = new URLSearchParams({ limit: "10000" });
+  if (filter.trim()) query.set("filter", filter);
+  const path = `${project(name)}/runs?${query.toString()}`;
+  return (await getPacked<{ runs: Run[] }>(path)).runs;
 }
 
 export async function getRun(name: string, runId: string): Promise<Run> {

@@ -57,6 +57,10 @@ export class PanelGrid {
     readonly layout: Layout,
     private readonly createView: (panel: PanelLayout) => PanelView,
     private readonly changed: () => void,
+    /** More buttons for each panel's header, such as "Add to report". */
+    private readonly extraTools: (
+      panel: PanelLayout,
+    ) => HTMLElement[] = () => [],
   ) {}
 
   views(): PanelView[] {
@@ -160,6 +164,7 @@ export class PanelGrid {
         this.layout.panels.splice(index(), 1);
         this.edited();
       }),
+      ...this.extraTools(panel),
     );
     return h(
       "article",

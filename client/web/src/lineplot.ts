@@ -55,7 +55,11 @@ export class LinePanel implements PanelView {
   refresh(): void {
     this.loaded = false;
     this.run(async () => {
-      const figure = await getFigure(this.context.project, this.query());
+      // Without runs the server would pick the newest ones, so draw no lines instead.
+      const figure: FigureResponse =
+        this.context.runIds().length === 0
+          ? { figure: { data: [], layout: {} }, runs: {} }
+          : await getFigure(this.context.project, this.query());
       if (!this.destroyed) await this.draw(figure);
     });
   }

@@ -1,7 +1,10 @@
 // The router: the server serves one page shell for every path, and this draws the page.
 import "./style.css";
+import "./report.css";
 import { h } from "./dom";
 import { projectsPage } from "./projects";
+import { ReportPage } from "./reportpage";
+import { reportsPage } from "./reportlist";
 import { RunPage } from "./runpage";
 import { Workspace } from "./workspace";
 
@@ -16,6 +19,10 @@ async function route(root: HTMLElement): Promise<void> {
   if (parts[0] === "projects" && parts[2] === "runs" && parts.length === 4) {
     return new RunPage(root, parts[1] ?? "", parts[3] ?? "").start();
   }
+  if (parts[0] === "projects" && parts[2] === "reports" && parts.length === 3)
+    return reportsPage(root, parts[1] ?? "");
+  if (parts[0] === "projects" && parts[2] === "reports" && parts.length === 4)
+    return new ReportPage(root, parts[1] ?? "", parts[3] ?? "").start();
   root.replaceChildren(h("h1", {}, "Page not found"));
 }
 

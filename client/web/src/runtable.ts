@@ -69,6 +69,14 @@ export class RunTable {
     this.render();
   }
 
+  searchText(): string {
+    return this.search;
+  }
+
+  sortOrder(): { key: string; order: "asc" | "desc" } {
+    return { key: this.sortColumn, order: this.descending ? "desc" : "asc" };
+  }
+
   /** The runs that match the search, in table order. */
   visibleRuns(): Run[] {
     const needle = this.search.toLowerCase();

@@ -11,6 +11,9 @@ import {
   type Run,
 } from "./api";
 import { addPanelForm, linePanel } from "./addpanel";
+import { addToReportButton, searchFilter } from "./addtoreport";
+import type { RunSet } from "./reportdoc";
+import { newRunSet } from "./runsetbar";
 import { debounce, h, throttle } from "./dom";
 import { PanelGrid, type PanelView } from "./grid";
 import { LinePanel } from "./lineplot";
@@ -134,6 +137,13 @@ export class Workspace {
       this.layout,
       (panel) => this.createView(panel),
       () => this.save(),
+      (panel) => [
+        addToReportButton(
+          this.project,
+          () => panel,
+          () => [this.shownRunSet()],
+        ),
+      ],
     );
     const form = addPanelForm(
       () => this.keys,
@@ -141,7 +151,17 @@ export class Workspace {
       (panel) => this.grid?.add(panel),
     );
     this.root.replaceChildren(
-      topBar(this.badge.element),
+      topBar(
+        h(
+          "a",
+          {
+            href: `/projects/${encodeURIComponent(this.project)}/reports`,
+            class: "reports-link",
+          },
+          "Reports",
+        ),
+        this.badge.element,
+      ),
       h(
         "main",
         { class: "workspace" },
@@ -152,6 +172,18 @@ export class Workspace {
       ),
     );
     this.grid.render();
+  }
+
+  /** Describe the runs the panels draw as a run set, with the search as a filter and the table's sort. */
+  private shownRunSet(): RunSet {
+    const search = this.table.searchText();
+    const runSet = newRunSet(
+      search ? `runs matching "${search}"` : "all runs",
+      searchFilter(search),
+      0,
+    );
+    runSet.sort = this.table.sortOrder();
+    return runSet;
   }
 
   private createView(panel: PanelLayout): PanelView {

@@ -1,0 +1,116 @@
+// The reports HTTP API: create, list, rename and delete reports, and save versions.
+import { ApiError } from "./api";
+
+export interface ReportSummary {
+  id: string;
+  project: string;
+  title: string;
+  created_by: string;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface Version {
+  id: string;
+  label: string;
+  title: string;
+  created_by: string;
+  created_at: number;
+}
+
+const reports = (project: string): string =>
+  `/api/v1/projects/${encodeURIComponent(project)}/reports`;
+
+const report = (project: string, id: string): string =>
+  `${reports(project)}/${encodeURIComponent(id)}`;
+
+async function send<T>(
+  path: string,
+  method: string,
+  body?: Record<string, string>,
+): Promise<T> {
+  const response = await fetch(path, {
+    method,
+    credentials: "same-origin",
+    headers: body ? { "Content-Type": "application/json" } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  if (!response.ok) {
+    let code = "http_error";
+    let message = `${method} ${path} failed with HTTP ${response.status}`;
+    try {
+      const parsed = (await response.json()) as {
+        error?: { code: string; message: string };
+      };
+      if (parsed.error) ({ code, message } = parsed.error);
+    } catch {
+      // Not JSON: keep the generic message.
+    }
+    throw new ApiError(response.status, code, message);
+  }
+  return (response.status === 204 ? null : await response.json()) as T;
+}
+
+export async function listReports(project: string): Promise<ReportSummary[]> {
+  return (await send<{ reports: ReportSummary[] }>(reports(project), "GET"))
+    .reports;
+}
+
+export async function getReport(
+  project: string,
+  id: string,
+): Promise<ReportSummary> {
+  return send<ReportSummary>(report(project, id), "GET");
+}
+
+export async function createReport(
+  project: string,
+  title: string,
+): Promise<ReportSummary> {
+  return send<ReportSummary>(reports(project), "POST", { title });
+}
+
+export async function renameReport(
+  project: string,
+  id: string,
+  title: string,
+): Promise<ReportSummary> {
+  return send<ReportSummary>(report(project, id), "PATCH", { title });
+}
+
+export async function deleteReport(project: string, id: string): Promise<void> {
+  await send<null>(report(project, id), "DELETE");
+}
+
+export async function saveVersion(
+  project: string,
+  id: string,
+  label: string,
+): Promise<Version> {
+  return send<Version>(`${report(project, id)}/versions`, "POST", { label });
+}
+
+export async function listVersions(
+  project: string,
+  id: string,
+): Promise<Version[]> {
+  return (
+    await send<{ versions: Version[] }>(
+      `${report(project, id)}/versions`,
+      "GET",
+    )
+  ).versions;
+}
+
+export async function whoAmI(): Promise<{ name: string; is_admin: boolean }> {
+  return send<{ name: string; is_admin: boolean }>("/api/v1/whoami", "GET");
+}
+
+export async function restoreVersion(
+  project: string,
+  id: string,
+  version: string,
+): Promise<ReportSummary> {
+  const path = `${report(project, id)}/versions/${encodeURIComponent(version)}/restore`;
+  return send<ReportSummary>(path, "POST");
+}

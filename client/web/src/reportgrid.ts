@@ -1,0 +1,229 @@
+// A panel-grid block: its run sets and the workspace's panels drawing their runs, live.
+import * as Y from "yjs";
+import {
+  ApiError,
+  listRuns,
+  type Layout,
+  type PanelLayout,
+  type Run,
+} from "./api";
+import { addPanelForm } from "./addpanel";
+import { h } from "./dom";
+import { PanelGrid, type PanelView } from "./grid";
+import { LinePanel } from "./lineplot";
+import type { EventMessage, PointsMessage } from "./live";
+import { BarPanel, ParallelPanel, ScalarPanel, ScatterPanel } from "./panels";
+import {
+  indexOf,
+  panelMap,
+  readPanel,
+  readRunSet,
+  type Block,
+} from "./reportdoc";
+import { fieldColumns } from "./runtable";
+import { RunSetBar, type RunSetStatus } from "./runsetbar";
+
+/** Line plots draw at most this many runs, as in the workspace. */
+const MAX_LINES = 20;
+
+export interface GridContext {
+  project: string;
+  keys(): string[];
+  readOnly: boolean;
+}
+
+export class PanelGridBlock {
+  readonly element = h("div", { class: "report-grid" });
+  private readonly runSets: Y.Array<Y.Map<unknown>>;
+  private readonly panels: Y.Array<Y.Map<unknown>>;
+  private readonly bar: RunSetBar;
+  private readonly layout: Layout = { auto: false, panels: [], columns: [] };
+  private readonly grid: PanelGrid;
+  /** Runs per run-set id, and the filter text they were fetched with. */
+  private readonly members = new Map<string, { filter: string; runs: Run[] }>();
+  private readonly errors = new Map<string, string>();
+  private readonly observer = (): void => this.documentChanged();
+  /** The runs the panels last drew, to redraw only when they change. */
+  private drawn = "";
+
+  constructor(
+    private readonly block: Block,
+    private readonly context: GridContext,
+  ) {
+    this.runSets = block.get("run_sets") as Y.Array<Y.Map<unknown>>;
+    this.panels = block.get("panels") as Y.Array<Y.Map<unknown>>;
+    this.bar = new RunSetBar(this.runSets, context.readOnly);
+    this.grid = new PanelGrid(
+      this.layout,
+      (panel) => this.createView(panel),
+      () => this.writePanels(),
+    );
+    const form = context.readOnly
+      ? null
+      : addPanelForm(
+          () => context.keys(),
+          () => fieldColumns(this.runs()),
+          (panel) => this.grid.add(panel),
+        );
+    this.element.append(
+      this.bar.element,
+      h("div", { class: "grid-tools" }, form),
+      this.grid.element,
+    );
+    block.observeDeep(this.observer);
+  }
+
+  start(): void {
+    this.readPanels();
+    this.grid.render();
+    this.documentChanged();
+  }
+
+  destroy(): void {
+    this.block.unobserveDeep(this.observer);
+    this.grid.views().forEach((view) => view.destroy());
+  }
+
+  /** Return the runs of the active run sets, each run once, in run-set order. */
+  runs(): Run[] {
+    const seen = new Map<string, Run>();
+    for (const map of this.runSets.toArray()) {
+      const runSet = readRunSet(map);
+      if (!runSet.active) continue;
+      for (const run of this.members.get(runSet.id)?.runs ?? [])
+        if (!seen.has(run.id)) seen.set(run.id, run);
+    }
+    return [...seen.values()];
+  }
+
+  points(message: PointsMessage): void {
+    for (const view of this.grid.views())
+      if (view instanceof LinePanel) view.receive(message);
+  }
+
+  /** Query again the run sets that are not frozen, after a run changed or the live socket resubscribed. */
+  event(_message: EventMessage | null): void {
+    void this.fetchRunSets(true);
+  }
+
+  private documentChanged(): void {
+    this.renderBar();
+    void this.fetchRunSets(false);
+    if (this.readPanels()) this.grid.render();
+  }
+
+  private renderBar(): void {
+    this.bar.render((id): RunSetStatus => ({
+      count: this.members.get(id)?.runs.length ?? null,
+      error: this.errors.get(id) ?? null,
+    }));
+  }
+
+  /** Fetch the runs of run sets whose filter changed, or of all unfrozen ones when ``all``. */
+  private async fetchRunSets(all: boolean): Promise<void> {
+    const fetches = this.runSets.toArray().map(async (map) => {
+      const runSet = readRunSet(map);
+      const known = this.members.get(runSet.id);
+      const stale = known === undefined || known.filter !== runSet.filter;
+      if (!stale && !(all && !runSet.frozen)) return false;
+      try {
+        const runs = await listRuns(this.context.project, runSet.filter);
+        this.members.set(runSet.id, { filter: runSet.filter, runs });
+        this.errors.delete(runSet.id);
+      } catch (error) {
+        if (!(error instanceof ApiError)) throw error;
+        this.members.set(runSet.id, { filter: runSet.filter, runs: [] });
+        this.errors.set(runSet.id, error.message);
+      }
+      return true;
+    });
+    const fetched = (await Promise.all(fetches)).some(Boolean);
+    this.renderBar();
+    // Toggling a run set changes no filter but the runs drawn, so compare those.
+    const drawn = this.runs()
+      .map((run) => `${run.id}:${run.state}`)
+      .join(",");
+    if (fetched || drawn !== this.drawn) {
+      this.drawn = drawn;
+      this.grid.views().forEach((view) => view.refresh());
+    }
+    this.element.dataset.runs = String(this.runs().length);
+  }
+
+  /** Copy the document's panels into the grid's layout, and return whether anything changed. */
+  private readPanels(): boolean {
+    const fresh = this.panels.toArray().map(readPanel);
+    const before = JSON.stringify(this.layout.panels);
+    if (JSON.stringify(fresh) === before) return false;
+    // The grid's buttons find their panel by identity, so known panels are
+    // updated in place rather than replaced.
+    const known = new Map(this.layout.panels.map((p) => [p.id, p]));
+    const rebuild: string[] = [];
+    const panels = fresh.map((panel) => {
+      const previous = known.get(panel.id);
+      if (!previous) return panel;
+      if (JSON.stringify(previous.options) !== JSON.stringify(panel.options))
+        rebuild.push(panel.id);
+      return Object.assign(previous, panel);
+    });
+    this.layout.panels.splice(0, this.layout.panels.length, ...panels);
+    rebuild.forEach((id) => this.grid.rebuild(id));
+    return true;
+  }
+
+  /** Write the grid's layout, after a local move, resize or removal, to the document. */
+  private writePanels(): void {
+    const doc = this.panels.doc;
+    const write = (): void => {
+      const wanted = this.layout.panels;
+      const ids = new Set(wanted.map((panel) => panel.id));
+      for (let index = this.panels.length - 1; index >= 0; index -= 1)
+        if (!ids.has(String(this.panels.get(index).get("id"))))
+          this.panels.delete(index, 1);
+      wanted.forEach((panel, position) => {
+        const index = indexOf(this.panels, panel.id);
+        if (index === position) {
+          setChanged(this.panels.get(index), panel);
+          return;
+        }
+        if (index >= 0) this.panels.delete(index, 1);
+        this.panels.insert(position, [panelMap(panel)]);
+      });
+    };
+    if (doc) doc.transact(write);
+    else write();
+  }
+
+  private createView(panel: PanelLayout): PanelView {
+    const runs = (): Run[] => this.runs();
+    const save = (): void => this.writePanels();
+    switch (panel.type) {
+      case "line":
+        return new LinePanel(panel, {
+          project: this.context.project,
+          runIds: () =>
+            runs()
+              .slice(0, MAX_LINES)
+              .map((run) => run.id),
+          keys: () => this.context.keys(),
+          save,
+        });
+      case "scatter":
+        return new ScatterPanel(panel, { runs });
+      case "bar":
+        return new BarPanel(panel, { runs });
+      case "scalar":
+        return new ScalarPanel(panel, { runs });
+      case "parallel":
+        return new ParallelPanel(panel, { runs });
+    }
+  }
+}
+
+/** Set the keys of ``map`` whose values differ from ``panel``'s, one ``set`` per key. */
+function setChanged(map: Y.Map<unknown>, panel: PanelLayout): void {
+  for (const [key, value] of Object.entries(panel)) {
+    if (JSON.stringify(map.get(key)) !== JSON.stringify(value))
+      map.set(key, structuredClone(value));
+  }
+}

@@ -1,0 +1,181 @@
+"""HTTP endpoints for reports under ``/api/v1/projects/{project}/reports``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pycrdt import Doc
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from assay_server import runs
+from assay_server.api import authenticated, context, respond
+from assay_server.errors import BadRequest
+from assay_server.reports import store
+from assay_server.reports.document import copy_content, read_title, set_title, to_json
+from assay_server.reports.rooms import ReportRooms
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_LABEL_LENGTH = 200
+
+
+def rooms(request: Request) -> ReportRooms:
+    return request.app.state.reports  # type: ignore[no-any-return]
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """Return the request's JSON object; an empty body is an empty object."""
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise BadRequest(
+            f"request body is {len(body)} bytes; at most {MAX_BODY_BYTES} are allowed"
+        )
+    if not body.strip():
+        return {}
+    try:
+        value = json.loads(body)
+    except ValueError:
+        raise BadRequest("request body must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"request body must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def text_field(body: dict[str, Any], name: str, default: str | None, limit: int) -> str:
+    value = body.get(name, default)
+    if value is None:
+        raise BadRequest(f'missing {name!r}; send {{{name!r}: "..."}}')
+    if not isinstance(value, str):
+        raise BadRequest(f"{name!r} must be a string, got {value!r}")
+    if len(value) > limit:
+        raise BadRequest(f"{name!r} is {len(value)} characters; at most {limit} are allowed")
+    return value
+
+
+async def project_report(request: Request) -> tuple[str, str]:
+    """Check that the report exists in the path's project; return (project, report id)."""
+    project = request.path_params["project"]
+    report_id = request.path_params["report_id"]
+    async with context(request).db.reading() as connection:
+        project_id = await runs.project_id(connection, project)
+        await store.find_report(connection, report_id, project_id)
+    return project, report_id
+
+
+async def report_data(request: Request, report_id: str) -> dict[str, Any]:
+    project = request.path_params["project"]
+    async with context(request).db.reading() as connection:
+        row = await store.find_report(connection, report_id)
+    return store.report_json(row, project)
+
+
+async def reports_endpoint(request: Request) -> Response:
+    """List the project's reports on ``GET``; create one on ``POST``."""
+    user = await authenticated(request)
+    project = request.path_params["project"]
+    database = context(request).db
+    if request.method == "GET":
+        async with database.reading() as connection:
+            project_id = await runs.project_id(connection, project)
+            rows = await store.list_reports(connection, project_id)
+        return respond(request, {"reports": [store.report_json(row, project) for row in rows]})
+    title = text_field(
+        await json_body(request), "title", "Untitled report", store.MAX_TITLE_LENGTH
+    )
+    async with database.transaction() as connection:
+        project_id = await runs.project_id(connection, project)
+        report_id = await store.create_report(connection, project_id, user.id, title)
+    return respond(request, await report_data(request, report_id), 201)
+
+
+async def report_endpoint(request: Request) -> Response:
+    """Show (``GET``), rename (``PATCH``) or delete (``DELETE``) one report."""
+    await authenticated(request)
+    _, report_id = await project_report(request)
+    if request.method == "DELETE":
+        async with context(request).db.transaction() as connection:
+            await store.delete_report(connection, report_id)
+        await rooms(request).delete(report_id)
+        return Response(status_code=204)
+    if request.method == "PATCH":
+        title = text_field(await json_body(request), "title", None, store.MAX_TITLE_LENGTH)
+        async with rooms(request).use(report_id) as room:
+            room.edit(lambda doc: set_title(doc, title))
+            await rooms(request).flush_now(report_id)
+        return respond(request, await report_data(request, report_id))
+    async with rooms(request).use(report_id) as room:
+        content = to_json(room.doc)
+    data = await report_data(request, report_id)
+    data["content"] = content
+    return respond(request, data)
+
+
+async def versions_endpoint(request: Request) -> Response:
+    """List the report's saved versions on ``GET``; save the current document on ``POST``."""
+    user = await authenticated(request)
+    _, report_id = await project_report(request)
+    database = context(request).db
+    if request.method == "GET":
+        async with database.reading() as connection:
+            rows = await store.list_versions(connection, report_id)
+        return respond(request, {"versions": [store.version_json(row) for row in rows]})
+    label = text_field(await json_body(request), "label", "", MAX_LABEL_LENGTH)
+    async with rooms(request).use(report_id) as room:
+        state = room.doc.get_update()
+        if not label:
+            label = read_title(room.doc)[:MAX_LABEL_LENGTH]
+    async with database.transaction() as connection:
+        version_id = await store.save_version(connection, report_id, user.id, label, state)
+        row = await store.find_version(connection, report_id, version_id)
+    return respond(request, store.version_json(row), 201)
+
+
+async def version_endpoint(request: Request) -> Response:
+    """Show one saved version with its content."""
+    await authenticated(request)
+    _, report_id = await project_report(request)
+    row = await version_row(request, report_id)
+    data = store.version_json(row)
+    data["content"] = to_json(version_doc(row.state))
+    return respond(request, data)
+
+
+async def restore_endpoint(request: Request) -> Response:
+    """Make the live document show a saved version's title and blocks."""
+    await authenticated(request)
+    _, report_id = await project_report(request)
+    row = await version_row(request, report_id)
+    source = version_doc(row.state)
+    async with rooms(request).use(report_id) as room:
+        room.edit(lambda doc: copy_content(source, doc))
+        await rooms(request).flush_now(report_id)
+        content = to_json(room.doc)
+    data = await report_data(request, report_id)
+    data["content"] = content
+    return respond(request, data)
+
+
+async def version_row(request: Request, report_id: str) -> Any:
+    raw = request.path_params["version"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadRequest(f"version must be a positive integer id, got {raw!r}")
+    async with context(request).db.reading() as connection:
+        return await store.find_version(connection, report_id, int(raw))
+
+
+def version_doc(state: bytes) -> Doc[Any]:
+    doc: Doc[Any] = Doc()
+    doc.apply_update(bytes(state))
+    return doc
+
+
+PREFIX = "/api/v1/projects/{project}/reports"
+routes = [
+    Route(PREFIX, reports_endpoint, methods=["GET", "POST"]),
+    Route(PREFIX + "/{report_id}", report_endpoint, methods=["GET", "PATCH", "DELETE"]),
+    Route(PREFIX + "/{report_id}/versions", versions_endpoint, methods=["GET", "POST"]),
+    Route(PREFIX + "/{report_id}/versions/{version}", version_endpoint),
+    Route(PREFIX + "/{report_id}/versions/{version}/restore", restore_endpoint, methods=["POST"]),
+]

@@ -1,0 +1,128 @@
+"""The websocket ``/yjs/reports/{report_id}``: a y-websocket endpoint for one report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass
+
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from assay_server import metrics
+from assay_server.api import authenticated, context, error_response
+from assay_server.errors import AssayError
+from assay_server.reports import store, wire
+from assay_server.reports.room import RejectedUpdate, Room
+from assay_server.reports.rooms import ReportRooms
+
+log = logging.getLogger(__name__)
+
+#: Frames queued for one socket; a client that falls this far behind is closed.
+MAX_QUEUED_FRAMES = 10_000
+#: The close code for a client that reads too slowly (1013, "try again later").
+TOO_SLOW = 1013
+
+
+@dataclass(frozen=True)
+class Close:
+    code: int
+    reason: str
+
+
+class SocketPeer:
+    """A websocket as a room peer: frames are queued and sent by a task of its own."""
+
+    def __init__(self, websocket: WebSocket, user_name: str) -> None:
+        self.websocket = websocket
+        self.user_name = user_name
+        self.id = secrets.token_hex(4)
+        self.queue: asyncio.Queue[bytes | Close] = asyncio.Queue()
+        self.closing = False
+
+    def send(self, frame: bytes) -> None:
+        if self.closing:
+            return
+        if self.queue.qsize() >= MAX_QUEUED_FRAMES:
+            self.close(TOO_SLOW, "the connection fell behind; reconnect")
+            return
+        self.queue.put_nowait(frame)
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.closing:
+            self.closing = True
+            self.queue.put_nowait(Close(code, reason))
+
+    async def send_forever(self) -> None:
+        while True:
+            item = await self.queue.get()
+            if isinstance(item, Close):
+                await self.websocket.close(item.code, item.reason)
+                return
+            await self.websocket.send_bytes(item)
+
+
+async def serve(websocket: WebSocket, room: Room, peer: SocketPeer) -> None:
+    """Feed the socket's frames to ``room`` until the client leaves or is closed."""
+    sender = asyncio.create_task(peer.send_forever())
+    room.join(peer)
+    try:
+        while not sender.done():
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            frame = message.get("bytes")
+            if frame is None:
+                peer.close(1003, "report sockets take binary y-websocket messages only")
+                break
+            receive(room, peer, frame)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        room.leave(peer)
+        with contextlib.suppress(TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
+            async with asyncio.timeout(5):
+                await sender
+        sender.cancel()
+
+
+def receive(room: Room, peer: SocketPeer, frame: bytes) -> None:
+    try:
+        room.receive(peer, frame)
+    except RejectedUpdate as exc:
+        log.info("report %s connection %s: %s", room.report_id, peer.id, exc)
+        peer.send(wire.permission_denied(str(exc)))
+    except Exception:
+        log.exception(
+            "report %s connection %s: handling a message failed", room.report_id, peer.id
+        )
+        peer.send(wire.permission_denied("internal server error; see the server log"))
+
+
+async def report_socket(websocket: WebSocket) -> None:
+    report_id = websocket.path_params["report_id"]
+    rooms: ReportRooms = websocket.app.state.reports
+    try:
+        user = await authenticated(websocket)
+        async with context(websocket).db.reading() as connection:
+            await store.find_report(connection, report_id)
+    except AssayError as exc:
+        # Rejecting the handshake, rather than accepting and closing, keeps
+        # y-websocket from reconnecting at once in a loop.
+        await websocket.send_denial_response(error_response(websocket, exc))
+        return
+    async with rooms.use(report_id) as room:
+        await websocket.accept()
+        peer = SocketPeer(websocket, user.name)
+        log.info("report %s connection %s opened by %s", report_id, peer.id, user.name)
+        metrics.SOCKETS.labels("report").inc()
+        try:
+            await serve(websocket, room, peer)
+        finally:
+            metrics.SOCKETS.labels("report").dec()
+            log.info("report %s connection %s closed", report_id, peer.id)
+
+
+routes = [WebSocketRoute("/yjs/reports/{report_id}", report_socket)]

@@ -1,0 +1,71 @@
+"""The report tables, created by migration ``0005_reports``.
+
+``report_updates`` is the append-only log of accepted Yjs updates, and
+``report_snapshots`` contains one compacted state per report that covers the log
+rows up to ``upto_id``. Loading a report applies the snapshot, then the rows
+after ``upto_id`` in id order.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Table,
+)
+
+from assay_server import schema
+
+reports = Table(
+    "reports",
+    schema.metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", schema.Id, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("title", String(500), nullable=False),
+    Column("created_by", schema.Id, ForeignKey("users.id"), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Index("ix_reports_project_id_created_at", "project_id", "created_at"),
+)
+
+report_updates = Table(
+    "report_updates",
+    schema.metadata,
+    Column("id", schema.Id, primary_key=True, autoincrement=True),
+    Column("report_id", String(32), ForeignKey("reports.id", ondelete="CASCADE"), nullable=False),
+    Column("update", LargeBinary, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Index("ix_report_updates_report_id_id", "report_id", "id"),
+    # Without AUTOINCREMENT, SQLite reuses the ids of deleted rows, and a row
+    # added after a compaction would get an id the snapshot already covers.
+    sqlite_autoincrement=True,
+)
+
+report_snapshots = Table(
+    "report_snapshots",
+    schema.metadata,
+    Column(
+        "report_id", String(32), ForeignKey("reports.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("state", LargeBinary, nullable=False),
+    Column("upto_id", BigInteger, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+report_versions = Table(
+    "report_versions",
+    schema.metadata,
+    Column("id", schema.Id, primary_key=True, autoincrement=True),
+    Column("report_id", String(32), ForeignKey("reports.id", ondelete="CASCADE"), nullable=False),
+    Column("label", String(200), nullable=False),
+    Column("title", String(500), nullable=False),
+    Column("state", LargeBinary, nullable=False),
+    Column("created_by", schema.Id, ForeignKey("users.id"), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Index("ix_report_versions_report_id_id", "report_id", "id"),
+)

@@ -1,0 +1,160 @@
+"""The transport-agnostic room, driven with peers that record their frames."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from typing import Any
+
+import pytest
+from pycrdt import Array, Doc, Text
+
+from assay_server.reports import wire
+from assay_server.reports.document import set_title
+from assay_server.reports.room import RejectedUpdate, Room
+from reports.support import add_markdown
+
+
+class RecordingPeer:
+    """A peer whose connection is a list: the room's frames and close codes land in it."""
+
+    def __init__(self, name: str, user_name: str = "alice") -> None:
+        self.id = name
+        self.user_name = user_name
+        self.frames: list[bytes] = []
+        self.closed: tuple[int, str] | None = None
+
+    def send(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+def titled(title: str) -> bytes:
+    doc: Doc[Any] = Doc()
+    set_title(doc, title)
+    return doc.get_update()
+
+
+def markdown_update(block_id: str, text: str) -> bytes:
+    doc: Doc[Any] = Doc()
+    add_markdown(doc, block_id, text)
+    return doc.get_update()
+
+
+def test_join_sends_state_vector() -> None:
+    room = Room("r", [titled("Findings")], 10**6)
+    peer = RecordingPeer("a")
+
+    room.join(peer)
+
+    assert peer.frames == [wire.sync_message(wire.SYNC_STEP1, room.doc.get_state())]
+
+
+def test_client_update_goes_to_others_and_pending() -> None:
+    room = Room("r", [titled("Findings")], 10**6)
+    relayed: list[bytes] = []
+    room.on_local = relayed.append
+    sender, other = RecordingPeer("a"), RecordingPeer("b")
+    room.join(sender)
+    room.join(other)
+    sender.frames.clear()
+    other.frames.clear()
+
+    room.receive(sender, wire.update_message(markdown_update("b1", "text")))
+
+    assert sender.frames == []
+    assert len(other.frames) == 1
+    assert other.frames[0][:2] == b"\x00\x02"
+    assert len(room.pending) == 1
+    assert relayed == other.frames
+    assert room.doc.get("blocks", type=Array).to_py()[0]["text"] == "text"
+
+
+def test_known_update_is_not_stored_again() -> None:
+    update = markdown_update("b1", "text")
+    room = Room("r", [titled("Findings"), update], 10**6)
+    peer = RecordingPeer("a")
+    room.join(peer)
+
+    room.receive(peer, wire.update_message(update))
+
+    assert room.pending == []
+
+
+def test_relayed_update_is_sent_not_stored() -> None:
+    room = Room("r", [titled("Findings")], 10**6)
+    relayed: list[bytes] = []
+    room.on_local = relayed.append
+    peers = [RecordingPeer("a"), RecordingPeer("b")]
+    for peer in peers:
+        room.join(peer)
+        peer.frames.clear()
+
+    room.apply_relayed(wire.update_message(markdown_update("b1", "from elsewhere")))
+
+    assert [len(peer.frames) for peer in peers] == [1, 1]
+    assert room.pending == []
+    assert relayed == []
+    assert room.shadow.get("blocks", type=Array).to_py()[0]["text"] == "from elsewhere"
+
+
+def test_server_edit_is_stored_and_sent() -> None:
+    room = Room("r", [titled("Findings")], 10**6)
+    peer = RecordingPeer("a")
+    room.join(peer)
+    peer.frames.clear()
+
+    room.edit(lambda doc: set_title(doc, "Renamed"))
+
+    assert str(room.doc.get("title", type=Text)) == "Renamed"
+    assert str(room.shadow.get("title", type=Text)) == "Renamed"
+    assert len(room.pending) == 1
+    assert len(peer.frames) == 1
+
+
+def test_close_closes_peers_and_frees_room() -> None:
+    room = Room("r", [titled("Findings")], 10**6)
+    peer = RecordingPeer("a")
+    room.join(peer)
+    reference = weakref.ref(room)
+
+    room.close(1012, "server restart")
+    del room
+    gc.collect()
+
+    assert peer.closed == (1012, "server restart")
+    assert reference() is None
+
+
+def awareness_frame(client_id: int, clock: int, state: str) -> bytes:
+    return wire.encode_awareness([wire.AwarenessEntry(client_id, clock, state)])
+
+
+def test_awareness_of_other_connection_rejected() -> None:
+    room = Room("r", [titled("Findings")], 10**6)
+    alice, mallory = RecordingPeer("a"), RecordingPeer("m", "mallory")
+    room.join(alice)
+    room.join(mallory)
+    room.receive(alice, awareness_frame(7, 1, '{"user":"alice"}'))
+
+    with pytest.raises(RejectedUpdate) as raised:
+        room.receive(mallory, awareness_frame(7, 2, "null"))
+
+    assert "client 7, which another user's connection owns" in str(raised.value)
+    assert room.awareness[7] == (1, '{"user":"alice"}')
+
+
+def test_reconnect_takes_over_awareness() -> None:
+    room = Room("r", [titled("Findings")], 10**6)
+    old, new = RecordingPeer("old"), RecordingPeer("new")
+    room.join(old)
+    room.join(new)
+    room.receive(old, awareness_frame(7, 1, '{"user":"alice"}'))
+
+    room.receive(new, awareness_frame(7, 2, '{"user":"alice"}'))
+    room.leave(old)
+
+    assert room.awareness[7] == (2, '{"user":"alice"}')
+    assert room.peers[new] == {7}

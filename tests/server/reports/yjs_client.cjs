@@ -1,0 +1,96 @@
+// A Node Yjs client for the report tests: the npm `yjs` and `y-websocket`
+// packages from client/web, connected to /yjs/reports/{id} like a browser.
+//
+//   node yjs_client.cjs write URL REPORT_ID TOKEN TEXT
+//       adds a markdown block holding TEXT, prints {"event":"written"}, and
+//       stays connected until its stdin closes.
+//   node yjs_client.cjs read URL REPORT_ID TOKEN TEXT TIMEOUT_MS
+//       prints {"event":"seen","ms":…,"content":…} once the document holds
+//       TEXT, and exits 0; exits 1 after TIMEOUT_MS.
+//   node yjs_client.cjs bad URL REPORT_ID TOKEN
+//       adds a block of an unknown type and prints the server's rejection as
+//       {"event":"denied","reason":…}.
+//
+// Each line of output is one JSON object.
+const path = require("path");
+const { createRequire } = require("module");
+
+const web = createRequire(
+  path.resolve(__dirname, "../../../client/web/package.json"),
+);
+const Y = web("yjs");
+const { WebsocketProvider } = web("y-websocket");
+const WebSocket = web("ws");
+
+const [mode, url, reportId, token, text, timeoutMs] = process.argv.slice(2);
+const started = Date.now();
+const print = (event) => process.stdout.write(JSON.stringify(event) + "\n");
+
+// y-websocket reports the server's auth message through console.warn.
+console.warn = (...args) => print({ event: "denied", reason: args.join(" ") });
+
+const doc = new Y.Doc();
+const provider = new WebsocketProvider(url, reportId, doc, {
+  params: { token },
+  WebSocketPolyfill: WebSocket,
+  disableBc: true,
+});
+provider.on("connection-close", (event) => {
+  if (event)
+    print({ event: "closed", code: event.code, reason: String(event.reason) });
+});
+
+const content = () => ({
+  title: doc.getText("title").toString(),
+  blocks: doc.getArray("blocks").toJSON(),
+});
+
+function addBlock(type, body) {
+  const block = new Y.Map();
+  block.set("id", `b${doc.clientID}-${doc.getArray("blocks").length}`);
+  block.set("type", type);
+  block.set("text", new Y.Text(body));
+  doc.getArray("blocks").push([block]);
+}
+
+function whenSynced(callback) {
+  if (provider.synced) callback();
+  else provider.once("sync", callback);
+}
+
+if (mode === "write") {
+  whenSynced(() => {
+    addBlock("markdown", text);
+    print({ event: "written" });
+  });
+  process.stdin.on("end", () => process.exit(0));
+  process.stdin.resume();
+} else if (mode === "read") {
+  const check = () => {
+    const { title, blocks } = content();
+    const texts = [title, ...blocks.map((block) => String(block.text ?? ""))];
+    if (texts.some((body) => body.includes(text))) {
+      print({ event: "seen", ms: Date.now() - started, content: content() });
+      process.exit(0);
+    }
+  };
+  whenSynced(() => {
+    check();
+    doc.on("update", check);
+  });
+  setTimeout(() => {
+    print({ event: "timeout", content: content() });
+    process.exit(1);
+  }, Number(timeoutMs));
+} else if (mode === "bad") {
+  whenSynced(() => addBlock("video", "not a block type"));
+  setTimeout(() => process.exit(1), 10000);
+  const original = console.warn;
+  console.warn = (...args) => {
+    original(...args);
+    process.exit(0);
+  };
+} else {
+  process.stderr.write(`unknown mode ${mode}; expected write, read or bad\n`);
+  process.exit(2);
+}

@@ -1,0 +1,79 @@
+"""Helpers for the report editor tests: create a report, open it, read its document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from playwright.sync_api import Browser, Page
+
+from conftest import RunningServer
+from web.browsing import WAIT_MS, sign_in
+
+PROJECT = "sweep"
+
+
+def create_report(server: RunningServer, title: str = "") -> str:
+    with server.client() as client:
+        response = client.post(f"/api/v1/projects/{PROJECT}/reports", json={"title": title})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def report_content(server: RunningServer, report_id: str) -> dict[str, Any]:
+    with server.client() as client:
+        response = client.get(f"/api/v1/projects/{PROJECT}/reports/{report_id}")
+    assert response.status_code == 200, response.text
+    return response.json()["content"]  # type: ignore[no-any-return]
+
+
+def open_report(browser: Browser, server: RunningServer, report_id: str) -> Page:
+    """A new signed-in browser context with the report open and synced."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.errors = errors  # type: ignore[attr-defined]
+    sign_in(page, server, f"/projects/{PROJECT}/reports/{report_id}")
+    page.wait_for_selector(".report-title .cm-content")
+    return page
+
+
+def document_json(page: Page) -> dict[str, Any]:
+    """The report document as this page's Y.Doc contains it."""
+    return page.evaluate(  # type: ignore[no-any-return]
+        """() => {
+            const doc = window.assayReport.doc;
+            return {title: doc.getText('title').toString(),
+                    blocks: doc.getArray('blocks').toJSON()};
+        }"""
+    )
+
+
+def block_text(page: Page, index: int) -> str:
+    return page.evaluate(  # type: ignore[no-any-return]
+        "(index) => window.assayReport.doc.getArray('blocks').get(index).get('text').toString()",
+        index,
+    )
+
+
+def editor_text(page: Page, block: str) -> str:
+    """The text the CodeMirror editor in ``block`` shows, without other people's cursors."""
+    return page.evaluate(  # type: ignore[no-any-return]
+        r"""(block) => {
+            const content = document.querySelector(`${block} .cm-content`).cloneNode(true);
+            content.querySelectorAll('.cm-ySelectionCaret').forEach((caret) => caret.remove());
+            return [...content.querySelectorAll('.cm-line')]
+                .map((line) => line.textContent.replaceAll('\u2060', '')).join('\n');
+        }""",
+        block,
+    )
+
+
+def insert_text(page: Page, index: int, text: str) -> None:
+    """Insert ``text`` at the start of block ``index`` in the page's Y.Doc, as a peer does."""
+    page.evaluate(
+        "([index, text]) => window.assayReport.doc.getArray('blocks')"
+        ".get(index).get('text').insert(0, text)",
+        [index, text],
+    )

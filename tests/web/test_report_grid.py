@@ -1,0 +1,174 @@
+"""Panel grids in a report: run sets and panels edited together, and runs that arrive live."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page
+
+from conftest import RunningServer
+from web.browsing import start_run
+from web.reports import PROJECT, create_report, document_json, open_report
+
+
+@pytest.fixture
+def runs(sqlite_server: RunningServer, tmp_path: Path) -> dict[str, str]:
+    ids = {}
+    for name, lr in (("calm", 0.01), ("wild", 1.0)):
+        with start_run(sqlite_server, tmp_path, PROJECT, name=name, config={"lr": lr}) as run:
+            for step in range(3):
+                run.log({"loss": lr * (3 - step)}, step=step)
+            ids[name] = run.id
+    return ids
+
+
+@pytest.fixture
+def pages(
+    browser: Browser, sqlite_server: RunningServer, runs: dict[str, str]
+) -> Iterator[list[Page]]:
+    """Two editors of one report whose first block is a grid with a loss line panel."""
+    report = create_report(sqlite_server, "Grid")
+    opened = [open_report(browser, sqlite_server, report) for _ in range(2)]
+    first = opened[0]
+    first.click("button.add-block:text('Add panel grid')")
+    add_panel(first, "line", {"key": "loss"})
+    for page in opened:
+        page.wait_for_selector('.report-grid .plot[data-key="loss"][data-revision]')
+        page.wait_for_selector("body[data-runs-live=subscribed]")
+    yield opened
+    for page in opened:
+        errors = page.errors  # type: ignore[attr-defined]
+        page.context.close()
+        assert errors == [], f"the page raised: {errors}"
+
+
+def add_panel(page: Page, kind: str, choices: dict[str, str]) -> None:
+    form = page.locator(".report-grid .add-panel-form")
+    if form.get_attribute("open") is None:
+        form.locator("summary").click()
+    form.locator("select.panel-type").select_option(kind)
+    for name, value in choices.items():
+        form.locator(f"select[name={name}]").select_option(value)
+    form.locator("button.add-panel").click()
+
+
+def line_uids(page: Page) -> list[str]:
+    return page.evaluate(  # type: ignore[no-any-return]
+        """() => (document.querySelector('.report-grid .plot[data-key="loss"]').data ?? [])
+            .map((trace) => trace.uid).filter((uid) => uid.startsWith('line-')).sort()"""
+    )
+
+
+def wait_for_lines(page: Page, expected: list[str]) -> None:
+    page.wait_for_function(
+        """(expected) => {
+            const plot = document.querySelector('.report-grid .plot[data-key="loss"]');
+            const uids = (plot?.data ?? []).map((t) => t.uid).filter((u) => u.startsWith('line-'));
+            return JSON.stringify(uids.sort()) === JSON.stringify(expected);
+        }""",
+        arg=sorted(f"line-{run_id}" for run_id in expected),
+    )
+
+
+def panel_types(page: Page) -> list[str]:
+    return [
+        element.get_attribute("data-panel-type") or ""
+        for element in page.locator(".report-grid .panel").all()
+    ]
+
+
+def test_grid_edits_reach_other_editor(pages: list[Page], runs: dict[str, str]) -> None:
+    first, second = pages
+    add_panel(first, "bar", {"field": "config.lr"})
+    second.wait_for_selector(".report-grid .panel[data-panel-type=bar]")
+    first.locator(".panel[data-panel-type=bar] button[data-action='move earlier']").click()
+    second.wait_for_function(
+        "() => document.querySelector('.report-grid .panel').dataset.panelType === 'bar'"
+    )
+    first.locator(".panel[data-panel-type=bar] button[data-action='wider']").click()
+    first.locator(".run-set input.run-set-active").uncheck()
+    wait_for_lines(second, [])
+    unchecked = second.locator(".run-set input.run-set-active").is_checked()
+    first.locator(".run-set input.run-set-filter").fill("config.lr >= 0.5")
+    first.locator(".run-set input.run-set-filter").press("Enter")
+    first.locator(".run-set input.run-set-active").check()
+    wait_for_lines(second, [runs["wild"]])
+    panels = document_json(second)["blocks"][0]["panels"]
+
+    assert unchecked is False
+    assert second.locator(".run-set input.run-set-filter").input_value() == "config.lr >= 0.5"
+    assert second.locator(".run-set .run-set-count").inner_text() == "1 runs"
+    assert panel_types(second) == ["bar", "line"]
+    assert [panel["type"] for panel in panels] == ["bar", "line"]
+    assert panels[0]["w"] == 6
+    assert document_json(first) == document_json(second)
+
+
+def test_bad_filter_shows_error(pages: list[Page]) -> None:
+    first, second = pages
+    first.locator(".run-set input.run-set-filter").fill("config.lr >>> 1")
+    first.locator(".run-set input.run-set-filter").press("Enter")
+    error = second.locator(".run-set .run-set-error")
+    error.wait_for(state="visible")
+
+    assert "invalid filter" in error.inner_text()
+    assert second.locator(".run-set .run-set-count").inner_text() == "0 runs"
+
+
+def test_new_run_appears_unless_frozen(
+    pages: list[Page], runs: dict[str, str], sqlite_server: RunningServer, tmp_path: Path
+) -> None:
+    first, second = pages
+    with start_run(sqlite_server, tmp_path, PROJECT, name="late-1") as late:
+        late.log({"loss": 0.5}, step=0)
+    wait_for_lines(second, [*runs.values(), late.id])
+    first.locator(".run-set input.run-set-frozen").check()
+    second.wait_for_function("() => document.querySelector('.run-set-frozen').checked")
+    first.click(".report-grid button.add-run-set")
+    watcher = first.locator(".run-set").nth(1)
+    watcher.locator("input.run-set-filter").fill('name = "late-2"')
+    watcher.locator("input.run-set-filter").press("Enter")
+    watcher.locator("input.run-set-active").uncheck()
+    second.wait_for_selector(".run-set:nth-child(2) .run-set-count:text('0 runs')")
+    with start_run(sqlite_server, tmp_path, PROJECT, name="late-2") as ignored:
+        ignored.log({"loss": 0.5}, step=0)
+    # The unfrozen run set counts late-2 once the page has handled its event.
+    second.wait_for_selector(".run-set:nth-child(2) .run-set-count:text('1 runs')")
+
+    assert second.locator(".run-set").first.locator(".run-set-count").inner_text() == "3 runs"
+    assert f"line-{ignored.id}" not in line_uids(second)
+    assert f"line-{late.id}" in line_uids(second)
+
+
+def test_live_points_extend_report_line(
+    pages: list[Page], sqlite_server: RunningServer, tmp_path: Path
+) -> None:
+    _, second = pages
+    run = start_run(sqlite_server, tmp_path, PROJECT, name="streaming")
+    for step in range(3):
+        run.log({"loss": 1.0 - step * 0.1}, step=step)
+    wait_for_points(second, run.id, 3)
+    for step in range(3, 6):
+        run.log({"loss": 1.0 - step * 0.1}, step=step)
+    wait_for_points(second, run.id, 6)
+    steps = second.evaluate(
+        """(uid) => Array.from(document.querySelector('.report-grid .plot[data-key="loss"]')
+            .data.find((trace) => trace.uid === uid).customdata)""",
+        f"line-{run.id}",
+    )
+    run.finish()
+
+    assert steps == [0, 1, 2, 3, 4, 5]
+
+
+def wait_for_points(page: Page, run_id: str, count: int) -> None:
+    page.wait_for_function(
+        """([uid, count]) => {
+            const plot = document.querySelector('.report-grid .plot[data-key="loss"]');
+            const found = (plot?.data ?? []).find((trace) => trace.uid === uid);
+            return found !== undefined && found.x.length >= count;
+        }""",
+        arg=[f"line-{run_id}", count],
+    )
