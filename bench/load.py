@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import concurrent.futures
 import csv
 import json
@@ -377,6 +378,20 @@ def measure(config: LoadConfig, key: str, scratch: Path, server_pid: int) -> dic
     return summary
 
 
+def error_kind(error: str) -> str:
+    """Name the kind of one error of the summary, for counting."""
+    for prefix, kind in (
+        ("run ", "run not finished or batches rejected"),
+        ("socket failed", "socket failed"),
+        ("socket ", "socket missing points or with points twice"),
+        ("resync", "resync message"),
+        ("error", "error message"),
+    ):
+        if error.startswith(prefix):
+            return kind
+    return "other"
+
+
 def summarize(
     config: LoadConfig,
     expected: dict[str, int],
@@ -398,6 +413,7 @@ def summarize(
         "points_delivered": sum(sum(tally["points"].values()) for tally in tallies),
         "points_expected": sum(expected.values()) * config.sockets,
         "error_count": len(errors),
+        "error_kinds": dict(collections.Counter(error_kind(error) for error in errors)),
         "errors": errors[:20],
         "latency_ms": {
             "sockets_measured": min(config.latency_sockets, config.sockets),
