@@ -12,8 +12,8 @@ on it; both clocks are this machine's. Points logged during the first
         --redis-url redis://127.0.0.1:6379/0
 
 The SDK batches what is logged for ``--flush-interval`` seconds (its default
-is 0.2 s), so that interval is part of every latency measured here. The result
-is printed as JSON and written to ``bench/results/live-*.json``.
+is 0.05 s), so up to that interval is part of every latency measured here.
+The result is printed as JSON and written to ``bench/results/live-*.json``.
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def main() -> None:
     parser.add_argument("--workspaces", type=int, default=20, help="live sockets watching")
     parser.add_argument("--duration", type=float, default=30, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=5, help="seconds not measured")
-    parser.add_argument("--flush-interval", type=float, default=0.2, help="SDK batching, seconds")
+    parser.add_argument("--flush-interval", type=float, default=0.05, help="SDK batching, seconds")
     parser.add_argument("--port", type=int, default=8791, help="port of the server started")
     parser.add_argument("--database-url", help="PostgreSQL URL; default embedded SQLite")
     parser.add_argument("--redis-url", help="Redis URL; default in-process bus")

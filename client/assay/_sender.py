@@ -1,7 +1,8 @@
 """The background sender: batches logged rows and delivers each batch exactly once.
 
 A daemon thread cuts the run's buffer into numbered batches (when it holds
-``batch_rows`` rows or its oldest row is ``flush_interval`` seconds old), keeps
+``batch_rows`` rows, or ``flush_interval`` seconds after the last cut, plus
+up to the 50 ms that the connected loop waits for acknowledgements), keeps
 every batch until the server acknowledges it as committed, and sends the
 unacknowledged ones again after a reconnect. The server skips a batch number
 it has stored before, so a resent batch is never stored twice. While the server
@@ -13,6 +14,7 @@ there for ``assay sync``.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -37,7 +39,9 @@ TakeFunction = Callable[[], tuple[Rows, dict[str, Any], dict[str, Any]]]
 
 @dataclass(frozen=True)
 class SenderOptions:
-    flush_interval: float = 0.2
+    #: Seconds between batches. A point reaches live views up to this much
+    #: later; a longer interval sends fewer, larger batches.
+    flush_interval: float = 0.05
     batch_rows: int = 10_000
     window: int = 32
     spool_after: float = 30.0
@@ -79,7 +83,9 @@ class Sender(threading.Thread):
         self.credentials = credentials
         self.spool = spool
         self.options = options
+        #: Set when the buffer reaches ``batch_rows`` rows or finish() is called.
         self.wake = threading.Event()
+        self.last_cut = -math.inf
         self.first_attempt = threading.Event()
         self.done = threading.Event()
         self.welcome: dict[str, Any] | None = None
@@ -138,14 +144,13 @@ class Sender(threading.Thread):
         # Read the finish request before taking rows: rows logged before
         # finish() are then all in this take, and none is left behind.
         finishing = self.finish_code is not None
-        self._cut_batches()
+        self._cut_when_due(finishing)
         if self.credentials is None or self.fatal is not None:
             self._spool_all()
             if finishing:
                 self._spool_finish()
                 return True
             self.wake.wait(self.options.flush_interval)
-            self.wake.clear()
             return False
         if finishing and time.monotonic() > self.finish_deadline:
             self._give_up()
@@ -155,7 +160,6 @@ class Sender(threading.Thread):
         if self.client is None:
             self._spool_if_away()
             self.wake.wait(min(self.options.flush_interval, self._until_attempt()))
-            self.wake.clear()
             return False
         try:
             return self._exchange(finishing)
@@ -272,6 +276,14 @@ class Sender(threading.Thread):
 
     def _until_attempt(self) -> float:
         return max(0.01, self.next_attempt - time.monotonic())
+
+    def _cut_when_due(self, finishing: bool) -> None:
+        """Cut batches every flush interval, or at once when the buffer fills or the run ends."""
+        now = time.monotonic()
+        if finishing or self.wake.is_set() or now - self.last_cut >= self.options.flush_interval:
+            self.wake.clear()
+            self.last_cut = now
+            self._cut_batches()
 
     def _cut_batches(self) -> None:
         rows, config, summary = self.take()

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from assay_server import (
     api,
     charts,
+    figures,
     health,
     layouts,
     live_socket,
@@ -101,6 +102,9 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
         context = await start(settings, on_admin_key)
         app.state.context = context
         app.state.hub = LiveHub(context.bus, queue_bytes=settings.live_queue_bytes)
+        # plotly imports its figure classes lazily: load them now rather than
+        # in the first chart request.
+        figures.default_template()
         reaper = asyncio.create_task(reap_crashed_runs(context))
         log.info("assay server ready on %s:%s", settings.host, settings.port)
         try:

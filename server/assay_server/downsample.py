@@ -10,7 +10,6 @@ buckets is chosen as large as the sample budget allows.
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 
 from assay import protocol
 from assay_server.batch import Float64Array, Int64Array, UInt8Array
@@ -24,58 +23,69 @@ def downsample(values: Float64Array, kinds: UInt8Array, samples: int) -> Int64Ar
     count = len(values)
     if count <= samples:
         return np.arange(count)
-    buckets = max(1, samples // 2)
+    classes = _Classes(values, kinds)
+    # Each bucket keeps its min and max, the series its first and last point,
+    # and the non-finite points take what room they need, up to half.
+    room = samples - 2 - min(len(classes.special), samples // 2)
+    buckets = max(1, room // 2)
     while True:
-        keep = _bucket_points(values, kinds, buckets)
+        keep = _bucket_points(values, classes, buckets)
         if len(keep) <= samples or buckets == 1:
             return keep
         buckets = max(1, min(buckets - 1, buckets * samples // len(keep)))
 
 
-def _bucket_points(values: Float64Array, kinds: UInt8Array, buckets: int) -> Int64Array:
-    count = len(values)
-    edges = np.linspace(0, count, buckets + 1).astype(np.int64)
-    floats = kinds == protocol.KIND_FLOAT
-    nans = floats & np.isnan(values)
-    ordered = ~nans & (kinds != protocol.KIND_NULL)
-    picks: list[npt.NDArray[np.int64]] = [np.array([0, count - 1])]
-    for mask in (
-        _extreme(values, ordered, edges, np.minimum),
-        _extreme(values, ordered, edges, np.maximum),
-        nans,
-        floats & (values == np.inf),
-        floats & (values == -np.inf),
-        kinds == protocol.KIND_NULL,
-    ):
-        picks.append(_first_in_bucket(mask, edges))
-    return np.unique(np.concatenate(picks))
+class _Classes:
+    """The masks of NaN, null and ordered points, and the positions of non-finite ones."""
+
+    def __init__(self, values: Float64Array, kinds: UInt8Array) -> None:
+        floats = kinds == protocol.KIND_FLOAT
+        self.nulls = kinds == protocol.KIND_NULL
+        self.nans = floats & np.isnan(values)
+        self.ordered = ~(self.nans | self.nulls)
+        self.special = np.flatnonzero(~self.ordered | (floats & np.isinf(values)))
+        special_values = values[self.special]
+        special_floats = floats[self.special]
+        self.special_masks = (
+            self.nans[self.special],
+            special_floats & (special_values == np.inf),
+            special_floats & (special_values == -np.inf),
+            self.nulls[self.special],
+        )
 
 
-def _extreme(
-    values: Float64Array,
-    ordered: npt.NDArray[np.bool_],
-    edges: Int64Array,
-    reduce: np.ufunc,
-) -> npt.NDArray[np.bool_]:
-    """Mark the points equal to their bucket's min (or max) ordered value.
+def _bucket_points(values: Float64Array, classes: _Classes, buckets: int) -> Int64Array:
+    """Keep each bucket's first min, first max and first of each non-finite kind.
 
-    ``reduce`` is ``np.minimum`` or ``np.maximum``. Points that are not ordered
-    get the reduction's identity, so they never win a bucket. The final ``and``
-    with ``ordered`` drops them even where they tie with the bucket's extreme.
+    Buckets hold ``size`` consecutive points each, the last one fewer, so a
+    reshape turns per-bucket reductions into single NumPy calls.
     """
-    identity = np.inf if reduce is np.minimum else -np.inf
-    masked = np.where(ordered, values, identity)
-    # Every bucket contains at least one point, so the starts are valid reduceat indices.
-    per_bucket = reduce.reduceat(masked, edges[:-1])
-    lengths = np.diff(edges)
-    extremes: npt.NDArray[np.bool_] = ordered & (values == np.repeat(per_bucket, lengths))
-    return extremes
+    count = len(values)
+    size = -(-count // buckets)
+    buckets = -(-count // size)
+    ordered = classes.ordered
+    kept = np.zeros(count, dtype=np.bool_)
+    kept[0] = kept[-1] = True
+    starts = np.arange(buckets, dtype=np.int64) * size
+    # A point that is not ordered takes the value that never wins. It still wins
+    # a bucket with no ordered point, so the ordered check below drops it.
+    for reduce, identity in ((np.argmin, np.inf), (np.argmax, -np.inf)):
+        grid = np.full(buckets * size, identity)
+        np.copyto(grid[:count], values, where=ordered)
+        positions = starts + reduce(grid.reshape(buckets, size), axis=1)
+        positions = positions[positions < count]
+        kept[positions[ordered[positions]]] = True
+    for mask in classes.special_masks:
+        kept[_first_in_bucket(classes.special[mask], size)] = True
+    return np.flatnonzero(kept).astype(np.int64)
 
 
-def _first_in_bucket(mask: npt.NDArray[np.bool_], edges: Int64Array) -> Int64Array:
-    positions = np.flatnonzero(mask)
+def _first_in_bucket(positions: Int64Array, size: int) -> Int64Array:
+    """Return the first of the ascending ``positions`` in each bucket of ``size`` points."""
     if not len(positions):
-        return positions.astype(np.int64)
-    bucket = np.searchsorted(edges, positions, side="right") - 1
-    _, first = np.unique(bucket, return_index=True)
-    return positions[first].astype(np.int64)
+        return positions
+    bucket = positions // size
+    starts = np.empty(len(bucket), dtype=np.bool_)
+    starts[0] = True
+    np.not_equal(bucket[1:], bucket[:-1], out=starts[1:])
+    return positions[starts]

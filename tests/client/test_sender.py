@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
+import assay
 from assay import protocol
 from assay._connection import IngestClient, TransientError
 from assay._sender import Rows, Sender, SenderOptions
 from assay._spool import Spool
+from conftest import RunningServer
 
 
 def hello() -> dict[str, Any]:
@@ -91,3 +93,53 @@ def test_connection_dropped_in_handshake_is_transient() -> None:
         client.open(hello())
     thread.join(5)
     listener.close()
+
+
+def history_length(server: RunningServer, run_id: str) -> int:
+    with assay.Api(server=server.url, api_key=server.api_key) as client:
+        return len(client.run("flush", run_id).history())
+
+
+@pytest.mark.parametrize(
+    ("flush_interval", "most_batches"),
+    [(0.4, 5), (3600.0, 2)],
+)
+def test_batches_follow_flush_interval(
+    sqlite_server: RunningServer, tmp_path: Path, flush_interval: float, most_batches: int
+) -> None:
+    # About 100 rows over one second: a batch per loop pass would make 20 or more.
+    options = SenderOptions(flush_interval=flush_interval)
+    run = assay.init(
+        "flush",
+        server=sqlite_server.url,
+        api_key=sqlite_server.api_key,
+        spool_dir=tmp_path,
+        settings=options,
+    )
+    for step in range(100):
+        run.log({"loss": float(step)})
+        time.sleep(0.01)
+    run.finish()
+
+    assert run._sender.next_seq <= most_batches
+    assert history_length(sqlite_server, run.id) == 100
+
+
+def test_full_buffer_is_cut_before_interval(sqlite_server: RunningServer, tmp_path: Path) -> None:
+    options = SenderOptions(flush_interval=3600.0, batch_rows=10)
+    run = assay.init(
+        "flush",
+        server=sqlite_server.url,
+        api_key=sqlite_server.api_key,
+        spool_dir=tmp_path,
+        settings=options,
+    )
+    for step in range(50):
+        run.log({"loss": float(step)})
+    deadline = time.monotonic() + 10
+    while run._sender.next_seq < 5:
+        assert time.monotonic() < deadline, "full buffers waited for the flush interval"
+        time.sleep(0.01)
+    run.finish()
+
+    assert history_length(sqlite_server, run.id) == 50

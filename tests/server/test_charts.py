@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import msgpack
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 
 import assay
@@ -208,6 +209,35 @@ def test_metric_x_joins_on_step() -> None:
     assert trace["customdata"] == [2, 0]
 
 
+FIGURE_SPECS = [
+    figures.LineSpec("loss"),
+    figures.LineSpec("loss", smoothing="ema", parameter=0.5),
+    figures.LineSpec("loss", smoothing="gaussian", parameter=1.0, log_y=True),
+    figures.LineSpec("loss", x="time", log_x=True),
+    figures.LineSpec("loss", x="relative"),
+    figures.LineSpec("loss", x="metric:lr"),
+]
+
+
+@pytest.mark.parametrize("spec", FIGURE_SPECS, ids=lambda spec: f"{spec.x}-{spec.smoothing}")
+def test_figure_passes_plotly_validation(spec: figures.LineSpec) -> None:
+    # The traces are built as plain dicts; plotly's own classes must accept them as they are.
+    lines = [
+        figures.RunLine(
+            run_doc("a", "running"),
+            series([0, 1, 2, 3, 4], [1.0, math.nan, math.inf, None, -2.0]),
+            series([0, 1, 2, 3, 4], [0.5, 0.4, 0.3, 0.2, 0.1]),
+        ),
+        figures.RunLine(run_doc("b", "crashed"), series([0, 1], [2.0, 3.0])),
+    ]
+    document = figures.line_figure(lines, spec)
+
+    validated = go.Figure(document).to_plotly_json()
+
+    assert validated["data"] == document["data"]
+    assert validated["layout"] == document["layout"]
+
+
 # Endpoints on a real server.
 
 
@@ -313,6 +343,25 @@ def test_figure_endpoint_returns_plotly_json(logged: tuple[RunningServer, list[s
     assert constants == []
     assert uids == [f"{role}-{run_id}" for run_id in ids for role in ("raw", "line", "marks")]
     assert body["runs"][ids[0]]["colour"] == figures.run_colour(ids[0])
+
+
+def test_figure_endpoint_x_axes(logged: tuple[RunningServer, list[str]]) -> None:
+    server, ids = logged
+    lines = {}
+    with server.client() as client:
+        for x in ("step", "time", "relative", "metric:acc"):
+            response = client.get(
+                "/api/v1/projects/charts/figure", params={"key": "loss", "x": x, "runs": ids}
+            )
+            assert response.status_code == 200, response.text
+            lines[x] = traces_by_uid(response.json()["figure"])[f"line-{ids[1]}"]["x"]
+
+    assert lines["step"] == [float(step) for step in range(100)]
+    # Wall time is in milliseconds since the epoch, as plotly.js reads dates.
+    assert all(x > 1e12 for x in lines["time"])
+    assert lines["time"] == sorted(lines["time"])
+    assert all(0 <= x < 600 for x in lines["relative"])
+    assert lines["metric:acc"] == [0.5] * 100
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from assay import protocol
 from assay_server import history, runs, schema
 from assay_server.batch import decode_batch
 from assay_server.database import Database
-from assay_server.downsample import MIN_SAMPLES, _bucket_points, downsample
+from assay_server.downsample import MIN_SAMPLES, _bucket_points, _Classes, downsample
 
 
 async def new_run(db: Database) -> int:
@@ -138,11 +139,40 @@ def test_buckets_keep_their_own_extremes() -> None:
     kinds = np.zeros(12, np.uint8)
     kinds[11] = protocol.KIND_NULL
 
-    keep = _bucket_points(payload, kinds, 4)
+    keep = _bucket_points(payload, _Classes(payload, kinds), 4)
 
     # min and max of each bucket, its NaN and null, and the last point; the
     # second 0 of bucket three is not kept because the first one is its min.
     assert keep.tolist() == [0, 1, 3, 4, 5, 6, 7, 9, 10, 11]
+
+
+def chunk(steps: list[int], values: list[float]) -> SimpleNamespace:
+    return SimpleNamespace(
+        points=len(steps),
+        steps=np.array(steps, "<i8").tobytes(),
+        times=np.array([float(step) for step in steps], "<f8").tobytes(),
+        payload=np.array(values, "<f8").tobytes(),
+        kinds=None,
+    )
+
+
+def test_series_keeps_last_value_per_step() -> None:
+    # The second chunk logs step 1 again and step 0 out of order.
+    series = history.Series.from_chunks(
+        [chunk([0, 1, 2], [1.0, 2.0, 3.0]), chunk([1, 0], [20.0, 10.0])]
+    )
+
+    assert series.steps.tolist() == [0, 1, 2]
+    assert series.values.tolist() == [10.0, 20.0, 3.0]
+
+
+def test_series_in_order_kept_whole() -> None:
+    series = history.Series.from_chunks([chunk([0, 1], [1.0, math.nan]), chunk([5], [-math.inf])])
+
+    assert series.steps.tolist() == [0, 1, 5]
+    assert series.values[0] == 1.0
+    assert math.isnan(series.values[1])
+    assert series.values[2] == -math.inf
 
 
 def test_downsample_keeps_spike_in_long_series() -> None:
