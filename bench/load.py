@@ -3,6 +3,8 @@
 ``--sockets`` live sockets (default 1,000) watch one project while ``--runs``
 SDK runs (default 200) log two metrics ``--rate`` times a second each, for
 ``--minutes`` (default 5), against one ``assay serve`` process started here.
+The sockets share one child process, and the runs are spread over
+``--run-processes`` more.
 The script counts errors: failed or closed sockets, error and resync
 messages, batches the server rejected and runs that did not finish. It checks
 that every socket received every point exactly once and samples the server's
@@ -14,13 +16,14 @@ the first ``--latency-sockets`` sockets.
     python bench/load.py --database-url postgresql://postgres@127.0.0.1:5432/assay_load \\
         --redis-url redis://127.0.0.1:6379/0
 
-The summary is printed as JSON and written next to the CSV.
+The summary is printed as JSON and written next to the CSV, with the server's log.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import concurrent.futures
 import csv
 import json
@@ -56,6 +59,7 @@ DRAIN_SECONDS = 30
 class LoadConfig:
     sockets: int = 1000
     runs: int = 200
+    run_processes: int = 4
     rate: float = 1.0
     seconds: float = 300.0
     sample_seconds: float = 5.0
@@ -230,9 +234,56 @@ def drive_runs(config: LoadConfig, runs: list[assay.Run]) -> int:
         step += 1
         tick += period
         time.sleep(max(0.0, tick - time.monotonic()))
-    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+    # Every run finishes at once, so the whole finish takes about 120 s at most.
+    with concurrent.futures.ThreadPoolExecutor(len(runs)) as pool:
         list(pool.map(lambda run: run.finish(timeout=120), runs))
     return step
+
+
+def drive_share(
+    config: LoadConfig, server_url: str, key: str, spool: Path, count: int, results: Any
+) -> None:
+    """Start ``count`` runs in this worker process and drive them.
+
+    Puts the points logged per run and the runs' errors on ``results``.
+    """
+    options = assay.SenderOptions(flush_interval=0.2)
+    runs = [
+        assay.init(PROJECT, server=server_url, api_key=key, spool_dir=spool, settings=options)
+        for _ in range(count)
+    ]
+    steps = drive_runs(config, runs)
+    results.put(({run.id: steps * len(METRICS) for run in runs}, run_errors(runs)))
+
+
+def drive_all(config: LoadConfig, server_url: str, key: str, spool: Path) -> tuple[Any, Any]:
+    """Drive ``config.runs`` runs spread over ``config.run_processes`` worker processes.
+
+    Returns the points logged per run id and the runs' errors. Training jobs run
+    in processes of their own, and 200 sender threads in one interpreter would
+    compete for its lock, so one process would measure the load generator.
+    """
+    spawn = multiprocessing.get_context("spawn")
+    results = spawn.Queue()
+    shares = [len(part) for part in np.array_split(np.arange(config.runs), config.run_processes)]
+    workers = [
+        spawn.Process(
+            target=drive_share, args=(config, server_url, key, spool / str(index), share, results)
+        )
+        for index, share in enumerate(shares)
+        if share
+    ]
+    for worker in workers:
+        worker.start()
+    expected: dict[str, int] = {}
+    errors: list[str] = []
+    for _ in workers:
+        logged, failed = results.get(timeout=config.seconds + 600)
+        expected.update(logged)
+        errors += failed
+    for worker in workers:
+        worker.join(60)
+    return expected, errors
 
 
 def run_errors(runs: list[assay.Run]) -> list[str]:
@@ -270,9 +321,11 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
         finally:
             server.terminate()
             server.wait(30)
+        server_log = (scratch / "server.log").read_text(errors="replace")
+        (config.results / f"load-{stamp}-server.log").write_text(server_log)
         log_errors = [
             line
-            for line in (scratch / "server.log").read_text(errors="replace").splitlines()
+            for line in server_log.splitlines()
             if " ERROR " in line or line.startswith("ERROR")
         ]
     summary["server_log_errors"] = len(log_errors)
@@ -309,33 +362,39 @@ def measure(config: LoadConfig, key: str, scratch: Path, server_pid: int) -> dic
         child.join(60)
         raise RuntimeError(f"the {config.sockets} live sockets did not subscribe within 300 s")
     subscribed_rss = rss_mib(server_pid)
-    options = assay.SenderOptions(flush_interval=0.2)
-    spool = scratch / "spool"
-    runs = [
-        assay.init(PROJECT, server=server_url, api_key=key, spool_dir=spool, settings=options)
-        for _ in range(config.runs)
-    ]
     started = time.monotonic()
-    steps = drive_runs(config, runs)
+    expected, errors = drive_all(config, server_url, key, scratch / "spool")
     logged_seconds = time.monotonic() - started
-    expected = {run.id: steps * len(METRICS) for run in runs}
     expected_points.value = sum(expected.values())
     child.join(DRAIN_SECONDS)
     stop.set()
     child.join(60)
     sampler.stop()
     tallies = json.loads(Path(output).read_text())
-    errors = run_errors(runs)
     errors += [error for tally in tallies for error in tally["errors"]]
     errors += delivery_errors(tallies, expected)
-    summary = summarize(config, steps, tallies, errors, sampler.samples, subscribed_rss)
+    summary = summarize(config, expected, tallies, errors, sampler.samples, subscribed_rss)
     summary["seconds_logging"] = round(logged_seconds, 1)
     return summary
 
 
+def error_kind(error: str) -> str:
+    """Name the kind of one error of the summary, for counting."""
+    for prefix, kind in (
+        ("run ", "run not finished or batches rejected"),
+        ("socket failed", "socket failed"),
+        ("socket ", "socket missing points or with points twice"),
+        ("resync", "resync message"),
+        ("error", "error message"),
+    ):
+        if error.startswith(prefix):
+            return kind
+    return "other"
+
+
 def summarize(
     config: LoadConfig,
-    steps: int,
+    expected: dict[str, int],
     tallies: list[dict[str, Any]],
     errors: list[str],
     rss_samples: list[tuple[float, float]],
@@ -349,10 +408,12 @@ def summarize(
         "runs": config.runs,
         "steps_per_second_per_run": config.rate,
         "backend": "postgresql+redis" if config.redis_url else "sqlite+in-process bus",
-        "points_logged": steps * len(METRICS) * config.runs,
+        "run_processes": config.run_processes,
+        "points_logged": sum(expected.values()),
         "points_delivered": sum(sum(tally["points"].values()) for tally in tallies),
-        "points_expected": steps * len(METRICS) * config.runs * config.sockets,
+        "points_expected": sum(expected.values()) * config.sockets,
         "error_count": len(errors),
+        "error_kinds": dict(collections.Counter(error_kind(error) for error in errors)),
         "errors": errors[:20],
         "latency_ms": {
             "sockets_measured": min(config.latency_sockets, config.sockets),
@@ -376,9 +437,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sockets", type=int, default=1000, help="live sockets (default 1000)")
     parser.add_argument("--runs", type=int, default=200, help="ingesting runs (default 200)")
+    parser.add_argument(
+        "--run-processes", type=int, default=4, help="worker processes the runs are spread over"
+    )
     parser.add_argument("--rate", type=float, default=1.0, help="steps per second per run")
     parser.add_argument("--minutes", type=float, default=5.0, help="minutes of logging")
-    parser.add_argument("--sample-seconds", type=float, default=5.0, help="RSS sample period")
+    parser.add_argument(
+        "--sample-seconds", type=float, default=5.0, help="seconds between RSS samples"
+    )
     parser.add_argument(
         "--latency-sockets", type=int, default=50, help="sockets whose latency is measured"
     )
@@ -389,6 +455,7 @@ def main() -> None:
     config = LoadConfig(
         sockets=args.sockets,
         runs=args.runs,
+        run_processes=args.run_processes,
         rate=args.rate,
         seconds=args.minutes * 60,
         sample_seconds=args.sample_seconds,

@@ -356,6 +356,16 @@ class Sender(threading.Thread):
         self._spool_all()
         self.spool.write_meta(self.hello)
         self.spool.write_finish(self.finish_code or 0)
+        if not self.unacked:
+            log.warning(
+                "assay run %s: the server did not confirm the finish before the timeout; "
+                "every batch is stored, and the finish is saved in %s: upload it with "
+                "`assay sync %s`",
+                self._run_id,
+                self.spool.directory,
+                self.spool.directory,
+            )
+            return
         log.warning(
             "assay run %s: %d batches were not acknowledged before the timeout; they are "
             "saved in %s, upload them with `assay sync %s`",

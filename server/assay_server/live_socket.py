@@ -172,6 +172,14 @@ class LiveConnection:
             return [row.run_id for row in rows]
 
     async def _send_forever(self) -> None:
+        try:
+            await self._send_frames()
+        except (WebSocketDisconnect, RuntimeError):
+            # The client went away during a send (starlette raises RuntimeError
+            # once the socket is closed). serve() sees the disconnect and cleans up.
+            log.debug("live connection %s closed during a send", self.id)
+
+    async def _send_frames(self) -> None:
         while True:
             frames = await self.subscriber.next_frames()
             if frames is None:

@@ -111,6 +111,27 @@ def stored_mismatches(server_url: str, api_key: str, fleet: Fleet) -> list[str]:
     return problems
 
 
+def print_outcome(
+    fault: str, server_url: str, api_key: str, fleet: Fleet, problems: list[str]
+) -> None:
+    """Print one line of what a fault test logged and stored; ``pytest -s`` shows it.
+
+    docs/reliability.md is built from these lines.
+    """
+    lost = 0
+    extra = 0
+    with assay.Api(server=server_url, api_key=api_key) as api:
+        for run in fleet.runs:
+            count = int(api.run(fleet.project, run.id).metrics()[METRIC]["count"])
+            lost += max(0, fleet.logged - count)
+            extra += max(0, count - fleet.logged)
+    logged = fleet.logged * len(fleet.runs)
+    print(
+        f"\nfault {fault}: {len(fleet.runs)} runs, {logged} points logged, {lost} lost, "
+        f"{extra} stored twice, {len(problems)} runs with mismatches"
+    )
+
+
 KILLED_SDK = """
 import sys, time
 import assay

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -380,3 +381,24 @@ def test_filter_over_limit_rejected(text: str, expected: str) -> None:
         filters.parse_filter(text)
 
     assert expected in str(caught.value)
+
+
+def test_unconfirmed_finish_is_spooled(
+    sqlite_server: RunningServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = CuttingProxy(sqlite_server.port)
+    run = assay.init("limits", server=proxy.url, api_key=sqlite_server.api_key, spool_dir=tmp_path)
+    run.log({"x": 1.0}, step=0)
+    wait_until(lambda: not run._sender.unacked and stored_steps(sqlite_server, run.id) == 1, 15)
+    proxy.hold_replies()
+    # The SDK's websocket close waits for a close frame that the proxy holds back.
+    cutter = threading.Timer(2, proxy.cut)
+    cutter.start()
+    run.finish(timeout=0.5)
+    cutter.join()
+    proxy.close()
+
+    assert "did not confirm the finish" in caplog.text
+    assert "0 batches" not in caplog.text
+    assert run.spool.batch_files() == []
+    assert (run.spool.directory / "finish.msgpack").exists()

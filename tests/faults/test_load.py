@@ -29,6 +29,7 @@ def test_short_load_loses_nothing(
     config = load_bench.LoadConfig(
         sockets=SOCKETS,
         runs=RUNS,
+        run_processes=2,
         rate=5,
         seconds=3,
         sample_seconds=0.5,

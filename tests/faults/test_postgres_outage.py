@@ -10,7 +10,7 @@ from deploy.conftest import PrivatePostgres
 from deploy.deploy_support import wait_until
 
 from assay_server.settings import Settings
-from faults.fleet import METRIC, Fleet, stored_mismatches
+from faults.fleet import METRIC, Fleet, print_outcome, stored_mismatches
 from faults.live_watcher import LiveWatcher, live_gaps
 
 STEPS = 3000
@@ -40,6 +40,7 @@ def test_postgres_outage_mid_stream(
     fleet.log_until(STEPS)
     fleet.finish()
     problems = stored_mismatches(server.url, server.api_key, fleet)
+    print_outcome(f"PostgreSQL down {outage:.1f} s", server.url, server.api_key, fleet, problems)
     wait_until(lambda: watcher.has_all(run_ids, STEPS), 30, watcher.describe)
     watcher.close()
 

@@ -14,7 +14,7 @@ from deploy.deploy_support import wait_until
 from assay import protocol
 from assay._connection import IngestClient
 from assay_server.settings import Settings
-from faults.fleet import METRIC, Fleet, stored_mismatches
+from faults.fleet import METRIC, Fleet, print_outcome, stored_mismatches
 from faults.live_watcher import LiveWatcher
 
 STEPS = 3000
@@ -40,6 +40,7 @@ def test_redis_restart_mid_stream(
     fleet.log_until(STEPS)
     fleet.finish()
     problems = stored_mismatches(server.url, server.api_key, fleet)
+    print_outcome("Redis restart", server.url, server.api_key, fleet, problems)
     last_step = [STEPS - 1]
     for watcher in (steady, dropped):
         wait_until(

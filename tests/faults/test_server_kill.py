@@ -9,7 +9,7 @@ import pytest
 from deploy.deploy_support import wait_until
 
 from assay_server.settings import Settings
-from faults.fleet import METRIC, Fleet, stored_mismatches
+from faults.fleet import METRIC, Fleet, print_outcome, stored_mismatches
 from faults.live_watcher import LiveWatcher, live_gaps
 
 STEPS = 3000
@@ -36,6 +36,7 @@ def test_server_sigkill_mid_stream(
     fleet.log_until(STEPS)
     fleet.finish()
     problems = stored_mismatches(process.url, api_key, fleet)
+    print_outcome(f"server SIGKILL [{backend}]", process.url, api_key, fleet, problems)
     if backend == "postgres":
         wait_until(lambda: watcher.has_all(run_ids, STEPS), timeout=30)
     else:

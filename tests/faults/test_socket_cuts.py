@@ -9,7 +9,7 @@ from typing import Any
 from deploy.deploy_support import wait_until
 
 from assay_server.settings import Settings
-from faults.fleet import METRIC, Fleet, KilledSdk, stored_mismatches
+from faults.fleet import METRIC, Fleet, KilledSdk, print_outcome, stored_mismatches
 from faults.live_watcher import LiveWatcher, live_gaps
 from proxy import CuttingProxy
 
@@ -35,6 +35,7 @@ def test_socket_cuts_mid_stream(settings: Settings, start_server: Any, tmp_path:
         cut += proxy.cut()
     fleet.finish()
     problems = stored_mismatches(server.url, server.api_key, fleet)
+    print_outcome(f"{cut} socket cuts", server.url, server.api_key, fleet, problems)
     wait_until(lambda: watcher.has_all(run_ids, STEPS), 30, watcher.describe)
     watcher.close()
     proxy.close()

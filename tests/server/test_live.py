@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -19,6 +20,7 @@ import assay
 from assay import protocol
 from assay_server.bus import LocalBus
 from assay_server.live import LiveHub, ResyncNeeded, Subscriber, batch_frame
+from assay_server.live_socket import LiveConnection
 from assay_server.settings import Settings
 from conftest import RunningServer, live_messages
 
@@ -273,6 +275,32 @@ async def test_queue_over_byte_limit_overflows() -> None:
     assert subscriber.overflowed
     assert subscriber.resync_reason == "the connection fell behind the live streams"
     assert after_overflow is None
+
+
+class LeftWebSocket:
+    """A Starlette websocket whose client has left: every send raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def send_bytes(self, data: bytes) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(WebSocketDisconnect(1006), id="disconnect"),
+        pytest.param(RuntimeError("Unexpected ASGI message 'websocket.send'"), id="closed"),
+    ],
+)
+async def test_sender_ends_quietly_when_client_left(error: Exception) -> None:
+    hub = LiveHub(LocalBus("t:", 100, 100))
+    connection = LiveConnection(LeftWebSocket(error), hub, 1)  # type: ignore[arg-type]
+    connection.subscriber.offer("s", "1-0", protocol.pack({"type": "event"}))
+
+    # It returns instead of raising, so serve() awaiting it cannot fail.
+    await asyncio.wait_for(connection._send_forever(), 5)
 
 
 async def test_queued_frames_leave_in_batches() -> None:
