@@ -285,7 +285,8 @@ export class Workspace {
     this.showMembers();
     for (const [id, error] of Object.entries(message.errors))
       this.sidebar.showFilterError(id, error.message, error.column);
-    this.refreshPanels();
+    // Without active run sets, panels draw the table's runs and are up to date.
+    if (this.activeRunsets().length > 0) this.refreshPanels();
   }
 
   private receiveMembership(message: MembershipMessage): void {
