@@ -253,31 +253,27 @@ async def runset_line_figure(request: Request, project: str, spec: figures.LineS
     min_step, max_step = step_range(request)
     keys = [spec.key] if spec.x_key is None else [spec.key, spec.x_key]
     sets: list[runset_figures.RunSetLines] = []
-    series_cache: dict[str, figures.RunLine] = {}
+    # Each run's series is read once, even when several sets draw it.
+    read: dict[str, tuple[dict[str, Any], dict[str, Series]]] = {}
     async with context(request).db.reading() as db:
         project_id = await runs.project_id(db, project)
         for runset_id in runset_ids:
             row = await runsets.get_runset(db, project_id, runset_id)
             document = runsets.runset_document(row)
             members = await runset_members(db, project, document)
-            limit = GROUPED_RUNS if document["grouping"]["keys"] else LINES_PER_RUNSET
-            chosen = members[:limit]
+            grouped = bool(document["grouping"]["keys"])
+            chosen = members[: GROUPED_RUNS if grouped else LINES_PER_RUNSET]
             pks = await run_pks(
-                db, project, [run["id"] for run in chosen if run["id"] not in series_cache]
+                db, project, [run["id"] for run in chosen if run["id"] not in read]
             )
             for run in chosen:
-                if run["id"] in series_cache:
-                    continue
-                found = await history.read_series(db, pks[run["id"]], keys, min_step, max_step)
-                main = found.get(spec.key)
-                # Grouped sets aggregate by step, so their runs keep every point in range.
-                keep = None if document["grouping"]["keys"] else samples
-                series_cache[run["id"]] = figures.RunLine(
-                    run,
-                    None if main is None else sampled(main, keep),
-                    None if spec.x_key is None else found.get(spec.x_key),
-                )
-            lines = [series_cache[run["id"]] for run in chosen]
+                if run["id"] not in read:
+                    found = await history.read_series(db, pks[run["id"]], keys, min_step, max_step)
+                    read[run["id"]] = (run, found)
+            # Grouped sets aggregate by step, so their runs keep every point in range.
+            # NOTE: that is up to 100 runs at full resolution in memory at once.
+            keep = None if grouped else samples
+            lines = [run_line(*read[run["id"]], spec, keep) for run in chosen]
             sets.append(runset_figures.RunSetLines(document, lines, len(members)))
     figure = runset_figures.runset_figure(sets, spec)
     drawn_runs = {run_id for one in sets for run_id in one.drawn}
@@ -285,12 +281,12 @@ async def runset_line_figure(request: Request, project: str, spec: figures.LineS
         "figure": figure,
         "runs": {
             run_id: {
-                "name": line.run["name"],
-                "state": line.run["state"],
-                "created_at": line.run["created_at"],
+                "name": run["name"],
+                "state": run["state"],
+                "created_at": run["created_at"],
                 "colour": figures.run_colour(run_id),
             }
-            for run_id, line in series_cache.items()
+            for run_id, (run, _) in read.items()
             if run_id in drawn_runs
         },
         "runsets": {
@@ -303,6 +299,18 @@ async def runset_line_figure(request: Request, project: str, spec: figures.LineS
         },
     }
     return Response(orjson.dumps(document), media_type="application/json")
+
+
+def run_line(
+    run: dict[str, Any], found: dict[str, Series], spec: figures.LineSpec, samples: int | None
+) -> figures.RunLine:
+    """Return a run's line for ``spec``, its main series downsampled to ``samples`` if given."""
+    main = found.get(spec.key)
+    return figures.RunLine(
+        run,
+        None if main is None else sampled(main, samples),
+        None if spec.x_key is None else found.get(spec.x_key),
+    )
 
 
 async def runset_members(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -50,11 +51,15 @@ class WatchedFilter:
     #: Per watcher, the run set ids under which it watches this filter.
     watchers: dict[Watcher, set[str]] = field(default_factory=dict)
 
-    @property
-    def uses_statistics(self) -> bool:
-        return self.node is not None and any(
-            isinstance(found.field, SummaryField) and found.field.statistic is not None
+    @functools.cached_property
+    def statistic_metrics(self) -> frozenset[str]:
+        """Return the metrics whose statistics (``summary.loss.min``) the filter reads."""
+        if self.node is None:
+            return frozenset()
+        return frozenset(
+            found.field.metric
             for found in conditions(self.node)
+            if isinstance(found.field, SummaryField) and found.field.statistic is not None
         )
 
     def selects(self, cached: run_cache.CachedRun) -> bool:
@@ -209,8 +214,14 @@ class MembershipEngine:
         if kind == "run.config":
             run_cache.merge_config(cached, data.get("config") or {})
         elif kind == "run.summary":
-            run_cache.merge_summary(cached, data.get("summary") or {})
-            if any(watched.uses_statistics for watched in project.filters.values()):
+            summary = data.get("summary") or {}
+            run_cache.merge_summary(cached, summary)
+            # Statistics are read again only when a watched filter reads those of a
+            # metric in this event.
+            if any(
+                not watched.statistic_metrics.isdisjoint(summary)
+                for watched in project.filters.values()
+            ):
                 async with self.database.reading() as connection:
                     cached.stats = await run_cache.load_stats(connection, cached.pk)
         return cached

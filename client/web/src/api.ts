@@ -49,6 +49,23 @@ export interface FigureResponse {
     string,
     { name: string; state: string; created_at: number; colour: string }
   >;
+  /** Present when the figure draws run sets: per set, its members and drawn runs. */
+  runsets?: Record<
+    string,
+    { members: number; drawn: string[]; grouped: boolean }
+  >;
+}
+
+/** A stored run set (docs/runsets.md). */
+export interface RunSet {
+  id: string;
+  name: string;
+  filter: string;
+  grouping: { keys: string[]; aggregate: string; band: string };
+  sort: { field: string; direction: "asc" | "desc" };
+  colour: string;
+  active: boolean;
+  position: number;
 }
 
 export class ApiError extends Error {
@@ -56,6 +73,8 @@ export class ApiError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    /** The 1-based column of a rejected filter. */
+    readonly column: number | null = null,
   ) {
     super(message);
   }
@@ -69,11 +88,13 @@ async function request(
   if (!response.ok) {
     let code = "http_error";
     let message = `${init.method ?? "GET"} ${path} failed with HTTP ${response.status}`;
+    let column: number | null = null;
     try {
       const body = (await response.clone().json()) as {
-        error?: { code: string; message: string };
+        error?: { code: string; message: string; column?: number };
       };
       if (body.error) ({ code, message } = body.error);
+      column = body.error?.column ?? null;
     } catch {
       try {
         const body = decode(new Uint8Array(await response.arrayBuffer())) as {
@@ -84,7 +105,7 @@ async function request(
         // Neither JSON nor msgpack: keep the generic message.
       }
     }
-    throw new ApiError(response.status, code, message);
+    throw new ApiError(response.status, code, message, column);
   }
   return response;
 }
@@ -146,6 +167,58 @@ export async function putLayout(name: string, layout: Layout): Promise<void> {
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify(layout),
   });
+}
+
+async function sendJson<T>(
+  path: string,
+  method: string,
+  body?: unknown,
+): Promise<T> {
+  const init: RequestInit = { method };
+  if (body !== undefined) {
+    init.headers = { "Content-Type": "application/json" };
+    init.body = JSON.stringify(body);
+  }
+  const response = await request(path, init);
+  return (await response.json()) as T;
+}
+
+export async function listRunsets(name: string): Promise<RunSet[]> {
+  return (
+    await sendJson<{ runsets: RunSet[] }>(`${project(name)}/runsets`, "GET")
+  ).runsets;
+}
+
+export async function createRunset(
+  name: string,
+  fields: Partial<RunSet>,
+): Promise<RunSet> {
+  return sendJson<RunSet>(`${project(name)}/runsets`, "POST", fields);
+}
+
+export async function updateRunset(
+  name: string,
+  id: string,
+  changes: Partial<RunSet>,
+): Promise<RunSet> {
+  const path = `${project(name)}/runsets/${encodeURIComponent(id)}`;
+  return sendJson<RunSet>(path, "PATCH", changes);
+}
+
+export async function deleteRunset(name: string, id: string): Promise<void> {
+  await request(`${project(name)}/runsets/${encodeURIComponent(id)}`, {
+    method: "DELETE",
+  });
+}
+
+/** Clone or freeze a run set; both return the run set they produce. */
+export async function runsetAction(
+  name: string,
+  id: string,
+  action: "clone" | "freeze",
+): Promise<RunSet> {
+  const path = `${project(name)}/runsets/${encodeURIComponent(id)}/${action}`;
+  return sendJson<RunSet>(path, "POST");
 }
 
 export async function signOut(): Promise<void> {

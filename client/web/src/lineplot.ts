@@ -17,8 +17,10 @@ import {
 
 export interface LineContext {
   project: string;
-  /** The runs to draw, in table order. */
+  /** The runs to draw, in table order, or the members of the active run sets. */
   runIds(): string[];
+  /** The active run sets, in sidebar order; when there are any, they are drawn instead. */
+  runsets(): string[];
   /** Metric keys that can serve as x. */
   keys(): string[];
   save(): void;
@@ -28,6 +30,8 @@ export class LinePanel implements PanelView {
   readonly element = h("div", { class: "panel-body line-panel" });
   private readonly plot = h("div", { class: "plot" });
   private lines = new Map<string, LineState>();
+  /** Runs drawn inside a grouped line, which live points change only through a refetch. */
+  private grouped = new Set<string>();
   private loaded = false;
   private pending: PointsMessage[] = [];
   private zoom: { min: number; max: number } | null = null;
@@ -80,6 +84,7 @@ export class LinePanel implements PanelView {
       this.pending.push(message);
       return;
     }
+    if (this.grouped.has(message.run_id)) this.scheduleRefresh();
     const state = this.lines.get(message.run_id);
     if (!state || this.options.x.startsWith("metric:")) {
       // A run not drawn yet, or an x that needs another metric: ask the server again.
@@ -108,7 +113,10 @@ export class LinePanel implements PanelView {
     });
     if (o.log_x) query.set("log_x", "1");
     if (o.log_y) query.set("log_y", "1");
-    for (const runId of this.context.runIds()) query.append("runs", runId);
+    const runsets = this.context.runsets();
+    for (const id of runsets) query.append("runsets", id);
+    if (runsets.length === 0)
+      for (const runId of this.context.runIds()) query.append("runs", runId);
     if (this.zoom) {
       query.set("min_step", String(this.zoom.min));
       query.set("max_step", String(this.zoom.max));
@@ -131,11 +139,18 @@ export class LinePanel implements PanelView {
         this.relayout(update),
       );
     this.lines = new Map();
+    this.grouped = new Set(
+      Object.values(response.runsets ?? {}).flatMap((one) =>
+        one.grouped ? one.drawn : [],
+      ),
+    );
     data.forEach((trace: Trace, index: number) => {
-      // uid is ROLE-RUN_ID; roles have no "-", run ids may.
+      // uid is ROLE-RUN_ID; roles have no "-", run ids may. Grouped lines
+      // (group-, band-, ...) are not extended live, so they are skipped here.
       const uid = String(trace.uid);
       const role = uid.slice(0, uid.indexOf("-"));
       const runId = uid.slice(uid.indexOf("-") + 1);
+      if (role !== "line" && role !== "raw" && role !== "marks") return;
       const state =
         this.lines.get(runId) ??
         emptyState(response.runs[runId]?.created_at ?? 0);

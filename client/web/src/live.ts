@@ -23,12 +23,26 @@ export interface EventMessage {
   time: number;
 }
 
+/** Run-set members: the full lists, and the filters the server rejected. */
+export interface MembersMessage {
+  type: "members";
+  runsets: Record<string, string[]>;
+  errors: Record<string, { code: string; message: string; column: number }>;
+}
+
+export interface MembershipMessage {
+  type: "membership";
+  changes: Record<string, { entered: string[]; left: string[] }>;
+}
+
 export interface LiveHandlers {
   /** Called after each subscription; ``fresh`` means the page must reload what it shows. */
   subscribed(fresh: boolean): void;
   points(message: PointsMessage): void;
   event(message: EventMessage): void;
   status(state: "connecting" | "subscribed" | "offline"): void;
+  members?(message: MembersMessage): void;
+  membership?(message: MembershipMessage): void;
 }
 
 interface LiveMessage {
@@ -49,6 +63,8 @@ export class LiveConnection {
   private timer: number | undefined;
   /** Whether the last subscribe sent empty cursors, so the page must reload. */
   private fresh = true;
+  /** The run-set filters to watch, sent again after each reconnection. */
+  private watched: Record<string, string> | null = null;
 
   constructor(
     private readonly project: string,
@@ -66,6 +82,13 @@ export class LiveConnection {
     this.socket?.close();
   }
 
+  /** Watch run-set membership: run-set id to filter text; replaces the previous watch. */
+  watch(runsets: Record<string, string>): void {
+    this.watched = runsets;
+    if (this.socket?.readyState === WebSocket.OPEN)
+      this.socket.send(encode({ type: "watch", runsets }));
+  }
+
   /** Drop the connection as a network failure would; for tests of reconnection. */
   dropForTest(): void {
     this.socket?.close();
@@ -78,7 +101,11 @@ export class LiveConnection {
     socket.binaryType = "arraybuffer";
     this.socket = socket;
     this.handlers.status("connecting");
-    socket.onopen = () => this.subscribe();
+    socket.onopen = () => {
+      this.subscribe();
+      if (this.watched !== null)
+        socket.send(encode({ type: "watch", runsets: this.watched }));
+    };
     socket.onmessage = (event: MessageEvent<ArrayBuffer>) =>
       this.receive(event.data);
     socket.onclose = () => {
@@ -136,6 +163,12 @@ export class LiveConnection {
         break;
       case "event":
         this.handlers.event(message as unknown as EventMessage);
+        break;
+      case "members":
+        this.handlers.members?.(message as unknown as MembersMessage);
+        break;
+      case "membership":
+        this.handlers.membership?.(message as unknown as MembershipMessage);
         break;
       case "resync":
         // The server dropped the subscription: start again from now, then reload.

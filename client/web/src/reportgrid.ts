@@ -205,6 +205,8 @@ export class PanelGridBlock {
             runs()
               .slice(0, MAX_LINES)
               .map((run) => run.id),
+          // A report's run sets live in its document, not in the stored run sets.
+          runsets: () => [],
           keys: () => this.context.keys(),
           save,
         });

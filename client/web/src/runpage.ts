@@ -128,6 +128,7 @@ export class RunPage {
       const panel = new LinePanel(layout, {
         project: this.project,
         runIds: () => [this.runId],
+        runsets: () => [],
         keys: () => [...this.panels.keys()],
         save: () => undefined,
       });

@@ -5,19 +5,28 @@ import {
   getRun,
   listKeys,
   listRuns,
+  listRunsets,
   putLayout,
   type Layout,
   type PanelLayout,
   type Run,
+  type RunSet,
 } from "./api";
 import { addPanelForm, linePanel } from "./addpanel";
 import { addToReportButton, searchFilter } from "./addtoreport";
-import type { RunSet } from "./reportdoc";
+import type { RunSet as ReportRunSet } from "./reportdoc";
 import { newRunSet } from "./runsetbar";
 import { debounce, h, throttle } from "./dom";
 import { PanelGrid, type PanelView } from "./grid";
 import { LinePanel } from "./lineplot";
-import { LiveConnection, type EventMessage, type PointsMessage } from "./live";
+import {
+  LiveConnection,
+  type EventMessage,
+  type MembersMessage,
+  type MembershipMessage,
+  type PointsMessage,
+} from "./live";
+import { RunsetSidebar } from "./runsets";
 import { BarPanel, ParallelPanel, ScalarPanel, ScatterPanel } from "./panels";
 import { fieldColumns, RunTable } from "./runtable";
 import { statusBadge, topBar } from "./chrome";
@@ -38,6 +47,9 @@ export class Workspace {
   private grid: PanelGrid | null = null;
   private readonly live: LiveConnection;
   private readonly badge = statusBadge();
+  private readonly sidebar: RunsetSidebar;
+  /** Per run-set id, its members, as the live socket reports them. */
+  private members = new Map<string, Set<string>>();
   private saves = 0;
   // Live events can arrive many times a second; these redraw at most every 300 ms.
   private readonly refreshPanels = throttle(
@@ -73,12 +85,18 @@ export class Workspace {
       }
       this.refreshPanels();
     });
+    this.sidebar = new RunsetSidebar(project, {
+      runs: () => this.runs.values(),
+      changed: (runsets) => this.runsetsChanged(runsets),
+    });
     this.live = new LiveConnection(project, {
       subscribed: (fresh) =>
         fresh ? this.load().catch(reportError) : undefined,
       points: (message) => this.points(message),
       event: (message) => void this.event(message).catch(reportError),
       status: (state) => this.badge.set(state),
+      members: (message) => this.receiveMembers(message),
+      membership: (message) => this.receiveMembership(message),
     });
   }
 
@@ -106,13 +124,16 @@ export class Workspace {
 
   /** Load everything through the HTTP API; called after each fresh live subscription. */
   private async load(): Promise<void> {
-    const [runs, keys, layout] = await Promise.all([
+    const [runs, keys, layout, runsets] = await Promise.all([
       listRuns(this.project),
       listKeys(this.project),
       getLayout(this.project),
+      listRunsets(this.project),
     ]);
     this.runs = new Map(runs.map((run) => [run.id, run]));
     this.keys = keys;
+    this.sidebar.set(runsets);
+    this.watchRunsets(runsets);
     if (this.grid === null) {
       this.layout = layout ?? {
         auto: true,
@@ -141,7 +162,7 @@ export class Workspace {
         addToReportButton(
           this.project,
           () => panel,
-          () => [this.shownRunSet()],
+          () => this.shownRunSets(),
         ),
       ],
     );
@@ -163,19 +184,36 @@ export class Workspace {
         this.badge.element,
       ),
       h(
-        "main",
-        { class: "workspace" },
-        h("h1", {}, this.project),
-        this.table.element,
-        h("div", { class: "grid-tools" }, form),
-        this.grid.element,
+        "div",
+        { class: "workspace-body" },
+        this.sidebar.element,
+        h(
+          "main",
+          { class: "workspace" },
+          h("h1", {}, this.project),
+          this.table.element,
+          h("div", { class: "grid-tools" }, form),
+          this.grid.element,
+        ),
       ),
     );
     this.grid.render();
   }
 
-  /** Describe the runs the panels draw as a run set, with the search as a filter and the table's sort. */
-  private shownRunSet(): RunSet {
+  /**
+   * Describe what the panels draw as report run sets: the active run sets,
+   * or else the table's runs, with the search as a filter and the table's sort.
+   */
+  private shownRunSets(): ReportRunSet[] {
+    const active = this.activeRunsets();
+    if (active.length > 0) {
+      return active.map((runset, index) => ({
+        ...newRunSet(runset.name, runset.filter, index),
+        grouping: runset.grouping.keys,
+        sort: { key: runset.sort.field, order: runset.sort.direction },
+        colour: runset.colour,
+      }));
+    }
     const search = this.table.searchText();
     const runSet = newRunSet(
       search ? `runs matching "${search}"` : "all runs",
@@ -183,19 +221,38 @@ export class Workspace {
       0,
     );
     runSet.sort = this.table.sortOrder();
-    return runSet;
+    return [runSet];
+  }
+
+  /** Return the active run sets, in sidebar order. */
+  private activeRunsets(): RunSet[] {
+    return this.sidebar.all().filter((runset) => runset.active);
+  }
+
+  /** Return the table's runs, or with active run sets, those that belong to one of them. */
+  private panelRuns(): Run[] {
+    const active = this.activeRunsets();
+    const visible = this.table.visibleRuns();
+    if (active.length === 0) return visible;
+    const chosen = new Set(
+      active.flatMap((runset) => [...(this.members.get(runset.id) ?? [])]),
+    );
+    return visible.filter((run) => chosen.has(run.id));
   }
 
   private createView(panel: PanelLayout): PanelView {
-    const runs = (): Run[] => this.table.visibleRuns();
+    const runs = (): Run[] => this.panelRuns();
     switch (panel.type) {
       case "line":
         return new LinePanel(panel, {
           project: this.project,
+          runsets: () => this.activeRunsets().map((runset) => runset.id),
           runIds: () =>
-            runs()
-              .slice(0, MAX_LINES)
-              .map((run) => run.id),
+            this.activeRunsets().length > 0
+              ? runs().map((run) => run.id)
+              : runs()
+                  .slice(0, MAX_LINES)
+                  .map((run) => run.id),
           keys: () => this.keys,
           save: () => this.save(),
         });
@@ -249,6 +306,56 @@ export class Workspace {
     if (message.event === "run.created" || message.event === "run.state")
       this.refreshPanels();
     else this.refreshRunPanels();
+  }
+
+  private watchRunsets(runsets: RunSet[]): void {
+    this.live.watch(
+      Object.fromEntries(runsets.map((runset) => [runset.id, runset.filter])),
+    );
+  }
+
+  private runsetsChanged(runsets: RunSet[]): void {
+    this.watchRunsets(runsets);
+    this.refreshPanels();
+  }
+
+  private receiveMembers(message: MembersMessage): void {
+    this.members = new Map(
+      Object.entries(message.runsets).map(([id, runIds]) => [
+        id,
+        new Set(runIds),
+      ]),
+    );
+    this.showMembers();
+    for (const [id, error] of Object.entries(message.errors))
+      this.sidebar.showFilterError(id, error.message, error.column);
+    // Without active run sets, panels draw the table's runs and are up to date.
+    if (this.activeRunsets().length > 0) this.refreshPanels();
+  }
+
+  private receiveMembership(message: MembershipMessage): void {
+    for (const [id, change] of Object.entries(message.changes)) {
+      const members = this.members.get(id) ?? new Set<string>();
+      change.entered.forEach((runId) => members.add(runId));
+      change.left.forEach((runId) => members.delete(runId));
+      this.members.set(id, members);
+    }
+    this.showMembers();
+    if (Object.keys(message.changes).some((id) => this.isActive(id)))
+      this.refreshPanels();
+  }
+
+  private isActive(id: string): boolean {
+    return this.activeRunsets().some((runset) => runset.id === id);
+  }
+
+  private showMembers(): void {
+    this.sidebar.setMemberCounts(
+      new Map([...this.members].map(([id, runIds]) => [id, runIds.size])),
+    );
+    document.body.dataset.membership = String(
+      Number(document.body.dataset.membership ?? 0) + 1,
+    );
   }
 
   private async saveLayout(): Promise<void> {

@@ -225,3 +225,41 @@ def test_figure_unknown_runset_is_404(sweep: httpx.Client) -> None:
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "runset_not_found"
+
+
+def test_grouped_set_keeps_full_resolution(
+    server: RunningServer, project_runs: httpx.Client
+) -> None:
+    runs_set = create(project_runs, name="each run")
+    grouped = create(
+        project_runs,
+        name="by seed",
+        grouping={"keys": ["config.seed"], "aggregate": "mean", "band": "none"},
+    )
+
+    response = project_runs.get(
+        f"/api/v1/projects/{PROJECT}/figure",
+        params={"key": "loss", "runsets": [runs_set["id"], grouped["id"]], "samples": 8},
+    )
+    traces = traces_by_uid(response.json()["figure"])
+
+    assert response.status_code == 200
+    assert len(traces[f"group-{grouped['id']}.0"]["x"]) == 100
+    assert len(traces["line-long"]["x"]) < 100
+
+
+@pytest.fixture
+def project_runs(server: RunningServer, tmp_path: Path) -> Iterator[httpx.Client]:
+    """One run of 100 steps, which a figure of 8 samples per run must downsample."""
+    with assay.init(
+        PROJECT,
+        id="long",
+        config={"seed": 0},
+        server=server.url,
+        api_key=server.api_key,
+        spool_dir=tmp_path,
+    ) as run:
+        for step in range(100):
+            run.log({"loss": float(step % 7)})
+    with server.client() as client:
+        yield client
