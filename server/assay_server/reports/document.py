@@ -35,16 +35,33 @@ class SchemaError(ValueError):
 
 def check_document(doc: Doc[Any]) -> None:
     """Raise ``SchemaError`` unless ``doc`` follows the report schema."""
+    blocks = check_roots(doc)
+    ids: set[str] = set()
+    for index, block in enumerate(blocks):
+        check_block(block, f"blocks[{index}]", ids)
+
+
+def check_blocks(doc: Doc[Any], indices: set[int]) -> None:
+    """Raise ``SchemaError`` unless the roots and the blocks at ``indices`` follow the schema.
+
+    This is enough after an update that changed only the contents of those
+    blocks, since block ids, and so their uniqueness, did not change.
+    """
+    blocks = check_roots(doc)
+    for index in sorted(indices):
+        if index < len(blocks):
+            check_block(blocks[index], f"blocks[{index}]", set())
+
+
+def check_roots(doc: Doc[Any]) -> Array[Any]:
+    """Check the top-level types; return ``blocks``."""
     for name in doc.keys():
         if name not in ROOTS:
             raise SchemaError(
                 f"unknown top-level type {name!r}; a report has only 'title' and 'blocks'"
             )
     check_root_text(doc, TITLE)
-    blocks = root_array(doc, BLOCKS)
-    ids: set[str] = set()
-    for index, block in enumerate(blocks):
-        check_block(block, f"blocks[{index}]", ids)
+    return root_array(doc, BLOCKS)
 
 
 def check_root_text(doc: Doc[Any], name: str) -> None:

@@ -7,7 +7,7 @@ import weakref
 from typing import Any
 
 import pytest
-from pycrdt import Array, Doc, Text
+from pycrdt import Array, Doc, Map, Text
 
 from assay_server.reports import wire
 from assay_server.reports.document import set_title
@@ -158,3 +158,54 @@ def test_reconnect_takes_over_awareness() -> None:
 
     assert room.awareness[7] == (2, '{"user":"alice"}')
     assert room.peers[new] == {7}
+
+
+def grid_update() -> tuple[Doc[Any], bytes]:
+    doc: Doc[Any] = Doc()
+    run_set = Map(
+        {
+            "id": "r1",
+            "name": "baseline",
+            "filter": "",
+            "grouping": [],
+            "sort": None,
+            "colour": "#1f77b4",
+            "active": True,
+            "frozen": False,
+        }
+    )
+    grid = Map({"id": "g", "type": "panel_grid", "run_sets": Array([run_set]), "panels": Array()})
+    add_markdown(doc, "m", "text")
+    doc.get("blocks", type=Array).append(grid)
+    return doc, doc.get_update()
+
+
+def test_change_inside_block_is_checked() -> None:
+    source, update = grid_update()
+    room = Room("r", [titled("Findings"), update], 10**6)
+    peer = RecordingPeer("a")
+    room.join(peer)
+    run_set = source.get("blocks", type=Array)[1]["run_sets"][0]
+    before = source.get_state()
+    run_set["active"] = "yes"
+
+    with pytest.raises(RejectedUpdate) as raised:
+        room.receive(peer, wire.update_message(source.get_update(before)))
+
+    assert "'active' must be true or false, got 'yes'" in str(raised.value)
+    assert room.doc.get("blocks", type=Array)[1]["run_sets"][0]["active"] is True
+    assert room.pending == []
+
+
+def test_valid_toggle_inside_block_accepted() -> None:
+    source, update = grid_update()
+    room = Room("r", [titled("Findings"), update], 10**6)
+    peer = RecordingPeer("a")
+    room.join(peer)
+    before = source.get_state()
+    source.get("blocks", type=Array)[1]["run_sets"][0]["active"] = False
+
+    room.receive(peer, wire.update_message(source.get_update(before)))
+
+    assert room.doc.get("blocks", type=Array)[1]["run_sets"][0]["active"] is False
+    assert len(room.pending) == 1
