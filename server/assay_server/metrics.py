@@ -20,6 +20,7 @@ ACK_SECONDS = Histogram(
 )
 SOCKETS = Gauge("assay_open_sockets", "Open websockets by kind.", ["kind"])
 ERRORS = Counter("assay_errors", "Errors reported to clients or logged, by kind.", ["kind"])
+OPEN_REPORTS = Gauge("assay_open_reports", "Report rooms loaded on this instance.")
 CRASHED_RUNS = Counter("assay_crashed_runs", "Runs marked crashed after heartbeats stopped.")
 
 

@@ -59,7 +59,11 @@ class Relay:
 
     async def subscribe(self, report_id: str, room: Room) -> None:
         self.rooms[report_id] = room
-        await self.pubsub.subscribe(self.channel(report_id))
+        try:
+            await self.pubsub.subscribe(self.channel(report_id))
+        except BaseException:
+            self.rooms.pop(report_id, None)
+            raise
         self.subscribed.set()
         self._send(report_id, STATE_VECTOR + room.doc.get_state())
 

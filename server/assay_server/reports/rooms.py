@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from assay_server import metrics
 from assay_server.database import Database
 from assay_server.errors import NotFound
 from assay_server.reports import store, wire
@@ -83,12 +84,15 @@ class ReportRooms:
             updates = await store.load_updates(connection, report_id)
         room = Room(report_id, updates, self.settings.max_document_bytes)
         entry = OpenRoom(room)
-        entry.flusher = asyncio.create_task(self._flush_forever(report_id, entry))
-        self.open[report_id] = entry
         if self.relay is not None:
             relay = self.relay
             room.on_local = lambda frame: relay.publish(report_id, frame)
+            # Without its channel the room would miss other instances' edits,
+            # so a failed subscription fails the load.
             await relay.subscribe(report_id, room)
+        entry.flusher = asyncio.create_task(self._flush_forever(report_id, entry))
+        self.open[report_id] = entry
+        metrics.OPEN_REPORTS.inc()
         log.info("report %s loaded: %d stored updates", report_id, len(updates))
         return entry
 
@@ -112,6 +116,7 @@ class ReportRooms:
 
     async def _unload(self, report_id: str, entry: OpenRoom, code: int, reason: str) -> None:
         del self.open[report_id]
+        metrics.OPEN_REPORTS.dec()
         if entry.flusher is not None:
             entry.flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -180,6 +185,7 @@ class ReportRooms:
         entry = self.open.pop(report_id, None)
         if entry is None:
             return
+        metrics.OPEN_REPORTS.dec()
         entry.room.pending.clear()
         if entry.flusher is not None:
             entry.flusher.cancel()

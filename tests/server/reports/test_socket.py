@@ -126,18 +126,27 @@ def test_delete_closes_open_sockets(server: RunningServer, report: dict[str, Any
     assert closed.value.rcvd.code == 4404
 
 
+def open_reports(server: RunningServer) -> float:
+    text = httpx.get(server.url + "/metrics").text
+    line = next(line for line in text.splitlines() if line.startswith("assay_open_reports "))
+    return float(line.split()[1])
+
+
 def test_idle_room_is_unloaded(settings: Any, start_server: Any, project_factory: Any) -> None:
     server = start_server(dataclasses.replace(settings, report_idle_timeout=0.2))
     report = project_factory(server)
+    before = open_reports(server)
     client = YClient(server, report["id"])
     client.sync()
     rooms = server.app.state.reports
 
     assert report["id"] in rooms.open
+    assert open_reports(server) == before + 1
     client.edit(lambda doc: add_markdown(doc, "b1", "kept"))
     client.close()
     wait_for(lambda: report["id"] not in rooms.open, what="the idle room to unload")
 
+    assert open_reports(server) == before
     assert report_content(server, report["id"])["blocks"][0]["text"] == "kept"
 
 
