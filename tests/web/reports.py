@@ -77,3 +77,23 @@ def insert_text(page: Page, index: int, text: str) -> None:
         ".get(index).get('text').insert(0, text)",
         [index, text],
     )
+
+
+def line_uids(page: Page) -> list[str]:
+    """The uids of the line traces that the report grid's loss panel draws, sorted."""
+    return page.evaluate(  # type: ignore[no-any-return]
+        """() => (document.querySelector('.report-grid .plot[data-key="loss"]').data ?? [])
+            .map((trace) => trace.uid).filter((uid) => uid.startsWith('line-')).sort()"""
+    )
+
+
+def wait_for_lines(page: Page, run_ids: list[str]) -> None:
+    """Wait until the report grid's loss panel draws a line for exactly ``run_ids``."""
+    page.wait_for_function(
+        """(expected) => {
+            const plot = document.querySelector('.report-grid .plot[data-key="loss"]');
+            const uids = (plot?.data ?? []).map((t) => t.uid).filter((u) => u.startsWith('line-'));
+            return JSON.stringify(uids.sort()) === JSON.stringify(expected);
+        }""",
+        arg=sorted(f"line-{run_id}" for run_id in run_ids),
+    )

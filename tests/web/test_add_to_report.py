@@ -9,7 +9,7 @@ from playwright.sync_api import Page
 
 from conftest import RunningServer
 from web.browsing import save_screenshot, sign_in, start_run
-from web.reports import PROJECT, document_json, editor_text
+from web.reports import PROJECT, document_json, editor_text, wait_for_lines
 
 
 @pytest.fixture
@@ -26,24 +26,6 @@ def runs(sqlite_server: RunningServer, tmp_path: Path) -> dict[str, str]:
     return ids
 
 
-def line_uids(page: Page) -> list[str]:
-    return page.evaluate(  # type: ignore[no-any-return]
-        """() => (document.querySelector('.report-grid .plot[data-key="loss"]').data ?? [])
-            .map((trace) => trace.uid).filter((uid) => uid.startsWith('line-')).sort()"""
-    )
-
-
-def wait_for_lines(page: Page, expected: list[str]) -> None:
-    page.wait_for_function(
-        """(expected) => {
-            const plot = document.querySelector('.report-grid .plot[data-key="loss"]');
-            const uids = (plot?.data ?? []).map((t) => t.uid).filter((u) => u.startsWith('line-'));
-            return JSON.stringify(uids.sort()) === JSON.stringify(expected);
-        }""",
-        arg=sorted(expected),
-    )
-
-
 def test_panel_goes_to_new_report(
     page: Page, sqlite_server: RunningServer, runs: dict[str, str], tmp_path: Path
 ) -> None:
@@ -57,7 +39,7 @@ def test_panel_goes_to_new_report(
     dialog.locator("button.confirm-add-to-report").click()
     page.wait_for_url("**/reports/*")
     page.wait_for_selector(".report-grid .run-set")
-    wait_for_lines(page, [f"line-{runs['Base-a']}"])
+    wait_for_lines(page, [runs["Base-a"]])
     carried = document_json(page)["blocks"][0]
 
     assert editor_text(page, ".report-title") == "Diverged runs"
@@ -72,13 +54,13 @@ def test_panel_goes_to_new_report(
     second = page.locator(".run-set").nth(1)
     second.locator("input.run-set-filter").fill("summary.loss.has_nan = true")
     second.locator("input.run-set-filter").press("Enter")
-    wait_for_lines(page, [f"line-{runs['Base-a']}", f"line-{runs['wild-b']}"])
+    wait_for_lines(page, [runs["Base-a"], runs["wild-b"]])
     page.locator(".run-set").first.locator("input.run-set-active").uncheck()
-    wait_for_lines(page, [f"line-{runs['wild-b']}"])
+    wait_for_lines(page, [runs["wild-b"]])
     second.locator("input.run-set-active").uncheck()
     wait_for_lines(page, [])
     page.locator(".run-set").first.locator("input.run-set-active").check()
-    wait_for_lines(page, [f"line-{runs['Base-a']}"])
+    wait_for_lines(page, [runs["Base-a"]])
 
     page.click("button.add-block:text('Add text')")
     page.locator(".block-markdown .cm-content").click()

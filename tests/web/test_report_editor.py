@@ -282,3 +282,17 @@ def test_editors_on_two_instances_converge(
     assert subsequence("on the first", texts[0])
     assert subsequence("on the other", texts[0])
     assert errors == [[], []]
+
+
+def test_title_stays_one_line(pages: list[Page]) -> None:
+    page, other = pages
+    page.click(".report-title .cm-content")
+    page.keyboard.press("End")
+    page.keyboard.press("Enter")
+    page.keyboard.type("!")
+    other.wait_for_function(
+        "() => window.assayReport.doc.getText('title').toString().endsWith('!')"
+    )
+
+    assert document_json(other)["title"] == "Sweep notes!"
+    assert editor_text(other, ".report-title") == "Sweep notes!"

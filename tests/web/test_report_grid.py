@@ -10,7 +10,14 @@ from playwright.sync_api import Browser, Page
 
 from conftest import RunningServer
 from web.browsing import start_run
-from web.reports import PROJECT, create_report, document_json, open_report
+from web.reports import (
+    PROJECT,
+    create_report,
+    document_json,
+    line_uids,
+    open_report,
+    wait_for_lines,
+)
 
 
 @pytest.fixture
@@ -52,24 +59,6 @@ def add_panel(page: Page, kind: str, choices: dict[str, str]) -> None:
     for name, value in choices.items():
         form.locator(f"select[name={name}]").select_option(value)
     form.locator("button.add-panel").click()
-
-
-def line_uids(page: Page) -> list[str]:
-    return page.evaluate(  # type: ignore[no-any-return]
-        """() => (document.querySelector('.report-grid .plot[data-key="loss"]').data ?? [])
-            .map((trace) => trace.uid).filter((uid) => uid.startsWith('line-')).sort()"""
-    )
-
-
-def wait_for_lines(page: Page, expected: list[str]) -> None:
-    page.wait_for_function(
-        """(expected) => {
-            const plot = document.querySelector('.report-grid .plot[data-key="loss"]');
-            const uids = (plot?.data ?? []).map((t) => t.uid).filter((u) => u.startsWith('line-'));
-            return JSON.stringify(uids.sort()) === JSON.stringify(expected);
-        }""",
-        arg=sorted(f"line-{run_id}" for run_id in expected),
-    )
 
 
 def panel_types(page: Page) -> list[str]:

@@ -32,8 +32,9 @@ export function textEditor(
   if (options.singleLine) {
     extensions.push(
       keymap.of([{ key: "Enter", run: () => true }]),
-      // A pasted line break is dropped here, but one that arrives from another
-      // editor must pass, or this view would no longer match the Y.Text.
+      // A local change that adds a line break, such as a paste, is dropped
+      // whole. One that arrives from another editor must pass, or this view
+      // would no longer match the Y.Text.
       EditorState.transactionFilter.of((transaction) =>
         transaction.newDoc.lines > 1 &&
         transaction.annotation(ySyncAnnotation) === undefined
