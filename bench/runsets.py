@@ -133,12 +133,14 @@ async def seed(database: Database, count: int) -> int:
         user = await connection.execute(
             insert(schema.users).values(name="bench", is_admin=True, created_at=now)
         )
+        user_key = user.inserted_primary_key
+        assert user_key is not None
         project = await connection.execute(
-            insert(schema.projects).values(
-                name=PROJECT, owner_id=user.inserted_primary_key[0], created_at=now
-            )
+            insert(schema.projects).values(name=PROJECT, owner_id=user_key[0], created_at=now)
         )
-        project_id = int(project.inserted_primary_key[0])
+        project_key = project.inserted_primary_key
+        assert project_key is not None
+        project_id = int(project_key[0])
     for start in range(0, count, INSERT_CHUNK):
         indexes = range(start, min(count, start + INSERT_CHUNK))
         async with database.transaction() as connection:
