@@ -40,7 +40,7 @@ from assay import protocol
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from live import start_server  # noqa: E402
+from serving import start_server  # noqa: E402
 
 PROJECT = "first-chart"
 STEPS_PER_BATCH = 10_000
@@ -143,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     key = "bench-" + secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="assay-chart-bench-") as scratch:
-        server = start_server(args, key, Path(scratch))
+        server = start_server(args.port, key, Path(scratch), args.database_url, args.redis_url)
         try:
             began = time.perf_counter()
             run_ids = asyncio.run(load_runs(args, key))

@@ -27,16 +27,13 @@ import multiprocessing
 import os
 import platform
 import secrets
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
+from serving import start_server
 from websockets.asyncio.client import connect
 
 import assay
@@ -47,38 +44,6 @@ PROJECT = "live-bench"
 METRICS = 2
 #: Sockets keep reading this long after the last step, for points still on their way.
 DRAIN_SECONDS = 10
-
-
-def start_server(args: argparse.Namespace, key: str, data_dir: Path) -> subprocess.Popen[bytes]:
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", args.port)) == 0:
-            raise SystemExit(f"port {args.port} is in use; pass a free one with --port")
-    env = {
-        **os.environ,
-        "ASSAY_BOOTSTRAP_API_KEY": key,
-        "ASSAY_PORT": str(args.port),
-        "ASSAY_DATA_DIR": str(data_dir),
-        "ASSAY_LOG_LEVEL": "warning",
-    }
-    if args.database_url:
-        env["ASSAY_DATABASE_URL"] = args.database_url
-    if args.redis_url:
-        env["ASSAY_REDIS_URL"] = args.redis_url
-        env["ASSAY_REDIS_PREFIX"] = f"assay-bench:{secrets.token_hex(4)}:"
-    with open(data_dir / "server.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "assay", "serve"], env=env, stdout=log, stderr=log
-        )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{args.port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"assay serve did not start; see {data_dir / 'server.log'}")
-        time.sleep(0.1)
 
 
 def start_runs(args: argparse.Namespace, key: str, spool: Path) -> list[assay.Run]:
@@ -260,7 +225,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(
         prefix="assay-live-bench-", ignore_cleanup_errors=True
     ) as scratch:
-        server = start_server(args, key, Path(scratch))
+        server = start_server(args.port, key, Path(scratch), args.database_url, args.redis_url)
         try:
             result = measure(args, key, Path(scratch))
         finally:

@@ -31,8 +31,6 @@ import multiprocessing
 import os
 import platform
 import secrets
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,8 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
+from serving import start_server
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
@@ -79,35 +77,6 @@ class SocketTally:
     points: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-
-def start_server(config: LoadConfig, key: str, data_dir: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "ASSAY_BOOTSTRAP_API_KEY": key,
-        "ASSAY_PORT": str(config.port),
-        "ASSAY_DATA_DIR": str(data_dir),
-        "ASSAY_LOG_LEVEL": "warning",
-    }
-    if config.database_url:
-        env["ASSAY_DATABASE_URL"] = config.database_url
-    if config.redis_url:
-        env["ASSAY_REDIS_URL"] = config.redis_url
-        env["ASSAY_REDIS_PREFIX"] = config.redis_prefix or f"assay-load:{secrets.token_hex(4)}:"
-    with open(data_dir / "server.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "assay", "serve"], env=env, stdout=log, stderr=log
-        )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{config.port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"assay serve did not start; see {data_dir / 'server.log'}")
-        time.sleep(0.1)
 
 
 async def watch(
@@ -315,7 +284,14 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with tempfile.TemporaryDirectory(prefix="assay-load-") as scratch_name:
         scratch = Path(scratch_name)
-        server = start_server(config, key, scratch)
+        server = start_server(
+            config.port,
+            key,
+            scratch,
+            config.database_url,
+            config.redis_url,
+            config.redis_prefix,
+        )
         try:
             summary = measure(config, key, scratch, server.pid)
         finally:

@@ -1,0 +1,58 @@
+"""Start one ``assay serve`` for a benchmark and wait until it answers."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def start_server(
+    port: int,
+    key: str,
+    data_dir: Path,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    redis_prefix: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start the server on ``port`` with the admin API key ``key``; its log goes to ``data_dir``.
+
+    Without ``database_url`` it uses embedded SQLite in ``data_dir``, and without
+    ``redis_url`` its in-process bus. A fresh random Redis key prefix is used
+    unless ``redis_prefix`` is given.
+    """
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise SystemExit(f"port {port} is in use; pass a free one with --port")
+    env = {
+        **os.environ,
+        "ASSAY_BOOTSTRAP_API_KEY": key,
+        "ASSAY_PORT": str(port),
+        "ASSAY_DATA_DIR": str(data_dir),
+        "ASSAY_LOG_LEVEL": "warning",
+    }
+    if database_url:
+        env["ASSAY_DATABASE_URL"] = database_url
+    if redis_url:
+        env["ASSAY_REDIS_URL"] = redis_url
+        env["ASSAY_REDIS_PREFIX"] = redis_prefix or f"assay-bench:{secrets.token_hex(4)}:"
+    with open(data_dir / "server.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "assay", "serve"], env=env, stdout=log, stderr=log
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"assay serve did not start; see {data_dir / 'server.log'}")
+        time.sleep(0.1)
