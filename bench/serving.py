@@ -1,4 +1,4 @@
-"""Start one ``assay serve`` for a benchmark and wait until it answers."""
+"""Start one ``assay serve`` for a benchmark and wait until its health check passes."""
 
 from __future__ import annotations
 
