@@ -95,6 +95,12 @@ def test_connection_dropped_in_handshake_is_transient() -> None:
     listener.close()
 
 
+def start_run(server: RunningServer, tmp_path: Path, options: SenderOptions) -> assay.Run:
+    return assay.init(
+        "flush", server=server.url, api_key=server.api_key, spool_dir=tmp_path, settings=options
+    )
+
+
 def history_length(server: RunningServer, run_id: str) -> int:
     with assay.Api(server=server.url, api_key=server.api_key) as client:
         return len(client.run("flush", run_id).history())
@@ -109,13 +115,7 @@ def test_batches_follow_flush_interval(
 ) -> None:
     # About 100 rows over one second: a batch per loop pass would make 20 or more.
     options = SenderOptions(flush_interval=flush_interval)
-    run = assay.init(
-        "flush",
-        server=sqlite_server.url,
-        api_key=sqlite_server.api_key,
-        spool_dir=tmp_path,
-        settings=options,
-    )
+    run = start_run(sqlite_server, tmp_path, options)
     for step in range(100):
         run.log({"loss": float(step)})
         time.sleep(0.01)
@@ -127,13 +127,7 @@ def test_batches_follow_flush_interval(
 
 def test_full_buffer_is_cut_before_interval(sqlite_server: RunningServer, tmp_path: Path) -> None:
     options = SenderOptions(flush_interval=3600.0, batch_rows=10)
-    run = assay.init(
-        "flush",
-        server=sqlite_server.url,
-        api_key=sqlite_server.api_key,
-        spool_dir=tmp_path,
-        settings=options,
-    )
+    run = start_run(sqlite_server, tmp_path, options)
     for step in range(50):
         run.log({"loss": float(step)})
     deadline = time.monotonic() + 10
