@@ -26,7 +26,7 @@ KeyedEntry = tuple[tuple[int, int], str, dict[str, Any]]
 #: An entry with the name of its stream: (stream, entry id, fields).
 StreamEntry = tuple[str, str, dict[str, Any]]
 
-#: What a bus raises when Redis cannot be reached.
+#: The exceptions a bus raises when Redis cannot be reached.
 BUS_ERRORS = (redis.RedisError, OSError)
 
 

@@ -255,6 +255,7 @@ async def runset_line_figure(request: Request, project: str, spec: figures.LineS
     sets: list[runset_figures.RunSetLines] = []
     # Each run's series is read once, even when several sets draw it.
     read: dict[str, tuple[dict[str, Any], dict[str, Series]]] = {}
+    with_times = spec.x in (figures.X_TIME, figures.X_RELATIVE)
     async with context(request).db.reading() as db:
         project_id = await runs.project_id(db, project)
         for runset_id in runset_ids:
@@ -263,13 +264,13 @@ async def runset_line_figure(request: Request, project: str, spec: figures.LineS
             members = await runset_members(db, project, document)
             grouped = bool(document["grouping"]["keys"])
             chosen = members[: GROUPED_RUNS if grouped else LINES_PER_RUNSET]
-            pks = await run_pks(
-                db, project, [run["id"] for run in chosen if run["id"] not in read]
+            unread = [run for run in chosen if run["id"] not in read]
+            pks = await run_pks(db, project, [run["id"] for run in unread])
+            every_run = await history.read_runs_series(
+                db, list(pks.values()), keys, min_step, max_step, with_times=with_times
             )
-            for run in chosen:
-                if run["id"] not in read:
-                    found = await history.read_series(db, pks[run["id"]], keys, min_step, max_step)
-                    read[run["id"]] = (run, found)
+            for run in unread:
+                read[run["id"]] = (run, every_run.get(pks[run["id"]], {}))
             # Grouped sets aggregate by step, so their runs keep every point in range.
             # NOTE: that is up to 100 runs at full resolution in memory at once.
             keep = None if grouped else samples

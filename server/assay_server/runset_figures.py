@@ -175,7 +175,10 @@ def empty_step_marks(
         if series.left_out[index] == 0:
             continue
         x.append(float(series.x[index]))
-        y.append(previous if previous is not None else (1.0 if spec.log_y else 0.0))
+        if previous is not None:
+            y.append(previous)
+        else:
+            y.append(1.0 if spec.log_y else 0.0)
         texts.append(
             [
                 f"no finite value: {int(series.left_out[index])} NaN, Inf or null",

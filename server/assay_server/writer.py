@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Job = Callable[[AsyncConnection], Awaitable[Any]]
 
-#: The most jobs one transaction takes; more wait for the next.
+#: The maximum number of jobs in one transaction; more wait for the next.
 MAX_JOBS = 256
 
 
