@@ -26,6 +26,11 @@ class Unauthorized(AssayError):
     code = "unauthorized"
 
 
+class Forbidden(AssayError):
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(AssayError):
     status = 404
     code = "not_found"

@@ -54,6 +54,8 @@ users = Table(
     Column("name", String(128), nullable=False, unique=True),
     Column("is_admin", Boolean, nullable=False, default=False),
     Column("created_at", Double, nullable=False),
+    # An argon2id hash; None for an account that signs in with API keys only.
+    Column("password_hash", String(256)),
 )
 
 api_keys = Table(
@@ -85,6 +87,19 @@ projects = Table(
     Column("name", String(128), nullable=False, unique=True),
     Column("owner_id", Id, ForeignKey("users.id"), nullable=False),
     Column("created_at", Double, nullable=False),
+    # "private": members only; "public": anyone, signed in or not, may view.
+    Column("visibility", String(16), nullable=False, default="private"),
+)
+
+project_members = Table(
+    "project_members",
+    metadata,
+    Column("project_id", Id, ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    # "admin", "editor" or "viewer"; the owner is an admin without a row here.
+    Column("role", String(16), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Index("ix_project_members_user_id", "user_id"),
 )
 
 runs = Table(

@@ -1,4 +1,4 @@
-"""The report tables, created by migration ``0005_reports``.
+"""The report tables, created by migrations ``0005_reports`` and ``0006_access``.
 
 ``report_updates`` is the append-only log of accepted Yjs updates, and
 ``report_snapshots`` contains one compacted state per report that covers the log
@@ -68,4 +68,20 @@ report_versions = Table(
     Column("created_by", schema.Id, ForeignKey("users.id"), nullable=False),
     Column("created_at", Double, nullable=False),
     Index("ix_report_versions_report_id_id", "report_id", "id"),
+)
+
+report_shares = Table(
+    "report_shares",
+    schema.metadata,
+    Column("id", String(32), primary_key=True),
+    Column("report_id", String(32), ForeignKey("reports.id", ondelete="CASCADE"), nullable=False),
+    # "view" or "edit".
+    Column("role", String(8), nullable=False),
+    # SHA-256 of the token, which carries 256 random bits and is never stored.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_by", schema.Id, ForeignKey("users.id"), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double),
+    Column("revoked_at", Double),
+    Index("ix_report_shares_report_id", "report_id"),
 )
