@@ -19,11 +19,11 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from assay.protocol import MAX_STEP, tag_floats
-from assay_server import filters, history, runs, sessions
-from assay_server.auth import User, authenticate, bearer_token
+from assay_server import access, filters, history, runs
+from assay_server.auth import User
 from assay_server.context import ServerContext
 from assay_server.downsample import MIN_SAMPLES
-from assay_server.errors import AssayError, BadRequest, Unauthorized
+from assay_server.errors import AssayError, BadRequest, Forbidden, Unauthorized
 from assay_server.ingest import IngestConnection
 from assay_server.runset_shape import FilterRejected
 
@@ -80,27 +80,13 @@ def context(connection: HTTPConnection) -> ServerContext:
 
 
 async def authenticated(connection: HTTPConnection) -> User:
-    """The user whose API key the request carries; raise ``Unauthorized`` otherwise.
+    """The user whose credentials the request carries; raise ``Unauthorized`` otherwise.
 
-    The key comes from ``Authorization: Bearer KEY``, or for websockets, whose
-    browser API cannot set headers, from the ``token`` query parameter. Without
-    a key, a browser's session cookie is accepted instead.
+    See ``access.optional_user`` for the credentials accepted.
     """
-    key = bearer_token(connection.headers.get("authorization"))
-    if key is None and connection.scope["type"] == "websocket":
-        key = connection.query_params.get("token")
-    if key is None:
-        session = connection.cookies.get(sessions.COOKIE)
-        if session:
-            async with context(connection).db.reading() as db:
-                user = await sessions.session_user(db, session)
-            if user is not None:
-                return user
-        raise Unauthorized("missing API key; send it as 'Authorization: Bearer KEY'")
-    async with context(connection).db.reading() as db:
-        user = await authenticate(db, key)
+    user = await access.optional_user(connection)
     if user is None:
-        raise Unauthorized("invalid or revoked API key", code="invalid_api_key")
+        raise Unauthorized("missing API key; send it as 'Authorization: Bearer KEY'")
     return user
 
 
@@ -114,19 +100,41 @@ async def whoami(request: Request) -> Response:
 
 
 async def list_projects(request: Request) -> Response:
-    await authenticated(request)
+    """List the projects the caller may view: owned, joined as a member, or public."""
+    user = await access.optional_user(request)
     async with context(request).db.reading() as db:
-        return respond(request, {"projects": await runs.list_projects(db)})
+        return respond(request, {"projects": await runs.list_projects(db, user)})
 
 
 async def list_runs(request: Request) -> Response:
-    await authenticated(request)
+    granted = await access.project_access(request, allow_share=True)
     limit = int_param(request, "limit", 1000, 1, MAX_PAGE)
     offset = int_param(request, "offset", 0, 0, MAX_INT)
-    run_filter = filter_param(request)
+    text = request.query_params.get("filter")
+    check_shared_filter(granted, text)
+    run_filter = parse_run_filter(request, text)
     async with context(request).db.reading() as db:
         found = await runs.list_runs(db, request.path_params["project"], limit, offset, run_filter)
-    return respond(request, {"runs": found})
+    return respond(request, {"runs": narrow_runs(granted, found)})
+
+
+def check_shared_filter(granted: access.ProjectAccess, text: str | None) -> None:
+    """Raise ``Forbidden`` unless a share link's report has a run set with filter ``text``."""
+    if granted.scope is not None and not granted.scope.allows_filter(text):
+        raise Forbidden(
+            "this share link lists only the runs of its report's run sets; "
+            f"no run set of the report has the filter {text or '(none)'!r:.200}",
+            code="outside_report",
+        )
+
+
+def narrow_runs(
+    granted: access.ProjectAccess, found: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Remove the run fields a share link's report does not draw."""
+    if granted.scope is None:
+        return found
+    return [granted.scope.narrow_run(run) for run in found]
 
 
 def filter_param(request: Request) -> filters.Node | None:
@@ -145,21 +153,21 @@ def parse_run_filter(connection: HTTPConnection, text: str | None) -> filters.No
 
 
 async def get_run(request: Request) -> Response:
-    await authenticated(request)
+    await access.project_access(request)
     async with context(request).db.reading() as db:
         run = await runs.get_run(db, request.path_params["project"], request.path_params["run_id"])
     return respond(request, run)
 
 
 async def run_metrics(request: Request) -> Response:
-    await authenticated(request)
+    await access.project_access(request)
     async with context(request).db.reading() as db:
         row = await runs.run_row(db, request.path_params["project"], request.path_params["run_id"])
         return respond(request, {"metrics": await runs.metric_stats(db, row.pk)})
 
 
 async def run_history(request: Request) -> Response:
-    await authenticated(request)
+    await access.project_access(request)
     keys = request.query_params.getlist("keys") or None
     samples = int_param(request, "samples", None, MIN_SAMPLES, MAX_SAMPLES)
     min_step = int_param(request, "min_step", None, 0, MAX_STEP)

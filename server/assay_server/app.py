@@ -19,6 +19,7 @@ from assay_server import (
     health,
     layouts,
     live_socket,
+    members,
     metrics,
     pages,
     run_query,
@@ -34,6 +35,7 @@ from assay_server.errors import AssayError
 from assay_server.live import LiveHub
 from assay_server.membership import MembershipEngine
 from assay_server.reports import routes as report_routes
+from assay_server.reports import shares as report_shares
 from assay_server.reports import socket as report_socket
 from assay_server.reports.relay import Relay
 from assay_server.reports.rooms import ReportRooms, RoomSettings
@@ -154,6 +156,8 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
             *charts.routes,
             *layouts.routes,
             *report_routes.routes,
+            *report_shares.routes,
+            *members.routes,
             *report_socket.routes,
             *pages.routes,
         ],

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from assay import protocol
 from assay.protocol import MAX_STEP
 from assay_server import (
+    access,
     figures,
     grouping,
     history,
@@ -31,9 +32,9 @@ from assay_server import (
     schema,
     smoothing,
 )
-from assay_server.api import MAX_PAGE, authenticated, context, int_param, respond
+from assay_server.api import MAX_PAGE, context, int_param, respond
 from assay_server.downsample import MIN_SAMPLES, downsample
-from assay_server.errors import BadRequest
+from assay_server.errors import BadRequest, Forbidden
 from assay_server.filters.tree import SummaryField
 from assay_server.history import Series
 
@@ -48,9 +49,8 @@ MAX_SAMPLES = 100_000
 
 async def project_keys(request: Request) -> Response:
     """Return every metric key logged in the project, sorted."""
-    await authenticated(request)
+    project_id = (await access.project_access(request)).project_id
     async with context(request).db.reading() as db:
-        project_id = await runs.project_id(db, request.path_params["project"])
         rows = await db.execute(
             select(schema.metrics.c.key)
             .distinct()
@@ -75,6 +75,31 @@ async def chosen_runs(
     for run_id in missing:
         by_id[run_id] = await runs.get_run(db, project, run_id)
     return [by_id[run_id] for run_id in dict.fromkeys(run_ids)]
+
+
+async def check_shared_runs(
+    request: Request, scope: access.ReportScope, spec: figures.LineSpec
+) -> None:
+    """Raise ``Forbidden`` unless a share link's report draws the metrics and runs requested."""
+    for key in (spec.key, spec.x_key):
+        if key is not None and not scope.allows_key(key):
+            raise Forbidden(
+                f"this share link shows only the metrics its report draws, not {key!r}",
+                code="outside_report",
+            )
+    run_ids = set(request.query_params.getlist("runs"))
+    if not run_ids:
+        raise BadRequest("a share link's figure needs 'runs': the ids of the runs to draw")
+    limit = context(request).settings.max_filter_length
+    async with context(request).db.reading() as db:
+        project_id = await runs.project_id(db, request.path_params["project"])
+        members = await runs.scope_run_ids(db, project_id, scope.filters, limit)
+    outside = sorted(run_ids - members)
+    if outside:
+        raise Forbidden(
+            f"this share link shows only the runs of its report's run sets, not {outside[0]!r}",
+            code="outside_report",
+        )
 
 
 async def run_pks(db: AsyncConnection, project: str, run_ids: list[str]) -> dict[str, int]:
@@ -119,7 +144,7 @@ async def bulk_series(request: Request) -> Response:
     newest ``DEFAULT_RUNS``), ``samples`` (points per metric and run, default
     ``DEFAULT_SAMPLES``), ``min_step`` and ``max_step``.
     """
-    await authenticated(request)
+    await access.project_access(request)
     project = request.path_params["project"]
     keys = request.query_params.getlist("keys")
     if not keys:
@@ -194,11 +219,19 @@ async def line_figure(request: Request) -> Response:
     ``runs``, ``samples``, ``min_step`` and ``max_step`` as for ``/series``.
     ``runsets`` (repeatable) draws those stored run sets instead of ``runs``.
     """
-    await authenticated(request)
+    granted = await access.project_access(request, allow_share=True)
     project = request.path_params["project"]
     spec = line_spec(request)
     if request.query_params.getlist("runsets"):
+        if granted.scope is not None:
+            raise Forbidden(
+                "a share link draws its report's run sets by run id; "
+                "'runsets' names the project's stored run sets",
+                code="outside_report",
+            )
         return await runset_line_figure(request, project, spec)
+    if granted.scope is not None:
+        await check_shared_runs(request, granted.scope, spec)
     samples = int_param(request, "samples", DEFAULT_SAMPLES, MIN_SAMPLES, MAX_SAMPLES)
     min_step, max_step = step_range(request)
     keys = [spec.key] if spec.x_key is None else [spec.key, spec.x_key]

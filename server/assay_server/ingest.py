@@ -112,7 +112,7 @@ class IngestConnection:
         self.session = spec.session
         async with self.context.db.transaction() as connection:
             self.run = await runs.attach_run(
-                connection, spec, self.user.id, self.context.db.is_sqlite
+                connection, spec, self.user, self.context.db.is_sqlite
             )
         await self._announce_attach(spec)
         await self._send(

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from assay_server import runs, schema
+from assay_server import access, schema
 from assay_server.api import authenticated, context, respond
 from assay_server.errors import BadRequest
 from assay_server.sql import insert_or_ignore
@@ -113,10 +113,10 @@ async def write_layout(
 async def layout_endpoint(request: Request) -> Response:
     """Return the caller's layout on ``GET``, or null, and store the body on ``PUT``."""
     user = await authenticated(request)
+    project_id = (await access.project_access(request)).project_id
     database = context(request).db
     if request.method == "GET":
         async with database.reading() as connection:
-            project_id = await runs.project_id(connection, request.path_params["project"])
             layout = await read_layout(connection, project_id, user.id)
         return respond(request, {"layout": layout})
     body = await request.body()
@@ -127,7 +127,6 @@ async def layout_endpoint(request: Request) -> Response:
     except ValueError:
         raise BadRequest("layout must be valid JSON") from None
     async with database.transaction() as connection:
-        project_id = await runs.project_id(connection, request.path_params["project"])
         await write_layout(connection, project_id, user.id, layout, database.is_sqlite)
     return respond(request, {"layout": layout})
 

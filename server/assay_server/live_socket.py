@@ -16,8 +16,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from assay import protocol
 from assay.protocol import ProtocolError
-from assay_server import metrics, runs, schema
-from assay_server.api import authenticated, context, error_response
+from assay_server import access, metrics, runs, schema
+from assay_server.api import context, error_response
 from assay_server.bus import BUS_ERRORS
 from assay_server.errors import AssayError
 from assay_server.live import STREAMS_LOST, LiveHub, ResyncNeeded, Subscriber, batch_frame
@@ -31,13 +31,23 @@ MAX_ENTRY_PART = 2**64 - 1
 
 #: Close code when the database or the bus is unreachable; the client reconnects.
 CLOSE_UNAVAILABLE = 1011
+#: Close code when the credentials no longer allow the project (member removed, link revoked).
+CLOSE_ACCESS_LOST = 4403
 
 
 class LiveConnection:
-    def __init__(self, websocket: WebSocket, hub: LiveHub, project_id: int) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        hub: LiveHub,
+        project_id: int,
+        scope: access.ReportScope | None = None,
+    ) -> None:
         self.websocket = websocket
         self.hub = hub
         self.project_id = project_id
+        #: For a share link: its report's run sets, which narrow what the socket may watch.
+        self.scope = scope
         self.subscriber = Subscriber(hub.queue_limit, hub.queue_bytes)
         self.id = secrets.token_hex(4)
         self.events = hub.bus.event_stream(project_id)
@@ -91,6 +101,8 @@ class LiveConnection:
         except ProtocolError as exc:
             await self._send({"type": "error", "code": exc.code, "message": exc.message})
             return
+        if message["type"] in ("watch", "subscribe") and not await self._still_allowed():
+            return
         if message["type"] == "watch":
             await self._watch_runsets(message)
             return
@@ -130,7 +142,34 @@ class LiveConnection:
             return
         await self._subscribe(cursors)
 
+    async def _still_allowed(self) -> bool:
+        """Check the credentials again, so a removed member or revoked link loses the socket.
+
+        A share link's report may have changed too, so its scope is read again.
+        """
+        try:
+            granted = await access.project_access(self.websocket, allow_share=True)
+        except AssayError as exc:
+            log.info("live connection %s lost its access: %s", self.id, exc.message)
+            await self._close(CLOSE_ACCESS_LOST, exc.message[:120])
+            return False
+        self.scope = granted.scope
+        return True
+
     async def _watch_runsets(self, message: dict[str, Any]) -> None:
+        runsets = message.get("runsets")
+        if self.scope is not None and isinstance(runsets, dict):
+            outside = [text for text in runsets.values() if not self.scope.allows_filter(text)]
+            if outside:
+                await self._send(
+                    {
+                        "type": "error",
+                        "code": "outside_report",
+                        "message": "this share link watches only its report's run sets; "
+                        f"no run set of the report has the filter {outside[0]!r:.200}",
+                    }
+                )
+                return
         if self.membership is None:
             app_state = self.websocket.app.state
             self.membership = MembershipWatch(
@@ -146,7 +185,9 @@ class LiveConnection:
         self.hub.remove(self.subscriber)
         self.subscriber.reset()
         self.watched.clear()
-        streams = [self.events] + [
+        # A share link gets no project events: they would name runs outside its report.
+        events = [] if self.scope is not None else [self.events]
+        streams = events + [
             self.hub.bus.live_stream(self.project_id, run_id) for run_id in await self._run_ids()
         ]
         starts: dict[str, str] = {}
@@ -158,18 +199,29 @@ class LiveConnection:
         except ResyncNeeded as exc:
             await self._resync(str(exc))
             return
-        await self._send({"type": "subscribed", "events": self.events, "cursors": starts})
+        await self._send(
+            {"type": "subscribed", "events": events[0] if events else None, "cursors": starts}
+        )
 
     async def _watch(self, stream: str, after: str | None, announce: bool = False) -> str:
         self.watched.add(stream)
         return await self.hub.add(self.subscriber, stream, after, announce)
 
     async def _run_ids(self) -> list[str]:
+        if self.scope is not None:
+            return await self._scope_run_ids(self.scope)
         async with context(self.websocket).db.reading() as connection:
             rows = await connection.execute(
                 select(schema.runs.c.run_id).where(schema.runs.c.project_id == self.project_id)
             )
             return [row.run_id for row in rows]
+
+    async def _scope_run_ids(self, scope: access.ReportScope) -> list[str]:
+        """Return the ids of the runs that the share link's run sets select now."""
+        limit = context(self.websocket).settings.max_filter_length
+        async with context(self.websocket).db.reading() as connection:
+            found = await runs.scope_run_ids(connection, self.project_id, scope.filters, limit)
+        return sorted(found)
 
     async def _send_forever(self) -> None:
         try:
@@ -233,13 +285,12 @@ def is_entry_id(value: str) -> bool:
 
 async def live(websocket: WebSocket) -> None:
     try:
-        await authenticated(websocket)
-        async with context(websocket).db.reading() as connection:
-            project_id = await runs.project_id(connection, websocket.path_params["project"])
+        granted = await access.project_access(websocket, allow_share=True)
     except AssayError as exc:
         await websocket.send_denial_response(error_response(websocket, exc))
         return
-    await LiveConnection(websocket, websocket.app.state.hub, project_id).serve()
+    hub = websocket.app.state.hub
+    await LiveConnection(websocket, hub, granted.project_id, granted.scope).serve()
 
 
 routes = [WebSocketRoute("/api/v1/projects/{project}/live", live)]

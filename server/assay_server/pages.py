@@ -17,8 +17,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from assay_server import access
 from assay_server.api import authenticated
-from assay_server.errors import Unauthorized
+from assay_server.errors import Forbidden, NotFound, Unauthorized
 
 STATIC = Path(__file__).parent / "static"
 BUNDLE = STATIC / "app.js"
@@ -62,7 +63,7 @@ def bundle_version() -> str:
 
 async def page(request: Request) -> Response:
     try:
-        await authenticated(request)
+        await check_page_access(request)
     except Unauthorized as exc:
         reason = html.escape(
             "You are not signed in." if exc.code == "unauthorized" else exc.message
@@ -75,6 +76,28 @@ async def page(request: Request) -> Response:
         SHELL.format(version=version, fallback=fallback),
         headers={"Cache-Control": "no-store"},
     )
+
+
+async def check_page_access(request: Request) -> None:
+    """Raise ``Unauthorized`` unless the caller may open the page.
+
+    A report page opens with a valid share link, and a project's pages open
+    for anyone when the project is public; every other page needs a user.
+    """
+    if request.query_params.get(access.SHARE_PARAM) is not None:
+        report_id = request.path_params.get("report_id")
+        if report_id is None:
+            raise Unauthorized("a share link opens only the report it was made for")
+        await access.report_access(request, report_id)
+        return
+    if "project" in request.path_params:
+        try:
+            await access.project_access(request)
+        except (NotFound, Forbidden):
+            # Only a signed-in user gets here; the app shows the API's error once it loads.
+            pass
+        return
+    await authenticated(request)
 
 
 routes = [

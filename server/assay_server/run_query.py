@@ -14,8 +14,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from assay_server import runs
-from assay_server.api import MAX_INT, MAX_PAGE, authenticated, context, parse_run_filter, respond
+from assay_server import access, runs
+from assay_server.api import (
+    MAX_INT,
+    MAX_PAGE,
+    check_shared_filter,
+    context,
+    narrow_runs,
+    parse_run_filter,
+    respond,
+)
 from assay_server.errors import BadRequest
 from assay_server.request_body import read_json
 from assay_server.runset_routes import body_limit
@@ -23,7 +31,7 @@ from assay_server.runset_routes import body_limit
 
 async def query_runs(request: Request) -> Response:
     """Return ``{"runs": [...]}`` for a body ``{"filter": TEXT, "limit": N, "offset": N}``."""
-    await authenticated(request)
+    granted = await access.project_access(request, allow_share=True)
     body = await read_json(request, body_limit(context(request).settings))
     if body is None:
         body = {}
@@ -37,10 +45,11 @@ async def query_runs(request: Request) -> Response:
         raise BadRequest(f"'filter' must be a string or null, got {text!r:.60}")
     limit = _integer(body, "limit", 1000, 1, MAX_PAGE)
     offset = _integer(body, "offset", 0, 0, MAX_INT)
+    check_shared_filter(granted, text)
     run_filter = parse_run_filter(request, text)
     async with context(request).db.reading() as db:
         found = await runs.list_runs(db, request.path_params["project"], limit, offset, run_filter)
-    return respond(request, {"runs": found})
+    return respond(request, {"runs": narrow_runs(granted, found)})
 
 
 def _integer(body: dict[str, Any], name: str, default: int, low: int, high: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +12,9 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from assay.protocol import tag_floats, untag_floats
-from assay_server import filters, schema
-from assay_server.errors import Conflict, NotFound
+from assay_server import access, filters, schema
+from assay_server.auth import User
+from assay_server.errors import Conflict, Forbidden, NotFound
 from assay_server.sql import insert_or_ignore
 
 RUNNING = "running"
@@ -65,11 +67,38 @@ async def ensure_project(
     return int(project_id)
 
 
+async def check_can_log(
+    connection: AsyncConnection, user: User, project_id: int, project: str
+) -> None:
+    """Raise ``Forbidden`` unless ``user`` may add runs to the project."""
+    row = (
+        await connection.execute(
+            select(schema.projects.c.owner_id, schema.projects.c.visibility).where(
+                schema.projects.c.id == project_id
+            )
+        )
+    ).one()
+    role = await access.role_in_project(
+        connection, user, project_id, row.owner_id, row.visibility == "public"
+    )
+    if role is None or role < access.Role.EDITOR:
+        raise Forbidden(
+            f"user {user.name!r} may not log runs to project {project!r}; a project admin "
+            "can add them as an editor, or log to a project of your own",
+            code="project_forbidden",
+        )
+
+
 async def attach_run(
-    connection: AsyncConnection, spec: RunSpec, owner_id: int, is_sqlite: bool
+    connection: AsyncConnection, spec: RunSpec, user: User, is_sqlite: bool
 ) -> AttachedRun:
-    """Create the run of ``spec`` or resume it, as its ``resume`` mode allows."""
-    project_id = await ensure_project(connection, spec.project, owner_id, is_sqlite)
+    """Create the run of ``spec`` or resume it, as its ``resume`` mode allows.
+
+    A new project is created with ``user`` as its owner; an existing one needs
+    the editor role.
+    """
+    project_id = await ensure_project(connection, spec.project, user.id, is_sqlite)
+    await check_can_log(connection, user, project_id, spec.project)
     query = select(schema.runs).where(
         schema.runs.c.project_id == project_id, schema.runs.c.run_id == spec.run_id
     )
@@ -205,19 +234,32 @@ async def merge_documents(
         )
 
 
-async def list_projects(connection: AsyncConnection) -> list[dict[str, Any]]:
+async def list_projects(connection: AsyncConnection, user: User | None) -> list[dict[str, Any]]:
+    """List the projects ``user`` may view (anonymous: the public ones), by name."""
     run_count = (
         select(func.count())
         .where(schema.runs.c.project_id == schema.projects.c.id)
         .scalar_subquery()
     )
-    rows = await connection.execute(
-        select(
-            schema.projects.c.name, schema.projects.c.created_at, run_count.label("runs")
-        ).order_by(schema.projects.c.name)
-    )
+    query = select(
+        schema.projects.c.name,
+        schema.projects.c.created_at,
+        schema.projects.c.visibility,
+        run_count.label("runs"),
+    ).order_by(schema.projects.c.name)
+    if user is None:
+        query = query.where(schema.projects.c.visibility == "public")
+    elif not user.is_admin:
+        query = query.where(access.visible_to(user.id))
+    rows = await connection.execute(query)
     return [
-        {"name": row.name, "created_at": row.created_at, "run_count": row.runs} for row in rows
+        {
+            "name": row.name,
+            "created_at": row.created_at,
+            "visibility": row.visibility,
+            "run_count": row.runs,
+        }
+        for row in rows
     ]
 
 
@@ -228,6 +270,27 @@ async def project_id(connection: AsyncConnection, name: str) -> int:
     if found is None:
         raise NotFound(f"project {name!r} does not exist", code="project_not_found")
     return int(found)
+
+
+async def scope_run_ids(
+    connection: AsyncConnection, project_id: int, texts: Iterable[str], max_filter_length: int
+) -> set[str]:
+    """Return the ids of the project's runs that any of the filter ``texts`` selects.
+
+    A text that does not parse selects nothing, as its run set draws nothing.
+    """
+    found: set[str] = set()
+    for text in texts:
+        try:
+            run_filter = filters.parse_filter(text, max_filter_length) if text.strip() else None
+        except filters.FilterError:
+            continue
+        query = select(schema.runs.c.run_id).where(schema.runs.c.project_id == project_id)
+        if run_filter is not None:
+            await filters.prepare_connection(connection, run_filter)
+            query = query.where(filters.to_sql(run_filter, connection.dialect.name))
+        found.update(row.run_id for row in await connection.execute(query))
+    return found
 
 
 async def list_runs(

@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from assay_server import runs, runsets
-from assay_server.api import authenticated, context, respond
+from assay_server import access, runsets
+from assay_server.api import context, respond
 from assay_server.errors import BadRequest
 from assay_server.request_body import read_json
 from assay_server.runset_shape import check_changes, check_filter
@@ -26,15 +26,15 @@ def body_limit(settings: Settings) -> int:
 
 
 async def list_runsets(request: Request) -> Response:
-    await authenticated(request)
+    project_id = (await access.project_access(request)).project_id
     async with context(request).db.reading() as db:
-        project_id = await runs.project_id(db, request.path_params["project"])
         found = await runsets.list_runsets(db, project_id)
     return respond(request, {"runsets": found})
 
 
 async def create_runset(request: Request) -> Response:
-    user = await authenticated(request)
+    granted = await access.project_access(request, access.Role.EDITOR)
+    project_id = granted.project_id
     settings = context(request).settings
     body = await read_json(request, body_limit(settings))
     changes = check_changes(body, settings.max_filter_length)
@@ -42,14 +42,16 @@ async def create_runset(request: Request) -> Response:
         raise BadRequest("a new run set needs a 'name'", code="invalid_runset")
     database = context(request).db
     async with database.transaction() as db:
-        project_id = await runs.project_id(db, request.path_params["project"])
         created = await runsets.create_runset(db, project_id, changes)
-    log.info("user %s created run set %s in project %s", user.id, created["id"], project_id)
+    assert granted.user is not None
+    log.info(
+        "user %s created run set %s in project %s", granted.user.id, created["id"], project_id
+    )
     return respond(request, created, 201)
 
 
 async def update_runset(request: Request) -> Response:
-    await authenticated(request)
+    project_id = (await access.project_access(request, access.Role.EDITOR)).project_id
     settings = context(request).settings
     body = await read_json(request, body_limit(settings))
     changes = check_changes(body, settings.max_filter_length)
@@ -60,7 +62,6 @@ async def update_runset(request: Request) -> Response:
             code="invalid_runset",
         )
     async with context(request).db.transaction() as db:
-        project_id = await runs.project_id(db, request.path_params["project"])
         updated = await runsets.update_runset(
             db, project_id, request.path_params["runset_id"], changes, position
         )
@@ -68,27 +69,24 @@ async def update_runset(request: Request) -> Response:
 
 
 async def delete_runset(request: Request) -> Response:
-    await authenticated(request)
+    project_id = (await access.project_access(request, access.Role.EDITOR)).project_id
     async with context(request).db.transaction() as db:
-        project_id = await runs.project_id(db, request.path_params["project"])
         await runsets.delete_runset(db, project_id, request.path_params["runset_id"])
     return Response(status_code=204)
 
 
 async def clone_runset(request: Request) -> Response:
-    await authenticated(request)
+    project_id = (await access.project_access(request, access.Role.EDITOR)).project_id
     async with context(request).db.transaction() as db:
-        project_id = await runs.project_id(db, request.path_params["project"])
         cloned = await runsets.clone_runset(db, project_id, request.path_params["runset_id"])
     return respond(request, cloned, 201)
 
 
 async def freeze_runset(request: Request) -> Response:
     """Add ``created_at <= NOW`` to the filter, so that runs created later stay out."""
-    await authenticated(request)
+    project_id = (await access.project_access(request, access.Role.EDITOR)).project_id
     settings = context(request).settings
     async with context(request).db.transaction() as db:
-        project_id = await runs.project_id(db, request.path_params["project"])
         row = await runsets.get_runset(db, project_id, request.path_params["runset_id"])
         text = runsets.frozen_filter(row.spec["filter"], time.time())
         changes: dict[str, Any] = {"filter": check_filter(text, settings.max_filter_length)}

@@ -13,6 +13,7 @@ from sqlalchemy import event, func, select
 
 from assay import protocol
 from assay_server import history, runs, schema
+from assay_server.auth import User
 from assay_server.batch import decode_batch
 from assay_server.database import Database
 from assay_server.downsample import MIN_SAMPLES, _bucket_points, _Classes, downsample
@@ -24,7 +25,7 @@ async def new_run(db: Database) -> int:
         await connection.execute(
             schema.users.insert().values(id=1, name="u", is_admin=True, created_at=0.0)
         )
-        return (await runs.attach_run(connection, spec, 1, db.is_sqlite)).pk
+        return (await runs.attach_run(connection, spec, User(1, "u", True), db.is_sqlite)).pk
 
 
 async def store(db: Database, run_pk: int, seq: int, rows: list[Any]) -> None:

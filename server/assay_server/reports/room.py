@@ -33,6 +33,10 @@ class Peer(Protocol):
     id: str
     #: The signed-in user; awareness states belong to the user's connections.
     user_name: str
+    #: True for a view-only connection, whose document updates are rejected.
+    read_only: bool
+    #: The share link that opened the connection, or None.
+    share_id: str | None
 
     def send(self, frame: bytes) -> None:
         """Queue ``frame`` for the client without waiting."""
@@ -41,6 +45,10 @@ class Peer(Protocol):
     def close(self, code: int, reason: str) -> None:
         """Queue a close of the connection with a websocket close code."""
         ...
+
+
+#: The close code of a connection whose share link was revoked or expired.
+SHARE_REVOKED = 4403
 
 
 class RejectedUpdate(ValueError):
@@ -130,6 +138,11 @@ class Room:
             return
         if update == wire.EMPTY_UPDATE:
             return
+        if peer.read_only:
+            raise RejectedUpdate(
+                "this connection may only view the report, so its edit was not applied; "
+                "open it with an edit link or as a project editor to change it"
+            )
         self._check(update)
         for change in self._apply(update):
             self.pending.append(change)
@@ -246,6 +259,13 @@ class Room:
             frame = wire.update_message(update)
             self._broadcast(frame)
             self.on_local(frame)
+
+    def close_share(self, share_id: str) -> int:
+        """Close the connections that share link ``share_id`` opened; return how many."""
+        closing = [peer for peer in self.peers if peer.share_id == share_id]
+        for peer in closing:
+            peer.close(SHARE_REVOKED, "this share link was revoked or has expired")
+        return len(closing)
 
     def close(self, code: int, reason: str) -> None:
         """Close every peer's connection with ``code``, then forget the peers."""

@@ -7,6 +7,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
+
+from pycrdt import Doc
 
 from assay_server import metrics
 from assay_server.database import Database
@@ -65,6 +68,18 @@ class ReportRooms:
             yield entry.room
         finally:
             self._release(report_id, entry)
+
+    async def read_document(self, report_id: str) -> Doc[Any]:
+        """Return the report's document: the open room's, else a copy loaded from the store."""
+        entry = self.open.get(report_id)
+        if entry is not None:
+            return entry.room.doc
+        async with self.database.reading() as connection:
+            updates = await store.load_updates(connection, report_id)
+        doc: Doc[Any] = Doc()
+        for update in updates:
+            doc.apply_update(update)
+        return doc
 
     async def _acquire(self, report_id: str) -> OpenRoom:
         lock = self.locks.setdefault(report_id, asyncio.Lock())
@@ -192,6 +207,16 @@ class ReportRooms:
         if self.relay is not None:
             await self.relay.unsubscribe(report_id)
         entry.room.close(4404, "report deleted")
+
+    def revoke_share(self, report_id: str, share_id: str) -> None:
+        """Close the sockets share link ``share_id`` opened, here and on every other instance."""
+        if self.relay is not None:
+            self.relay.announce_revoked(report_id, share_id)
+        entry = self.open.get(report_id)
+        closed = 0 if entry is None else entry.room.close_share(share_id)
+        log.info(
+            "report %s: share link %s revoked; %d sockets closed", report_id, share_id, closed
+        )
 
     async def close(self) -> None:
         """Write every room and close every socket with 1012, for a clean shutdown."""

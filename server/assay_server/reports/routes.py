@@ -6,13 +6,14 @@ import json
 from typing import Any
 
 from pycrdt import Doc
+from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from assay_server import runs
-from assay_server.api import authenticated, context, respond
-from assay_server.errors import BadRequest
+from assay_server import access, schema
+from assay_server.api import context, respond
+from assay_server.errors import BadRequest, Forbidden, NotFound
 from assay_server.reports import store
 from assay_server.reports.document import copy_content, read_title, set_title, to_json
 from assay_server.reports.rooms import ReportRooms
@@ -54,14 +55,30 @@ def text_field(body: dict[str, Any], name: str, default: str | None, limit: int)
     return value
 
 
-async def project_report(request: Request) -> tuple[str, str]:
-    """Check that the report exists in the path's project; return (project, report id)."""
-    project = request.path_params["project"]
+async def project_report(request: Request, need_edit: bool = False) -> access.ReportAccess:
+    """Check the caller's access to the path's report, which must be in the path's project."""
     report_id = request.path_params["report_id"]
+    granted = await access.report_access(request, report_id, need_edit)
     async with context(request).db.reading() as connection:
-        project_id = await runs.project_id(connection, project)
-        await store.find_report(connection, report_id, project_id)
-    return project, report_id
+        await store.find_report(connection, report_id, granted.project_id)
+        project_id = await connection.scalar(
+            select(schema.projects.c.id).where(
+                schema.projects.c.name == request.path_params["project"]
+            )
+        )
+    if project_id != granted.project_id:
+        raise NotFound(f"report {report_id!r} does not exist", code="report_not_found")
+    return granted
+
+
+def require_member(granted: access.ReportAccess, need: access.Role, action: str) -> int:
+    """Return the caller's user id; raise ``Forbidden`` unless their project role is ``need``+."""
+    if granted.user is None or granted.role is None or granted.role < need:
+        raise Forbidden(
+            f"{action} needs the {need.label} role in the report's project; "
+            "a share link does not grant it"
+        )
+    return granted.user.id
 
 
 async def report_data(request: Request, report_id: str) -> dict[str, Any]:
@@ -73,28 +90,29 @@ async def report_data(request: Request, report_id: str) -> dict[str, Any]:
 
 async def reports_endpoint(request: Request) -> Response:
     """List the project's reports on ``GET``; create one on ``POST``."""
-    user = await authenticated(request)
-    project = request.path_params["project"]
+    need = access.Role.VIEWER if request.method == "GET" else access.Role.EDITOR
+    granted = await access.project_access(request, need)
+    project, project_id = granted.project, granted.project_id
     database = context(request).db
     if request.method == "GET":
         async with database.reading() as connection:
-            project_id = await runs.project_id(connection, project)
             rows = await store.list_reports(connection, project_id)
         return respond(request, {"reports": [store.report_json(row, project) for row in rows]})
     title = text_field(
         await json_body(request), "title", "Untitled report", store.MAX_TITLE_LENGTH
     )
+    assert granted.user is not None
     async with database.transaction() as connection:
-        project_id = await runs.project_id(connection, project)
-        report_id = await store.create_report(connection, project_id, user.id, title)
+        report_id = await store.create_report(connection, project_id, granted.user.id, title)
     return respond(request, await report_data(request, report_id), 201)
 
 
 async def report_endpoint(request: Request) -> Response:
     """Show (``GET``), rename (``PATCH``) or delete (``DELETE``) one report."""
-    await authenticated(request)
-    _, report_id = await project_report(request)
+    granted = await project_report(request, need_edit=request.method != "GET")
+    report_id = granted.report_id
     if request.method == "DELETE":
+        require_member(granted, access.Role.EDITOR, "deleting a report")
         async with context(request).db.transaction() as connection:
             await store.delete_report(connection, report_id)
         await rooms(request).delete(report_id)
@@ -114,28 +132,28 @@ async def report_endpoint(request: Request) -> Response:
 
 async def versions_endpoint(request: Request) -> Response:
     """List the report's saved versions on ``GET``; save the current document on ``POST``."""
-    user = await authenticated(request)
-    _, report_id = await project_report(request)
+    granted = await project_report(request, need_edit=request.method != "GET")
+    report_id = granted.report_id
     database = context(request).db
     if request.method == "GET":
         async with database.reading() as connection:
             rows = await store.list_versions(connection, report_id)
         return respond(request, {"versions": [store.version_json(row) for row in rows]})
+    user_id = require_member(granted, access.Role.EDITOR, "saving a version")
     label = text_field(await json_body(request), "label", "", MAX_LABEL_LENGTH)
     async with rooms(request).use(report_id) as room:
         state = room.doc.get_update()
         if not label:
             label = read_title(room.doc)[:MAX_LABEL_LENGTH]
     async with database.transaction() as connection:
-        version_id = await store.save_version(connection, report_id, user.id, label, state)
+        version_id = await store.save_version(connection, report_id, user_id, label, state)
         row = await store.find_version(connection, report_id, version_id)
     return respond(request, store.version_json(row), 201)
 
 
 async def version_endpoint(request: Request) -> Response:
     """Show one saved version with its content."""
-    await authenticated(request)
-    _, report_id = await project_report(request)
+    report_id = (await project_report(request)).report_id
     row = await version_row(request, report_id)
     data = store.version_json(row)
     data["content"] = to_json(version_doc(row.state))
@@ -144,8 +162,7 @@ async def version_endpoint(request: Request) -> Response:
 
 async def restore_endpoint(request: Request) -> Response:
     """Make the live document show a saved version's title and blocks."""
-    await authenticated(request)
-    _, report_id = await project_report(request)
+    report_id = (await project_report(request, need_edit=True)).report_id
     row = await version_row(request, report_id)
     source = version_doc(row.state)
     async with rooms(request).use(report_id) as room:

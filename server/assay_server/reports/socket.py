@@ -6,16 +6,17 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from assay_server import metrics
-from assay_server.api import authenticated, context, error_response
+from assay_server import access, metrics
+from assay_server.api import error_response
 from assay_server.errors import AssayError
-from assay_server.reports import store, wire
-from assay_server.reports.room import RejectedUpdate, Room
+from assay_server.reports import wire
+from assay_server.reports.room import SHARE_REVOKED, RejectedUpdate, Room
 from assay_server.reports.rooms import ReportRooms
 
 log = logging.getLogger(__name__)
@@ -35,9 +36,17 @@ class Close:
 class SocketPeer:
     """A websocket as a room peer: frames are queued and sent by a task of its own."""
 
-    def __init__(self, websocket: WebSocket, user_name: str) -> None:
+    def __init__(self, websocket: WebSocket, granted: access.ReportAccess) -> None:
         self.websocket = websocket
-        self.user_name = user_name
+        if granted.user is not None:
+            self.user_name = granted.user.name
+        elif granted.share is not None:
+            self.user_name = f"share link {granted.share.share_id}"
+        else:
+            self.user_name = "anonymous"
+        self.read_only = not granted.can_edit
+        #: The share link that opened this socket, closed when the link is revoked.
+        self.share_id = None if granted.share is None else granted.share.share_id
         self.id = secrets.token_hex(4)
         self.queue: asyncio.Queue[bytes | Close] = asyncio.Queue()
         self.closing = False
@@ -101,13 +110,22 @@ def receive(room: Room, peer: SocketPeer, frame: bytes) -> None:
         peer.send(wire.permission_denied("internal server error; see the server log"))
 
 
+def close_at_expiry(peer: SocketPeer, granted: access.ReportAccess) -> asyncio.TimerHandle | None:
+    """Schedule closing a share link's socket when the link expires; None for no expiry."""
+    if granted.share is None or granted.share.expires_at is None:
+        return None
+    loop = asyncio.get_running_loop()
+    delay = max(0.0, granted.share.expires_at - time.time())
+    return loop.call_later(
+        delay, peer.close, SHARE_REVOKED, "this share link was revoked or has expired"
+    )
+
+
 async def report_socket(websocket: WebSocket) -> None:
     report_id = websocket.path_params["report_id"]
     rooms: ReportRooms = websocket.app.state.reports
     try:
-        user = await authenticated(websocket)
-        async with context(websocket).db.reading() as connection:
-            await store.find_report(connection, report_id)
+        granted = await access.report_access(websocket, report_id)
     except AssayError as exc:
         # Rejecting the handshake, rather than accepting and closing, keeps
         # y-websocket from reconnecting at once in a loop.
@@ -115,12 +133,21 @@ async def report_socket(websocket: WebSocket) -> None:
         return
     async with rooms.use(report_id) as room:
         await websocket.accept()
-        peer = SocketPeer(websocket, user.name)
-        log.info("report %s connection %s opened by %s", report_id, peer.id, user.name)
+        peer = SocketPeer(websocket, granted)
+        log.info(
+            "report %s connection %s opened by %s%s",
+            report_id,
+            peer.id,
+            peer.user_name,
+            "" if granted.can_edit else " (view only)",
+        )
         metrics.SOCKETS.labels("report").inc()
+        expiry = close_at_expiry(peer, granted)
         try:
             await serve(websocket, room, peer)
         finally:
+            if expiry is not None:
+                expiry.cancel()
             metrics.SOCKETS.labels("report").dec()
             log.info("report %s connection %s closed", report_id, peer.id)
 

@@ -13,12 +13,14 @@ from sqlalchemy import delete
 
 from assay import protocol
 from assay_server import filters, history, runs, schema
+from assay_server.auth import User
 from assay_server.batch import decode_batch
 from assay_server.database import Database
 from assay_server.settings import Settings
 
 PROJECT = "filters"
 OWNER_ID = 1
+OWNER = User(OWNER_ID, "owner", True)
 
 
 @dataclass
@@ -115,7 +117,7 @@ async def _store_run(db: Database, run: StoredRun) -> None:
         created_at=run.created_at,
     )
     async with db.transaction() as connection:
-        attached = await runs.attach_run(connection, spec, OWNER_ID, db.is_sqlite)
+        attached = await runs.attach_run(connection, spec, OWNER, db.is_sqlite)
     steps = max((len(values) for values in run.metrics.values()), default=0)
     for seq, start in enumerate(range(0, steps, run.batch_size)):
         rows = []

@@ -5,22 +5,31 @@ from __future__ import annotations
 import gc
 import weakref
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from pycrdt import Array, Doc, Map, Text
 
 from assay_server.reports import wire
 from assay_server.reports.document import set_title
-from assay_server.reports.room import RejectedUpdate, Room
+from assay_server.reports.room import SHARE_REVOKED, RejectedUpdate, Room
 from reports.support import add_markdown
 
 
 class RecordingPeer:
     """A peer whose connection is a list: the room's frames and close codes land in it."""
 
-    def __init__(self, name: str, user_name: str = "alice") -> None:
+    def __init__(
+        self,
+        name: str,
+        user_name: str = "alice",
+        read_only: bool = False,
+        share_id: str | None = None,
+    ) -> None:
         self.id = name
         self.user_name = user_name
+        self.read_only = read_only
+        self.share_id = share_id
         self.frames: list[bytes] = []
         self.closed: tuple[int, str] | None = None
 
@@ -70,6 +79,55 @@ def test_client_update_goes_to_others_and_pending() -> None:
     assert len(room.pending) == 1
     assert relayed == other.frames
     assert room.doc.get("blocks", type=Array).to_py()[0]["text"] == "text"
+
+
+@pytest.mark.parametrize("sync_type", [wire.SYNC_STEP2, wire.SYNC_UPDATE])
+def test_read_only_update_rejected(sync_type: int) -> None:
+    room = Room("r", [titled("Findings")], 10**6)
+    relayed: list[bytes] = []
+    room.on_local = relayed.append
+    viewer, editor = RecordingPeer("v", read_only=True), RecordingPeer("e")
+    room.join(viewer)
+    room.join(editor)
+    before = room.doc.get_state()
+    editor.frames.clear()
+
+    with pytest.raises(RejectedUpdate, match="may only view"):
+        room.receive(viewer, wire.sync_message(sync_type, markdown_update("b1", "vandal")))
+
+    assert room.doc.get_state() == before
+    assert room.pending == []
+    assert editor.frames == []
+    assert relayed == []
+
+
+def test_read_only_may_sync_and_send_empty_step2() -> None:
+    room = Room("r", [titled("Findings")], 10**6)
+    viewer = RecordingPeer("v", read_only=True)
+    room.join(viewer)
+    viewer.frames.clear()
+
+    room.receive(viewer, wire.sync_message(wire.SYNC_STEP1, Doc().get_state()))
+    room.receive(viewer, wire.sync_message(wire.SYNC_STEP2, wire.EMPTY_UPDATE))
+
+    assert len(viewer.frames) == 1
+    replica: Doc[Any] = Doc()
+    replica.apply_update(wire.decode(viewer.frames[0]).payload)
+    assert str(replica.get("title", type=Text)) == "Findings"
+
+
+def test_close_share_closes_its_peers_only() -> None:
+    room = Room("r", [titled("Findings")], 10**6)
+    linked = [RecordingPeer("a", share_id="s1"), RecordingPeer("b", share_id="s1")]
+    other_link, member = RecordingPeer("c", share_id="s2"), RecordingPeer("d")
+    for peer in [*linked, other_link, member]:
+        room.join(peer)
+
+    assert room.close_share("s1") == 2
+
+    assert [peer.closed for peer in linked] == [(SHARE_REVOKED, ANY)] * 2
+    assert other_link.closed is None
+    assert member.closed is None
 
 
 def test_known_update_is_not_stored_again() -> None:

@@ -98,6 +98,7 @@ def test_filter_length_setting_applies(
 ) -> None:
     settings = dataclasses.replace(sqlite_settings, max_filter_length=100)
     running: RunningServer = start_server(settings)  # type: ignore[operator]
+    assay.init("any", server=running.url, api_key=running.api_key, spool_dir=tmp_path).finish()
 
     with running.client() as client:
         response = client.get(

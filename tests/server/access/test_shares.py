@@ -1,0 +1,532 @@
+"""Share links: view-only sockets, revocation, expiry, and what a link exposes."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pycrdt import Array, Map
+from reports.support import YClient, report_content, wait_for, yjs_url
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+import assay
+from access.support import add_user, anonymous, error_code
+from assay import protocol
+from assay_server.settings import Settings
+from conftest import RunningServer, live_messages
+
+PROJECT = "reports"
+SHARE_CLIENT = Path(__file__).with_name("share_client.cjs")
+HEALTHY = "summary.loss is finite"
+
+
+class ShareClient:
+    """``share_client.cjs``: a stock y-websocket provider holding only a share token."""
+
+    def __init__(self, server: RunningServer, report_id: str, token: str) -> None:
+        node = shutil.which("node")
+        if node is None:
+            pytest.fail("node is missing; install Node.js 18 or newer (make install needs it too)")
+        self.process = subprocess.Popen(
+            [node, str(SHARE_CLIENT), yjs_url(server), report_id, token],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def next_event(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            assert self.process.stderr is not None
+            raise AssertionError(f"share client exited: {self.process.stderr.read()}")
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def type_line(self, text: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(text + "\n")
+        self.process.stdin.flush()
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.communicate()
+
+
+@pytest.fixture
+def share_clients() -> Iterator[Any]:
+    started: list[ShareClient] = []
+
+    def start(server: RunningServer, report_id: str, token: str) -> ShareClient:
+        client = ShareClient(server, report_id, token)
+        started.append(client)
+        return client
+
+    yield start
+    for client in started:
+        client.stop()
+
+
+@pytest.fixture
+def shared_project(server: RunningServer, tmp_path: Path) -> dict[str, Any]:
+    """Three runs: two healthy, one whose loss is NaN, and a report drawing the healthy ones."""
+    ids = {}
+    for name, loss in (("good-1", 0.5), ("good-2", 0.25), ("bad", float("nan"))):
+        run = assay.init(
+            PROJECT,
+            name=name,
+            config={"lr": 0.1, "secret_path": f"/home/alice/{name}"},
+            server=server.url,
+            api_key=server.api_key,
+            spool_dir=tmp_path / name,
+        )
+        run.log({"loss": loss, "hidden": 1.0})
+        run.finish()
+        ids[name] = run.id
+    with server.client() as http:
+        report = http.post(f"/api/v1/projects/{PROJECT}/reports", json={"title": "Shared"})
+    assert report.status_code == 201, report.text
+    report_id = report.json()["id"]
+    add_grid(server, report_id, HEALTHY, "loss")
+    return {"report_id": report_id, "runs": ids}
+
+
+def add_grid(server: RunningServer, report_id: str, filter_text: str, metric: str) -> None:
+    """Add a panel grid block through a signed-in pycrdt client on the report socket."""
+
+    client = YClient(server, report_id)
+    client.sync()
+
+    def change(doc: Any) -> None:
+        run_set = Map(
+            {
+                "id": "rs1",
+                "name": "healthy",
+                "filter": filter_text,
+                "grouping": [],
+                "sort": None,
+                "colour": "#1f77b4",
+                "active": True,
+                "frozen": False,
+            }
+        )
+        panel = Map(
+            {
+                "id": "p1",
+                "type": "line",
+                "x": 0,
+                "y": 0,
+                "w": 6,
+                "h": 4,
+                "options": {"key": metric},
+            }
+        )
+        block = Map(
+            {
+                "id": "g1",
+                "type": "panel_grid",
+                "run_sets": Array([run_set]),
+                "panels": Array([panel]),
+            }
+        )
+        doc.get("blocks", type=Array).append(block)
+
+    client.edit(change)
+    wait_for(lambda: len(report_content(server, report_id)["blocks"]) == 1, what="grid stored")
+    client.close()
+
+
+def create_share(server: RunningServer, report_id: str, **body: Any) -> dict[str, Any]:
+    with server.client() as http:
+        response = http.post(f"/api/v1/reports/{report_id}/shares", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def with_share(server: RunningServer, token: str) -> httpx.Client:
+    return httpx.Client(base_url=server.url, params={"share": token}, timeout=30)
+
+
+def test_view_link_cannot_change_document(
+    server: RunningServer, shared_project: dict[str, Any], share_clients: Any, node_clients: Any
+) -> None:
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="view")
+    editor = node_clients("write", yjs_url(server), report_id, server.api_key, "editor text")
+    assert editor.next_event() == {"event": "written"}
+
+    viewer = share_clients(server, report_id, share["token"])
+    synced = viewer.next_event()
+    viewer.type_line("vandal text")
+    assert viewer.next_event() == {"event": "sent"}
+    denied = viewer.next_event()
+    # A second editor that joins now sees the editor's text but never the viewer's.
+    reader = node_clients("read", yjs_url(server), report_id, server.api_key, "editor", "5000")
+    seen = reader.next_event()
+
+    assert synced["event"] == "synced"
+    assert synced["content"]["title"] == "Shared"
+    assert denied["event"] == "denied"
+    assert "may only view the report" in denied["reason"]
+    texts = [block.get("text") for block in seen["content"]["blocks"]]
+    assert "editor text" in texts
+    assert "vandal text" not in texts
+    stored = [block.get("text") for block in report_content(server, report_id)["blocks"]]
+    assert "vandal text" not in stored
+
+
+def test_edit_link_changes_document(
+    server: RunningServer, shared_project: dict[str, Any], share_clients: Any
+) -> None:
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="edit")
+
+    client = share_clients(server, report_id, share["token"])
+    assert client.next_event()["event"] == "synced"
+    client.type_line("from an edit link")
+    assert client.next_event() == {"event": "sent"}
+
+    wait_for(
+        lambda: any(
+            block.get("text") == "from an edit link"
+            for block in report_content(server, report_id)["blocks"]
+        ),
+        what="the edit link's block stored",
+    )
+
+
+def test_revoked_link_closes_socket_within_second(
+    server: RunningServer, shared_project: dict[str, Any], share_clients: Any
+) -> None:
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="view")
+    viewer = share_clients(server, report_id, share["token"])
+    assert viewer.next_event()["event"] == "synced"
+
+    started = time.monotonic()
+    with server.client() as http:
+        revoked = http.delete(f"/api/v1/reports/{report_id}/shares/{share['id']}")
+    closed = viewer.next_event()
+    elapsed = time.monotonic() - started
+    with with_share(server, share["token"]) as http:
+        reopened = http.get(f"/api/v1/projects/{PROJECT}/reports/{report_id}")
+        page = http.get(f"/projects/{PROJECT}/reports/{report_id}")
+
+    assert revoked.status_code == 204
+    assert closed["event"] == "closed"
+    assert closed["code"] == 4403
+    assert elapsed < 1.0
+    assert reopened.status_code == 401
+    assert error_code(reopened) == "invalid_share"
+    assert page.status_code == 401
+    with pytest.raises(InvalidStatus) as denied:
+        connect(f"{yjs_url(server)}/{report_id}?share={share['token']}")
+    assert denied.value.response.status_code == 401
+
+
+def test_expired_link_closes_and_stops_working(
+    server: RunningServer, shared_project: dict[str, Any], share_clients: Any
+) -> None:
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="view", expires_at=time.time() + 3)
+    viewer = share_clients(server, report_id, share["token"])
+    assert viewer.next_event()["event"] == "synced"
+
+    closed = viewer.next_event()
+    with with_share(server, share["token"]) as http:
+        reopened = http.get(f"/api/v1/projects/{PROJECT}/reports/{report_id}")
+
+    assert closed["event"] == "closed"
+    assert closed["code"] == 4403
+    assert time.time() >= share["expires_at"]
+    assert reopened.status_code == 401
+
+
+def test_link_opens_report_without_account(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="view")
+    with with_share(server, share["token"]) as http:
+        shown = http.get(f"/api/v1/projects/{PROJECT}/reports/{report_id}")
+        page = http.get(f"/projects/{PROJECT}/reports/{report_id}")
+    with anonymous(server) as http:
+        without = http.get(f"/api/v1/projects/{PROJECT}/reports/{report_id}")
+
+    assert share["url"].endswith(f"/projects/{PROJECT}/reports/{report_id}?share={share['token']}")
+    assert shown.status_code == 200
+    assert shown.json()["content"]["title"] == "Shared"
+    assert page.status_code == 200
+    assert without.status_code == 401
+
+
+def test_link_lists_only_report_runs(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    report_id = shared_project["report_id"]
+    runs = shared_project["runs"]
+    share = create_share(server, report_id, role="view")
+    base = f"/api/v1/projects/{PROJECT}"
+    with with_share(server, share["token"]) as http:
+        listed = http.get(f"{base}/runs", params={"filter": HEALTHY})
+        queried = http.post(f"{base}/runs/query", json={"filter": HEALTHY})
+        everything = http.get(f"{base}/runs")
+        other = http.get(f"{base}/runs", params={"filter": "summary.loss is nan"})
+        widened = http.post(f"{base}/runs/query", json={"filter": f"{HEALTHY} or name = bad"})
+        one_run = http.get(f"{base}/runs/{runs['bad']}")
+        history = http.get(f"{base}/runs/{runs['good-1']}/history")
+        keys = http.get(f"{base}/keys")
+        runsets = http.get(f"{base}/runsets")
+        reports = http.get(f"{base}/reports")
+        projects = http.get("/api/v1/projects")
+
+    assert listed.status_code == 200
+    assert sorted(run["name"] for run in listed.json()["runs"]) == ["good-1", "good-2"]
+    assert queried.json()["runs"] == listed.json()["runs"]
+    for refused in (everything, other, widened, one_run, history, keys, runsets, reports):
+        assert refused.status_code == 403, refused.request.url
+        assert error_code(refused) == "outside_report"
+    assert projects.json()["projects"] == []
+
+
+def test_link_shows_only_drawn_fields(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    share = create_share(server, shared_project["report_id"], role="view")
+    with with_share(server, share["token"]) as http:
+        listed = http.get(f"/api/v1/projects/{PROJECT}/runs", params={"filter": HEALTHY})
+
+    run = listed.json()["runs"][0]
+    assert set(run) == {
+        "id",
+        "name",
+        "state",
+        "created_at",
+        "finished_at",
+        "heartbeat_at",
+        "config",
+        "summary",
+    }
+    assert run["config"] == {}
+    assert set(run["summary"]) == {"loss"}
+
+
+def test_link_figure_limited_to_report(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    runs = shared_project["runs"]
+    share = create_share(server, shared_project["report_id"], role="view")
+    figure = f"/api/v1/projects/{PROJECT}/figure"
+    good = [runs["good-1"], runs["good-2"]]
+    with with_share(server, share["token"]) as http:
+        drawn = http.get(figure, params={"key": "loss", "runs": good})
+        outside = http.get(figure, params={"key": "loss", "runs": [*good, runs["bad"]]})
+        hidden_metric = http.get(figure, params={"key": "hidden", "runs": good})
+        no_runs = http.get(figure, params={"key": "loss"})
+
+    assert drawn.status_code == 200
+    assert sorted(drawn.json()["runs"]) == sorted(good)
+    assert outside.status_code == 403
+    assert runs["bad"] in outside.json()["error"]["message"]
+    assert hidden_metric.status_code == 403
+    assert no_runs.status_code == 400
+
+
+def test_link_cannot_edit_or_manage(server: RunningServer, shared_project: dict[str, Any]) -> None:
+    report_id = shared_project["report_id"]
+    view = create_share(server, report_id, role="view")
+    edit = create_share(server, report_id, role="edit")
+    path = f"/api/v1/projects/{PROJECT}/reports/{report_id}"
+    with with_share(server, view["token"]) as http:
+        renamed = http.patch(path, json={"title": "taken over"})
+        restored = http.post(f"{path}/versions/1/restore")
+        shares = http.post(f"/api/v1/reports/{report_id}/shares", json={"role": "edit"})
+    with with_share(server, edit["token"]) as http:
+        deleted = http.delete(path)
+        versions = http.post(f"{path}/versions", json={"label": "v"})
+        listed = http.get(f"/api/v1/reports/{report_id}/shares")
+
+    assert renamed.status_code == 403
+    assert restored.status_code == 403
+    assert shares.status_code in (401, 403)
+    assert deleted.status_code == 403
+    assert versions.status_code == 403
+    assert listed.status_code in (401, 403)
+    assert report_content(server, report_id)["title"] == "Shared"
+
+
+def test_link_for_other_report_grants_nothing(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    with server.client() as http:
+        other = http.post(f"/api/v1/projects/{PROJECT}/reports", json={"title": "Private"})
+    share = create_share(server, shared_project["report_id"], role="edit")
+    with with_share(server, share["token"]) as http:
+        response = http.get(f"/api/v1/projects/{PROJECT}/reports/{other.json()['id']}")
+
+    assert response.status_code == 404
+
+
+def test_guessed_tokens_rejected(server: RunningServer, shared_project: dict[str, Any]) -> None:
+    report_id = shared_project["report_id"]
+    create_share(server, report_id, role="view")
+    path = f"/api/v1/projects/{PROJECT}/reports/{report_id}"
+    statuses = set()
+    with anonymous(server) as http:
+        for _ in range(200):
+            guess = secrets.token_urlsafe(32)
+            statuses.add(http.get(path, params={"share": guess}).status_code)
+        empty = http.get(path, params={"share": ""})
+
+    assert statuses == {401}
+    assert empty.status_code == 401
+
+
+def test_shares_listed_without_tokens(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="view")
+    with server.client() as http:
+        listed = http.get(f"/api/v1/reports/{report_id}/shares").json()["shares"]
+
+    assert [entry["id"] for entry in listed] == [share["id"]]
+    assert "token" not in listed[0]
+    assert "url" not in listed[0]
+    assert share["token"] not in json.dumps(listed)
+    assert listed[0]["created_by"] == "admin"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"role": "admin"}, "share 'role' must be"),
+        ({}, "share 'role' must be"),
+        ({"role": "view", "expires_at": 1.0}, "is in the past"),
+        ({"role": "view", "expires_at": "tomorrow"}, "is not an ISO 8601 time"),
+        ({"role": "view", "expires_at": "2030-01-01T00:00:00"}, "with a time zone"),
+        ({"role": "view", "expires_at": 1e12}, "more than ten years ahead"),
+        ({"role": "view", "expires_at": True}, "must be null, Unix seconds"),
+        ({"role": "view", "note": "x"}, "unknown share fields ['note']"),
+    ],
+)
+def test_bad_share_rejected(
+    server: RunningServer, shared_project: dict[str, Any], body: dict[str, Any], message: str
+) -> None:
+    report_id = shared_project["report_id"]
+    with server.client() as http:
+        response = http.post(f"/api/v1/reports/{report_id}/shares", json=body)
+        listed = http.get(f"/api/v1/reports/{report_id}/shares").json()["shares"]
+
+    assert response.status_code == 400
+    assert message in response.json()["error"]["message"]
+    assert listed == []
+
+
+def test_viewer_member_cannot_share(server: RunningServer, shared_project: dict[str, Any]) -> None:
+    key = add_user(server, "viewer")
+    with server.client() as admin:
+        admin.put(f"/api/v1/projects/{PROJECT}/members/viewer", json={"role": "viewer"})
+    with server.client(key) as http:
+        response = http.post(
+            f"/api/v1/reports/{shared_project['report_id']}/shares", json={"role": "view"}
+        )
+
+    assert response.status_code == 403
+    assert "managing share links needs the editor role" in response.json()["error"]["message"]
+
+
+def test_unknown_share_revoke_not_found(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    with server.client() as http:
+        response = http.delete(f"/api/v1/reports/{shared_project['report_id']}/shares/nope")
+
+    assert response.status_code == 404
+    assert error_code(response) == "share_not_found"
+
+
+def test_revoke_closes_socket_on_other_instance(
+    postgres_settings: Settings, start_server: Any, share_clients: Any, tmp_path: Path
+) -> None:
+    first = start_server(postgres_settings)
+    second = start_server(postgres_settings)
+    assay.init(PROJECT, server=first.url, api_key=first.api_key, spool_dir=tmp_path).finish()
+    with first.client() as http:
+        report_id = http.post(f"/api/v1/projects/{PROJECT}/reports", json={}).json()["id"]
+    share = create_share(first, report_id, role="view")
+    viewer = share_clients(second, report_id, share["token"])
+    assert viewer.next_event()["event"] == "synced"
+
+    started = time.monotonic()
+    with first.client() as http:
+        revoked = http.delete(f"/api/v1/reports/{report_id}/shares/{share['id']}")
+    closed = viewer.next_event()
+    elapsed = time.monotonic() - started
+
+    assert revoked.status_code == 204
+    assert closed["event"] == "closed"
+    assert closed["code"] == 4403
+    assert elapsed < 1.0
+
+
+def live_socket(server: RunningServer, token: str) -> Any:
+    url = server.url.replace("http://", "ws://") + f"/api/v1/projects/{PROJECT}/live?share={token}"
+    return connect(url, legacy=True)
+
+
+def next_message(socket: Any, wanted: str) -> dict[str, Any]:
+    while True:
+        for message in live_messages(socket.recv(timeout=15)):
+            if message["type"] == wanted:
+                return message
+
+
+def test_link_live_socket_limited_to_report(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    runs = shared_project["runs"]
+    share = create_share(server, shared_project["report_id"], role="view")
+    with live_socket(server, share["token"]) as socket:
+        socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
+        subscribed = next_message(socket, "subscribed")
+        socket.send(protocol.pack({"type": "watch", "runsets": {"a": "summary.loss is nan"}}))
+        refused = next_message(socket, "error")
+        socket.send(protocol.pack({"type": "watch", "runsets": {"rs1": HEALTHY}}))
+        members = next_message(socket, "members")
+
+    streams = " ".join(subscribed["cursors"])
+    assert subscribed["events"] is None
+    assert runs["good-1"] in streams
+    assert runs["good-2"] in streams
+    assert runs["bad"] not in streams
+    assert refused["code"] == "outside_report"
+    assert sorted(members["runsets"]["rs1"]) == sorted([runs["good-1"], runs["good-2"]])
+
+
+def test_revoked_link_loses_live_socket(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="view")
+    with live_socket(server, share["token"]) as socket:
+        socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
+        next_message(socket, "subscribed")
+        with server.client() as http:
+            http.delete(f"/api/v1/reports/{report_id}/shares/{share['id']}")
+        socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
+        with pytest.raises(ConnectionClosed) as closed:
+            next_message(socket, "subscribed")
+
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4403
+    assert "invalid, revoked or expired" in closed.value.rcvd.reason
