@@ -92,10 +92,12 @@ class Redactor:
             r"\1\2" + MASK,
         ),
         (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{16,}"), r"\1 " + MASK),
-        # Query parameters that carry keys: /login?token=..., /api/v1/ingest?token=...
+        # Query parameters that carry keys or share-link tokens: /login?token=...,
+        # /api/v1/ingest?token=..., /projects/p/reports/r?share=...
         (
             re.compile(
-                r"(?i)([?&;](?:token|api_key|apikey|key|access_token|session)=)[^&\s\"'#]*"
+                r"(?i)([?&;](?:token|api_key|apikey|key|access_token|session|share)=)"
+                r"[^&\s\"'#]*"
             ),
             r"\1" + MASK,
         ),

@@ -116,6 +116,8 @@ def test_key_never_appears_in_log(
         ("key assay_Zt4hP0qLxYvW8mNcR2dK6sFjB1gH9aQe3uIoT7yE5rU", "Zt4hP0qLxYvW8mNcR2dK"),
         ("cannot connect to postgresql://assay:pa55word@db/assay", "pa55word"),
         ("the bootstrap key is literally-known-value", "literally-known-value"),
+        ('"GET /projects/p/reports/r?share=Sh4reT0ken-xyz HTTP/1.1" 200', "Sh4reT0ken-xyz"),
+        ('"WebSocket /yjs/reports/r?share=Sh4reT0ken-xyz" [accepted]', "Sh4reT0ken-xyz"),
     ],
 )
 def test_redactor_masks_secret(line: str, secret: str) -> None:
