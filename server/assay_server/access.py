@@ -145,6 +145,7 @@ class ProjectAccess:
     user: User | None
     #: Set when a share link, not a project role, grants the access.
     scope: ReportScope | None = None
+    share: ShareGrant | None = None
 
 
 def _context(connection: HTTPConnection) -> ServerContext:
@@ -271,7 +272,7 @@ async def _shared_project(
         raise NotFound(f"project {project!r} does not exist", code="project_not_found")
     doc = await connection.app.state.reports.read_document(grant.report_id)
     scope = report_scope(grant.report_id, doc)
-    return ProjectAccess(grant.project_id, project, Role.VIEWER, None, scope)
+    return ProjectAccess(grant.project_id, project, Role.VIEWER, None, scope, grant)
 
 
 async def find_share(connection: AsyncConnection, token: str) -> ShareGrant | None:

@@ -39,6 +39,7 @@ from assay_server.reports import shares as report_shares
 from assay_server.reports import socket as report_socket
 from assay_server.reports.relay import Relay
 from assay_server.reports.rooms import ReportRooms, RoomSettings
+from assay_server.revocations import Revocations
 from assay_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
         figures.default_template()
         app.state.membership = MembershipEngine(context.bus, context.db)
         app.state.reports = create_report_rooms(context)
+        app.state.revocations = Revocations(settings.redis_url, settings.redis_prefix)
+        await app.state.revocations.start()
         reaper = asyncio.create_task(reap_crashed_runs(context))
         log.info("assay server ready on %s:%s", settings.host, settings.port)
         try:
@@ -137,6 +140,7 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
             await app.state.hub.close()
             await app.state.membership.close()
             await app.state.reports.close()
+            await app.state.revocations.close()
             await context.writer.close()
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

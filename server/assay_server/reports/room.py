@@ -35,8 +35,6 @@ class Peer(Protocol):
     user_name: str
     #: True for a view-only connection, whose document updates are rejected.
     read_only: bool
-    #: The share link that opened the connection, or None.
-    share_id: str | None
 
     def send(self, frame: bytes) -> None:
         """Queue ``frame`` for the client without waiting."""
@@ -259,13 +257,6 @@ class Room:
             frame = wire.update_message(update)
             self._broadcast(frame)
             self.on_local(frame)
-
-    def close_share(self, share_id: str) -> int:
-        """Close the connections that share link ``share_id`` opened; return how many."""
-        closing = [peer for peer in self.peers if peer.share_id == share_id]
-        for peer in closing:
-            peer.close(SHARE_REVOKED, "this share link was revoked or has expired")
-        return len(closing)
 
     def close(self, code: int, reason: str) -> None:
         """Close every peer's connection with ``code``, then forget the peers."""

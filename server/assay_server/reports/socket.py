@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 MAX_QUEUED_FRAMES = 10_000
 #: The close code for a client that reads too slowly (1013, "try again later").
 TOO_SLOW = 1013
+LINK_ENDED = "this share link was revoked or has expired"
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,6 @@ class SocketPeer:
         else:
             self.user_name = "anonymous"
         self.read_only = not granted.can_edit
-        #: The share link that opened this socket, closed when the link is revoked.
-        self.share_id = None if granted.share is None else granted.share.share_id
         self.id = secrets.token_hex(4)
         self.queue: asyncio.Queue[bytes | Close] = asyncio.Queue()
         self.closing = False
@@ -116,9 +115,7 @@ def close_at_expiry(peer: SocketPeer, granted: access.ReportAccess) -> asyncio.T
         return None
     loop = asyncio.get_running_loop()
     delay = max(0.0, granted.share.expires_at - time.time())
-    return loop.call_later(
-        delay, peer.close, SHARE_REVOKED, "this share link was revoked or has expired"
-    )
+    return loop.call_later(delay, peer.close, SHARE_REVOKED, LINK_ENDED)
 
 
 async def report_socket(websocket: WebSocket) -> None:
@@ -143,11 +140,18 @@ async def report_socket(websocket: WebSocket) -> None:
         )
         metrics.SOCKETS.labels("report").inc()
         expiry = close_at_expiry(peer, granted)
+        forget = None
+        if granted.share is not None:
+            forget = websocket.app.state.revocations.register(
+                granted.share.share_id, lambda: peer.close(SHARE_REVOKED, LINK_ENDED)
+            )
         try:
             await serve(websocket, room, peer)
         finally:
             if expiry is not None:
                 expiry.cancel()
+            if forget is not None:
+                forget()
             metrics.SOCKETS.labels("report").dec()
             log.info("report %s connection %s closed", report_id, peer.id)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import shutil
@@ -15,12 +16,15 @@ import httpx
 import pytest
 from pycrdt import Array, Map
 from reports.support import YClient, report_content, wait_for, yjs_url
+from sqlalchemy import update
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 import assay
 from access.support import add_user, anonymous, error_code
 from assay import protocol
+from assay_server.database import Database
+from assay_server.reports.tables import report_shares
 from assay_server.settings import Settings
 from conftest import RunningServer, live_messages
 
@@ -466,17 +470,27 @@ def test_revoke_closes_socket_on_other_instance(
     share = create_share(first, report_id, role="view")
     viewer = share_clients(second, report_id, share["token"])
     assert viewer.next_event()["event"] == "synced"
+    live = live_socket(second, share["token"])
+    live.send(protocol.pack({"type": "subscribe", "cursors": {}}))
+    next_message(live, "subscribed")
 
     started = time.monotonic()
     with first.client() as http:
         revoked = http.delete(f"/api/v1/reports/{report_id}/shares/{share['id']}")
     closed = viewer.next_event()
     elapsed = time.monotonic() - started
+    with pytest.raises(ConnectionClosed) as live_closed:
+        next_message(live, "never sent")
+    live_elapsed = time.monotonic() - started
 
     assert revoked.status_code == 204
     assert closed["event"] == "closed"
     assert closed["code"] == 4403
     assert elapsed < 1.0
+    assert live_closed.value.rcvd is not None
+    assert live_closed.value.rcvd.code == 4403
+    assert live_elapsed < 1.0
+    live.close()
 
 
 def live_socket(server: RunningServer, token: str) -> Any:
@@ -521,8 +535,46 @@ def test_revoked_link_loses_live_socket(
     with live_socket(server, share["token"]) as socket:
         socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
         next_message(socket, "subscribed")
+        started = time.monotonic()
         with server.client() as http:
             http.delete(f"/api/v1/reports/{report_id}/shares/{share['id']}")
+        with pytest.raises(ConnectionClosed) as closed:
+            next_message(socket, "never sent")
+        elapsed = time.monotonic() - started
+
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4403
+    assert "revoked or has expired" in closed.value.rcvd.reason
+    assert elapsed < 1.0
+
+
+def revoke_in_database(server: RunningServer, share_id: str) -> None:
+    async def revoke() -> None:
+        database = Database(server.settings.resolved_database_url)
+        try:
+            async with database.transaction() as connection:
+                await connection.execute(
+                    update(report_shares)
+                    .where(report_shares.c.id == share_id)
+                    .values(revoked_at=time.time())
+                )
+        finally:
+            await database.close()
+
+    asyncio.run(revoke())
+
+
+def test_live_socket_checks_link_on_subscribe(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    """A link revoked while Redis dropped the message still loses the socket at its next use."""
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="view")
+    with live_socket(server, share["token"]) as socket:
+        socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
+        next_message(socket, "subscribed")
+        # Revoke in the database only, as if the revocation message were lost.
+        revoke_in_database(server, share["id"])
         socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
         with pytest.raises(ConnectionClosed) as closed:
             next_message(socket, "subscribed")
