@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from pycrdt import Array, Map
+from pycrdt import Array, Doc, Map, Text
 from reports.support import YClient, report_content, wait_for, yjs_url
 from sqlalchemy import update
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -582,3 +582,39 @@ def test_live_socket_checks_link_on_subscribe(
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4403
     assert "invalid, revoked or expired" in closed.value.rcvd.reason
+
+
+@pytest.mark.parametrize("sync_type", [1, 2])
+def test_view_socket_raw_updates_rejected(
+    server: RunningServer, shared_project: dict[str, Any], sync_type: int
+) -> None:
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="view")
+    before = report_content(server, report_id)
+    attacker = YClient(server, report_id, **{})
+    attacker.socket.close()
+    attacker.socket = connect(
+        f"{yjs_url(server)}/{report_id}?share={share['token']}", max_size=None, legacy=True
+    )
+    attacker.sync()
+    vandal = Doc()
+    vandal.get("title", type=Text).insert(0, "owned ")
+    update_frame = b"\x00" + bytes([sync_type]) + encode_payload(vandal.get_update())
+
+    attacker.socket.send(update_frame)
+    reason = attacker.next_denial()
+    attacker.close()
+
+    assert "may only view the report" in reason
+    assert report_content(server, report_id) == before
+
+
+def encode_payload(payload: bytes) -> bytes:
+    """Prefix ``payload`` with its length as a lib0 variable-length unsigned integer."""
+    length = len(payload)
+    prefix = bytearray()
+    while length > 0x7F:
+        prefix.append(0x80 | (length & 0x7F))
+        length >>= 7
+    prefix.append(length)
+    return bytes(prefix) + payload
