@@ -88,6 +88,11 @@ class LiveSocket:
         self.socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
         return self.next_of("subscribed", "resync")
 
+    def watch(self, runsets: dict[str, str]) -> dict[str, Any]:
+        """Watch run sets (id to filter text); return the ``members`` or ``error`` answer."""
+        self.socket.send(protocol.pack({"type": "watch", "runsets": runsets}))
+        return self.next_of("members", "error")
+
     def next_of(self, *kinds: str, timeout: float = 15) -> dict[str, Any]:
         """Return the next message of one of ``kinds``, skipping others."""
         deadline = time.monotonic() + timeout
@@ -136,7 +141,7 @@ class ReportEditor:
     """``yjs_client.cjs edit``: a Node y-websocket client of one report, driven from the test.
 
     A thread reads the client's JSON events, so that the test can wait for
-    them with a timeout. ``texts`` holds the block texts of the client's
+    them with a timeout. ``texts`` lists the block texts of the client's
     latest document and ``syncs`` counts its syncs with a server.
     """
 

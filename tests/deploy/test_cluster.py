@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,6 +115,45 @@ def test_sigkill_instance_loses_no_point(
         for key in ("loss", "acc"):
             stored = metric_count(cluster.url, cluster.api_key, PROJECT, run.id, key)
             assert stored == points, f"{run.id} {key}"
+
+
+def test_runset_membership_follows_other_instance(cluster: Cluster, tmp_path: Path) -> None:
+    assay.init(
+        PROJECT, server=cluster.url, api_key=cluster.api_key, spool_dir=tmp_path / "first"
+    ).finish()
+    run = assay.init(
+        PROJECT,
+        server=cluster.url,
+        api_key=cluster.api_key,
+        spool_dir=tmp_path / "moving",
+        settings=FAST_RETRY,
+    )
+    wait_until(lambda: ingest_sockets(cluster) == [1.0], timeout=30)
+    ingest_counts = ingest_sockets(cluster, per_instance=True)
+    # The watch is on an instance other than the one serving the run's ingest socket.
+    watching = cluster.servers[(ingest_counts.index(1.0) + 1) % len(cluster.servers)]
+    live = LiveSocket(watching.url, PROJECT, cluster.api_key)
+    members = live.watch(
+        {
+            "healthy": "summary.loss is finite",
+            "diverged": "summary.loss is nan",
+            "exploded": "summary.loss is inf",
+        }
+    )
+    run.log({"loss": 0.5})
+    entered = live.next_of("membership")
+    run.log({"loss": math.nan})
+    moved = live.next_of("membership")
+    run.finish(timeout=60)
+    live.close()
+
+    assert members["runsets"] == {"healthy": [], "diverged": [], "exploded": []}
+    assert entered["changes"] == {"healthy": {"entered": [run.id], "left": []}}
+    # A single event moves the run from one set to the other; NaN does not count as +Inf.
+    assert moved["changes"] == {
+        "healthy": {"entered": [], "left": [run.id]},
+        "diverged": {"entered": [run.id], "left": []},
+    }
 
 
 def report_sockets(cluster: Cluster) -> list[float]:
