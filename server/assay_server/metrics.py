@@ -19,8 +19,20 @@ ACK_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 SOCKETS = Gauge("assay_open_sockets", "Open websockets by kind.", ["kind"])
-ERRORS = Counter("assay_errors", "Errors reported to clients or logged, by kind.", ["kind"])
+ERRORS = Counter(
+    "assay_errors",
+    "Errors sent to clients (HTTP responses, handshake denials, error messages on the "
+    "ingest, live and report sockets), by error code.",
+    ["kind"],
+)
 OPEN_REPORTS = Gauge("assay_open_reports", "Report rooms loaded on this instance.")
+RUNSET_EVALUATIONS = Counter(
+    "assay_runset_evaluations",
+    "Filter evaluations of live run-set watches, by mode: initial (a newly watched filter "
+    "against every run of its project) or incremental (a watched filter against the run "
+    "that an event changed).",
+    ["mode"],
+)
 CRASHED_RUNS = Counter("assay_crashed_runs", "Runs marked crashed after heartbeats stopped.")
 
 

@@ -75,6 +75,7 @@ async def serve(websocket: WebSocket, room: Room, peer: SocketPeer) -> None:
                 break
             frame = message.get("bytes")
             if frame is None:
+                metrics.ERRORS.labels("malformed").inc()
                 peer.close(1003, "report sockets take binary y-websocket messages only")
                 break
             receive(room, peer, frame)
@@ -93,11 +94,13 @@ def receive(room: Room, peer: SocketPeer, frame: bytes) -> None:
         room.receive(peer, frame)
     except RejectedUpdate as exc:
         log.info("report %s connection %s: %s", room.report_id, peer.id, exc)
+        metrics.ERRORS.labels("rejected_update").inc()
         peer.send(wire.permission_denied(str(exc)))
     except Exception:
         log.exception(
             "report %s connection %s: handling a message failed", room.report_id, peer.id
         )
+        metrics.ERRORS.labels("internal").inc()
         peer.send(wire.permission_denied("internal server error; see the server log"))
 
 
