@@ -89,7 +89,7 @@ class LiveSocket:
         return self.next_of("subscribed", "resync")
 
     def watch(self, runsets: dict[str, str]) -> dict[str, Any]:
-        """Watch run sets (id to filter text); return the ``members`` or ``error`` answer."""
+        """Send a ``watch`` of run sets (id to filter text) and return the reply."""
         self.socket.send(protocol.pack({"type": "watch", "runsets": runsets}))
         return self.next_of("members", "error")
 
@@ -135,6 +135,16 @@ def open_sockets(server_url: str) -> dict[str, float]:
         for sample in family.samples
         if sample.name == "assay_open_sockets"
     }
+
+
+def metric_value(server_url: str, name: str, **labels: str) -> float:
+    """Return one sample of an instance's ``/metrics``, 0 when the instance has none yet."""
+    text = httpx.get(server_url + "/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0
 
 
 class ReportEditor:

@@ -21,6 +21,7 @@ from deploy.deploy_support import (
     LiveSocket,
     ReportEditor,
     metric_count,
+    metric_value,
     open_sockets,
     wait_until,
 )
@@ -144,16 +145,31 @@ def test_runset_membership_follows_other_instance(cluster: Cluster, tmp_path: Pa
     entered = live.next_of("membership")
     run.log({"loss": math.nan})
     moved = live.next_of("membership")
+    evaluations = {
+        mode: [
+            metric_value(server.url, "assay_runset_evaluations_total", mode=mode)
+            for server in cluster.servers
+        ]
+        for mode in ("initial", "incremental")
+    }
     run.finish(timeout=60)
     live.close()
 
     assert members["runsets"] == {"healthy": [], "diverged": [], "exploded": []}
     assert entered["changes"] == {"healthy": {"entered": [run.id], "left": []}}
-    # A single event moves the run from one set to the other; NaN does not count as +Inf.
+    # A single event moves the run from one set to the other, and NaN is not +Inf.
     assert moved["changes"] == {
         "healthy": {"entered": [], "left": [run.id]},
         "diverged": {"entered": [run.id], "left": []},
     }
+    # Only the watching instance evaluates filters: each of the three once
+    # over the project, then all three for each of at least two run events.
+    watched = cluster.servers.index(watching)
+    assert evaluations["initial"][watched] == 3
+    assert evaluations["incremental"][watched] >= 2 * 3
+    assert evaluations["incremental"][watched] % 3 == 0
+    for mode, counts in evaluations.items():
+        assert sum(counts) == counts[watched], mode
 
 
 def report_sockets(cluster: Cluster) -> list[float]:
@@ -211,6 +227,7 @@ def test_report_edits_reach_every_instance(
         reader.wait_for(
             lambda client: client.texts == ["written before the kill"], "the first edit"
         )
+    rooms = [metric_value(server.url, "assay_open_reports") for server in cluster.servers]
     cluster.servers[victim].kill()
     editor.wait_for(lambda client: client.syncs == 2, "sync after the kill", timeout=30)
     after_kill = report_sockets_alive(cluster, victim)
@@ -230,6 +247,8 @@ def test_report_edits_reach_every_instance(
     )
 
     assert sorted(before_kill) == [0.0, 0.0, 1.0]
+    # Every instance has the report's room loaded, once.
+    assert rooms == [1.0, 1.0, 1.0]
     # The editor came back through nginx, onto one of the two other instances.
     assert sorted(after_kill) == [1.0, 2.0]
     assert editor.texts == readers[0].texts == readers[1].texts

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +26,7 @@ from websockets.sync.client import ClientConnection, connect
 import assay
 from assay import protocol
 from assay_server.settings import Settings
-from conftest import RunningServer
+from conftest import ROOT, RunningServer
 
 PROJECT = "reports"
 TIMESTAMP = 1_700_000_000.0
@@ -288,3 +289,25 @@ def test_errors_counted_by_code(sqlite_server: RunningServer) -> None:
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1003
     assert change.grew("assay_errors_total", kind="malformed") == 1
+
+
+def test_every_metric_documented(sqlite_server: RunningServer) -> None:
+    text = httpx.get(sqlite_server.url + "/metrics").text
+    families = {
+        family.name: family.type
+        for family in text_string_to_metric_families(text)
+        # prometheus-client exports the "_created" time of each counter and histogram
+        # as a gauge family of its own.
+        if family.name.startswith("assay_") and not family.name.endswith("_created")
+    }
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    section = deploy.split("## Health and metrics", 1)[1].split("\n## ", 1)[0]
+    # A table row starts with the metric's name as exported, before any labels.
+    documented = dict(
+        re.findall(r"^\| `(assay_[a-z_]+)(?:\{[a-z]+\})?` \| ([a-z]+) \|", section, re.M)
+    )
+    exported = {
+        name + "_total" if kind == "counter" else name: kind for name, kind in families.items()
+    }
+
+    assert documented == exported
