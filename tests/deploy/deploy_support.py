@@ -159,6 +159,7 @@ class ReportEditor:
         node = shutil.which("node")
         require(node is not None, "node is missing; install Node.js 18 or newer")
         assert node is not None
+        self.log_path = log_path
         self.log = open(log_path, "ab")
         self.process = subprocess.Popen(
             [node, str(NODE_CLIENT), "edit", url, report_id, token],
@@ -199,7 +200,9 @@ class ReportEditor:
             except queue.Empty:
                 continue
             if event is None:
-                raise AssertionError(f"report client exited with code {self.process.wait()}")
+                code = self.process.wait()
+                output = self.log_path.read_text()[-2000:]
+                raise AssertionError(f"report client exited with code {code}: {output}")
             if event["event"] == "synced":
                 self.syncs += 1
             elif event["event"] == "texts":
