@@ -240,7 +240,7 @@ def test_report_edits_reach_every_instance(
     ]
     for client in (editor, *readers):
         client.wait_for(lambda found: sorted(found.texts) == sorted(everything), "every edit")
-    stored = httpx.get(
+    read_back = httpx.get(
         f"{cluster.url}/api/v1/projects/{PROJECT}/reports/{report_id}",
         headers={"Authorization": f"Bearer {cluster.api_key}"},
         timeout=10,
@@ -252,8 +252,8 @@ def test_report_edits_reach_every_instance(
     # The editor came back through nginx, onto one of the two other instances.
     assert sorted(after_kill) == [1.0, 2.0]
     assert editor.texts == readers[0].texts == readers[1].texts
-    assert stored.status_code == 200
-    blocks = stored.json()["content"]["blocks"]
+    assert read_back.status_code == 200
+    blocks = read_back.json()["content"]["blocks"]
     assert sorted(block["text"] for block in blocks) == sorted(everything)
 
 
