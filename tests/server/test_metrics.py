@@ -88,10 +88,16 @@ def batch(seq: Any, first_step: int, values: dict[str, float]) -> bytes:
 
 
 def create_project(server: RunningServer) -> None:
-    """Create ``PROJECT`` with one finished run, which sends no more run events."""
+    """Create ``PROJECT`` with one finished run, which sends no more run events.
+
+    Returns once the server has closed the run's socket, so that a test's
+    later reading of ``assay_open_sockets`` does not count it.
+    """
+    change = MetricChange(server)
     with ingest(server, "first") as connection:
         connection.send(protocol.pack({"type": "finish"}))
         assert receive(connection)["type"] == "finished"
+    wait_for_gauge(change, "assay_open_sockets", 0, kind="ingest")
 
 
 def live_socket(server: RunningServer, project: str = PROJECT) -> ClientConnection:
