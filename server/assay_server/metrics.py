@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,6 +36,24 @@ RUNSET_EVALUATIONS = Counter(
     ["mode"],
 )
 CRASHED_RUNS = Counter("assay_crashed_runs", "Runs marked crashed after heartbeats stopped.")
+LOG_MESSAGES = Counter(
+    "assay_log_messages",
+    "Log records of level WARNING and above, by level and logger.",
+    ["level", "logger"],
+)
+
+
+class LogCounter(logging.Filter):
+    """A handler filter that counts warnings and errors in ``LOG_MESSAGES`` and drops none.
+
+    Failures that the server only logs (a failed publish to Redis, a failed
+    report write) then show in ``/metrics`` as well as in the log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            LOG_MESSAGES.labels(record.levelname, record.name).inc()
+        return True
 
 
 async def metrics(request: Request) -> Response:

@@ -26,7 +26,7 @@ from websockets.sync.client import ClientConnection, connect
 import assay
 from assay import protocol
 from assay_server.settings import Settings
-from conftest import ROOT, RunningServer
+from conftest import ROOT, RunningServer, free_port
 
 PROJECT = "reports"
 TIMESTAMP = 1_700_000_000.0
@@ -310,10 +310,30 @@ def test_every_metric_documented(sqlite_server: RunningServer) -> None:
     section = deploy.split("## Health and metrics", 1)[1].split("\n## ", 1)[0]
     # A table row starts with the metric's name as exported, before any labels.
     documented = dict(
-        re.findall(r"^\| `(assay_[a-z_]+)(?:\{[a-z]+\})?` \| ([a-z]+) \|", section, re.M)
+        re.findall(r"^\| `(assay_[a-z_]+)(?:\{[a-z,]+\})?` \| ([a-z]+) \|", section, re.M)
     )
     exported = {
         name + "_total" if kind == "counter" else name: kind for name, kind in families.items()
     }
 
     assert documented == exported
+
+
+def test_logged_warnings_counted_by_logger(
+    postgres_settings: Settings, server_process: Any
+) -> None:
+    # Without Redis, publishing a run event fails, and the server logs a
+    # warning and carries on.
+    unreachable = f"redis://127.0.0.1:{free_port()}/0"
+    settings = dataclasses.replace(postgres_settings, redis_url=unreachable)
+    process = server_process(settings)
+    process.start()
+    server = RunningServer(process.url, str(settings.bootstrap_api_key), settings)
+    change = MetricChange(server)
+    with ingest(server, "unpublished"):
+        pass
+    log = process.log_path.read_text()
+
+    assert "event run.created of run unpublished not published" in log
+    logged = change.grew("assay_log_messages_total", level="WARNING", logger="assay_server.ingest")
+    assert logged == 1
