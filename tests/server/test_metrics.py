@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -179,6 +180,23 @@ def test_open_sockets_counted_by_kind(sqlite_server: RunningServer) -> None:
         wait_for_gauge(change, "assay_open_sockets", 0, kind=kind)
 
     assert during == {"ingest": 1, "live": 1, "report": 1}
+
+
+def test_report_socket_released_on_disconnect(sqlite_server: RunningServer) -> None:
+    create_project(sqlite_server)
+    report_id = create_report(sqlite_server)["id"]
+    change = MetricChange(sqlite_server)
+    client = YClient(sqlite_server, report_id)
+    client.sync()
+    during = change.grew("assay_open_sockets", kind="report")
+    client.close()
+    started = time.monotonic()
+    wait_for_gauge(change, "assay_open_sockets", 0, kind="report")
+    seconds = time.monotonic() - started
+
+    assert during == 1
+    # The server used to wait 5 s for frames to send to a client that had gone.
+    assert seconds < 2.5
 
 
 def test_open_reports_count_rooms(sqlite_settings: Settings, start_server: Any) -> None:

@@ -83,9 +83,12 @@ async def serve(websocket: WebSocket, room: Room, peer: SocketPeer) -> None:
         pass
     finally:
         room.leave(peer)
-        with contextlib.suppress(TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
-            async with asyncio.timeout(5):
-                await sender
+        # Only a close by the server leaves frames worth sending. After the
+        # client left, the sender would wait for a frame that never comes.
+        if peer.closing:
+            with contextlib.suppress(TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
+                async with asyncio.timeout(5):
+                    await sender
         sender.cancel()
 
 
