@@ -148,7 +148,7 @@ def metric_value(server_url: str, name: str, **labels: str) -> float:
 
 
 class ReportEditor:
-    """``yjs_client.cjs edit``: a Node y-websocket client of one report, driven from the test.
+    """``yjs_client.cjs append``: a Node y-websocket client of one report, driven from the test.
 
     A thread reads the client's JSON events, so that the test can wait for
     them with a timeout. ``texts`` lists the block texts of the client's
@@ -162,7 +162,7 @@ class ReportEditor:
         self.log_path = log_path
         self.log = open(log_path, "ab")
         self.process = subprocess.Popen(
-            [node, str(NODE_CLIENT), "edit", url, report_id, token],
+            [node, str(NODE_CLIENT), "append", url, report_id, token],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,

@@ -10,7 +10,7 @@
 //   node yjs_client.cjs bad URL REPORT_ID TOKEN
 //       adds a block of an unknown type and prints the server's rejection as
 //       {"event":"denied","reason":…}.
-//   node yjs_client.cjs edit URL REPORT_ID TOKEN
+//   node yjs_client.cjs append URL REPORT_ID TOKEN
 //       stays connected, reconnecting as y-websocket does, until its stdin
 //       closes. Prints {"event":"synced"} after each sync with the server and
 //       {"event":"texts","texts":[…]} with every block's text after each
@@ -95,7 +95,7 @@ if (mode === "write") {
     original(...args);
     process.exit(0);
   };
-} else if (mode === "edit") {
+} else if (mode === "append") {
   const texts = () => content().blocks.map((block) => String(block.text ?? ""));
   provider.on("sync", (synced) => {
     if (synced) print({ event: "synced" });
@@ -112,7 +112,7 @@ if (mode === "write") {
   process.stdin.on("end", () => process.exit(0));
 } else {
   process.stderr.write(
-    `unknown mode ${mode}; expected write, read, bad or edit\n`,
+    `unknown mode ${mode}; expected write, read, bad or append\n`,
   );
   process.exit(2);
 }
