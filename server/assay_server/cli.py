@@ -15,7 +15,7 @@ from typing import Any
 import uvicorn
 
 from assay import protocol
-from assay_server import logs
+from assay_server import logs, metrics
 from assay_server.app import create_app
 from assay_server.database import Database
 from assay_server.settings import Settings, SettingsError
@@ -55,7 +55,7 @@ def load_settings(args: argparse.Namespace) -> Settings | None:
 
 
 def configure_logging(settings: Settings) -> None:
-    logs.configure(
+    handler = logs.configure(
         settings.log_format,
         settings.log_level,
         secret_values=[
@@ -64,6 +64,7 @@ def configure_logging(settings: Settings) -> None:
             logs.url_password(settings.redis_url),
         ],
     )
+    handler.addFilter(metrics.LogCounter())
 
 
 def serve(args: argparse.Namespace) -> int:

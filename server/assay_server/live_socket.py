@@ -300,6 +300,8 @@ class LiveConnection:
         await self._send({"type": "resync", "reason": reason})
 
     async def _send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "error":
+            metrics.ERRORS.labels(message["code"]).inc()
         async with self.send_lock:
             await self.websocket.send_bytes(protocol.pack(message))
 

@@ -83,6 +83,7 @@ async def serve(websocket: WebSocket, room: Room, peer: SocketPeer) -> None:
                 break
             frame = message.get("bytes")
             if frame is None:
+                metrics.ERRORS.labels("malformed").inc()
                 peer.close(1003, "report sockets take binary y-websocket messages only")
                 break
             receive(room, peer, frame)
@@ -90,9 +91,12 @@ async def serve(websocket: WebSocket, room: Room, peer: SocketPeer) -> None:
         pass
     finally:
         room.leave(peer)
-        with contextlib.suppress(TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
-            async with asyncio.timeout(5):
-                await sender
+        # Only a close by the server leaves frames worth sending. After the
+        # client left, the sender would wait for a frame that never comes.
+        if peer.closing:
+            with contextlib.suppress(TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
+                async with asyncio.timeout(5):
+                    await sender
         sender.cancel()
 
 
@@ -101,11 +105,13 @@ def receive(room: Room, peer: SocketPeer, frame: bytes) -> None:
         room.receive(peer, frame)
     except RejectedUpdate as exc:
         log.info("report %s connection %s: %s", room.report_id, peer.id, exc)
+        metrics.ERRORS.labels("rejected_update").inc()
         peer.send(wire.permission_denied(str(exc)))
     except Exception:
         log.exception(
             "report %s connection %s: handling a message failed", room.report_id, peer.id
         )
+        metrics.ERRORS.labels("internal").inc()
         peer.send(wire.permission_denied("internal server error; see the server log"))
 
 

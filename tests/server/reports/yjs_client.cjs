@@ -10,6 +10,11 @@
 //   node yjs_client.cjs bad URL REPORT_ID TOKEN
 //       adds a block of an unknown type and prints the server's rejection as
 //       {"event":"denied","reason":…}.
+//   node yjs_client.cjs append URL REPORT_ID TOKEN
+//       stays connected, reconnecting as y-websocket does, until its stdin
+//       closes. Prints {"event":"synced"} after each sync with the server and
+//       {"event":"texts","texts":[…]} with every block's text after each
+//       change. Each line read from stdin becomes a new markdown block.
 //
 // Each line of output is one JSON object.
 const path = require("path");
@@ -90,7 +95,24 @@ if (mode === "write") {
     original(...args);
     process.exit(0);
   };
+} else if (mode === "append") {
+  const texts = () => content().blocks.map((block) => String(block.text ?? ""));
+  provider.on("sync", (synced) => {
+    if (synced) print({ event: "synced" });
+  });
+  doc.on("update", () => print({ event: "texts", texts: texts() }));
+  let input = "";
+  process.stdin.setEncoding("utf8");
+  process.stdin.on("data", (chunk) => {
+    input += chunk;
+    const lines = input.split("\n");
+    input = lines.pop();
+    lines.forEach((line) => addBlock("markdown", line));
+  });
+  process.stdin.on("end", () => process.exit(0));
 } else {
-  process.stderr.write(`unknown mode ${mode}; expected write, read or bad\n`);
+  process.stderr.write(
+    `unknown mode ${mode}; expected write, read, bad or append\n`,
+  );
   process.exit(2);
 }
