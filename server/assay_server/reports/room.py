@@ -234,7 +234,12 @@ class Room:
     # -- messages from other instances and from the server itself -----------
 
     def apply_relayed(self, frame: bytes) -> None:
-        """Apply a frame another instance accepted: send it on, store nothing."""
+        """Apply a frame another instance accepted: send it on, and store what was new here.
+
+        Storing it here too means the update survives when the instance that
+        accepted it crashes before its flush; the log then holds a copy per
+        instance until compaction folds them into the snapshot.
+        """
         message = wire.decode(frame)
         if message.type == wire.AWARENESS:
             for entry in wire.decode_awareness(message.payload):
@@ -244,6 +249,7 @@ class Room:
         update = message.payload
         self.shadow.apply_update(update)
         for change in self._apply(update):
+            self.pending.append(change)
             self._broadcast(wire.update_message(change))
 
     def edit(self, change: Callable[[Doc[Any]], None]) -> None:

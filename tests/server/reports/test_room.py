@@ -124,7 +124,7 @@ def test_known_update_is_not_stored_again() -> None:
     assert room.pending == []
 
 
-def test_relayed_update_is_sent_not_stored() -> None:
+def test_relayed_update_is_sent_and_stored() -> None:
     room = Room("r", [titled("Findings")], 10**6)
     relayed: list[bytes] = []
     room.on_local = relayed.append
@@ -133,10 +133,13 @@ def test_relayed_update_is_sent_not_stored() -> None:
         room.join(peer)
         peer.frames.clear()
 
-    room.apply_relayed(wire.update_message(markdown_update("b1", "from elsewhere")))
+    update = markdown_update("b1", "from elsewhere")
+    room.apply_relayed(wire.update_message(update))
+    room.apply_relayed(wire.update_message(update))
 
     assert [len(peer.frames) for peer in peers] == [1, 1]
-    assert room.pending == []
+    # Stored once, so it survives the crash of the instance that accepted it.
+    assert len(room.pending) == 1
     assert relayed == []
     assert room.shadow.get("blocks", type=Array).to_py()[0]["text"] == "from elsewhere"
 
