@@ -103,8 +103,8 @@ class Editor:
         self.reader.join(5)
 
 
-def stored_content(settings: Settings, report_id: str) -> dict[str, Any]:
-    """Load the report from its database the way a starting server does; return its content."""
+def stored_doc(settings: Settings, report_id: str) -> Doc[Any]:
+    """Load the report from its database the way a starting server does."""
 
     async def load() -> list[bytes]:
         database = Database(settings.resolved_database_url)
@@ -117,4 +117,9 @@ def stored_content(settings: Settings, report_id: str) -> dict[str, Any]:
     doc: Doc[Any] = Doc()
     for update in asyncio.run(load()):
         doc.apply_update(update)
-    return to_json(doc)
+    return doc
+
+
+def stored_content(settings: Settings, report_id: str) -> dict[str, Any]:
+    """Return the stored report's content: ``{"title": str, "blocks": [...]}``."""
+    return to_json(stored_doc(settings, report_id))
