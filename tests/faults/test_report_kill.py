@@ -107,7 +107,8 @@ def test_report_sigkill_mid_editing(
     final_tokens = Counter(tokens_in(final))
     print(
         f"\nfault report SIGKILL [{backend}]: {len(NAMES)} clients, {len(edits)} edits made, "
-        f"{len(while_down)} while the server was down, {len(acknowledged)} acknowledged, "
+        f"{len(while_down)} while the server was down, {len(at_kill)} stored at the kill, "
+        f"{len(acknowledged)} acknowledged, "
         f"{len(lost)} acknowledged lost, {len(set(made_tokens) - set(final_tokens))} missing "
         "after convergence"
     )
