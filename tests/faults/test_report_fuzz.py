@@ -258,6 +258,9 @@ def test_fuzz_report_socket(
     with server.client() as http:
         listed = http.get(f"/api/v1/projects/{PROJECT}/reports")
         report_response = http.get(f"/api/v1/projects/{PROJECT}/reports/{report_id}")
+        versions = f"/api/v1/projects/{PROJECT}/reports/{report_id}/versions"
+        saved = http.post(versions, json={})
+        restored = http.post(f"{versions}/{saved.json().get('id')}/restore")
         ready = http.get("/readyz")
 
     assert fuzz_socket.probes >= min(EXAMPLES, 100)
@@ -268,4 +271,6 @@ def test_fuzz_report_socket(
     check_document(loaded)
     assert listed.status_code == 200, listed.text
     assert report_response.status_code == 200, report_response.text
+    assert saved.status_code == 201, saved.text
+    assert restored.status_code == 200, restored.text
     assert ready.status_code == 200, ready.text
