@@ -158,6 +158,11 @@ class Room:
             self._replace_shadow()
             reason = str(exc) if isinstance(exc, SchemaError) else f"cannot decode it: {exc}"
             raise RejectedUpdate(f"report update rejected: {reason}") from None
+        except RuntimeError as exc:
+            # pycrdt 0.14 raises RuntimeError for an update that decodes but does not
+            # fit the document, such as one whose client id another client already used.
+            self._replace_shadow()
+            raise RejectedUpdate(f"report update rejected: cannot apply it: {exc}") from None
         if size > self.max_document_bytes:
             self._replace_shadow()
             raise RejectedUpdate(
