@@ -216,8 +216,8 @@ async def check_project(
     if role is None:
         if user is None:
             raise Unauthorized(
-                f"project {project!r} needs credentials: sign in, or send an API key as "
-                "'Authorization: Bearer KEY'"
+                f"missing API key; project {project!r} is not public, so send an API key "
+                "as 'Authorization: Bearer KEY' or sign in"
             )
         raise NotFound(f"project {project!r} does not exist", code="project_not_found")
     if role < need:

@@ -228,7 +228,7 @@ def test_logout_ends_session(server: RunningServer) -> None:
     with httpx.Client(base_url=server.url) as browser:
         browser.get("/login", params={"token": server.api_key})
         browser.post("/logout")
-        after = browser.get("/api/v1/projects")
+        after = browser.get("/api/v1/whoami")
 
     assert after.status_code == 401
 
