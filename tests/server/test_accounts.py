@@ -12,31 +12,10 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select, update
 
+from account_support import PASSWORD, add_user, browser, sign_in
 from assay_server import accounts, schema
 from assay_server.database import Database
 from conftest import RunningServer
-
-PASSWORD = "correct horse battery"
-
-
-def browser(server: RunningServer, **headers: str) -> httpx.Client:
-    """A client that behaves like one of the server's own pages: cookies and its Origin."""
-    return httpx.Client(base_url=server.url, headers={"Origin": server.url, **headers}, timeout=30)
-
-
-def add_user(
-    server: RunningServer, name: str, password: str = PASSWORD, is_admin: bool = False
-) -> dict[str, Any]:
-    with server.client() as admin:
-        response = admin.post(
-            "/api/v1/users", json={"name": name, "password": password, "is_admin": is_admin}
-        )
-    assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
-
-
-def sign_in(client: httpx.Client, name: str, password: str = PASSWORD) -> httpx.Response:
-    return client.post("/api/v1/session", json={"name": name, "password": password})
 
 
 def read_hash(server: RunningServer, name: str) -> str | None:
