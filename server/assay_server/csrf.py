@@ -25,9 +25,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import MutableMapping
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import urlsplit
+
+from starlette.requests import cookie_parser
 
 from assay_server.sessions import COOKIE
 
@@ -41,7 +42,7 @@ UNKNOWN = "unknown"
 
 
 def headers_of(scope: MutableMapping[str, Any]) -> dict[str, str]:
-    """The request's headers by lower-case name; a repeated header keeps its first value."""
+    """Return the request's headers by lower-case name, keeping a repeated header's first value."""
     found: dict[str, str] = {}
     for key, value in scope.get("headers", []):
         found.setdefault(key.decode("latin-1").lower(), value.decode("latin-1"))
@@ -49,15 +50,9 @@ def headers_of(scope: MutableMapping[str, Any]) -> dict[str, str]:
 
 
 def has_session_cookie(headers: dict[str, str]) -> bool:
-    raw = headers.get("cookie")
-    if not raw:
-        return False
-    cookies: SimpleCookie = SimpleCookie()
-    try:
-        cookies.load(raw)
-    except CookieError:
-        return COOKIE + "=" in raw
-    return COOKIE in cookies
+    # Starlette's own parser, so this check finds the cookie exactly when
+    # ``request.cookies`` does, malformed neighbours included.
+    return bool(cookie_parser(headers.get("cookie", "")).get(COOKIE))
 
 
 def has_bearer_key(headers: dict[str, str]) -> bool:
@@ -105,7 +100,7 @@ class CsrfMiddleware:
                 await reject(send, *problem)
                 return
         elif scope["type"] == "websocket" and self.is_foreign_socket(scope):
-            log.warning("refused a cross-site websocket to %s", scope.get("path"))
+            log.warning("rejected a cross-site websocket handshake to %s", scope.get("path"))
             await send({"type": "websocket.close", "code": 1008})
             return
         await self.app(scope, receive, send)
@@ -136,10 +131,6 @@ class CsrfMiddleware:
     def is_foreign_socket(self, scope: MutableMapping[str, Any]) -> bool:
         headers = headers_of(scope)
         if not has_session_cookie(headers) or has_bearer_key(headers):
-            return False
-        query = scope.get("query_string", b"").decode("latin-1")
-        if any(part.startswith("token=") for part in query.split("&")):
-            # A key in the query authenticates the socket, not the cookie.
             return False
         return request_origin(headers) == FOREIGN
 

@@ -228,3 +228,13 @@ def test_limit_not_shared_between_prefixes(postgres_settings: Settings, start_se
         response = sign_in(client, "alice")
 
     assert response.status_code == 200
+
+
+def test_malformed_cookie_header_still_checked(server: RunningServer, session_cookie: str) -> None:
+    # Python's SimpleCookie stops at the malformed pair; Starlette reads on.
+    header = f'bad"cookie; assay_session={session_cookie}'
+    with httpx.Client(base_url=server.url) as client:
+        response = client.post(WRITE[1], json=WRITE[2], headers={"Cookie": header})
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "csrf_origin_missing"
