@@ -54,7 +54,9 @@ def print_admin_key(settings: Settings, key: str) -> None:
     print(
         f"Created the admin account. Its API key, shown only this once:\n\n    {key}\n\n"
         f"Sign in from a browser with:\n\n"
-        f"    http://{settings.host}:{settings.port}/login?token={key}\n",
+        f"    http://{settings.host}:{settings.port}/login?token={key}\n\n"
+        f"or give the admin a password with `assay admin set-password admin` and sign in "
+        f"at http://{settings.host}:{settings.port}/signin\n",
         file=sys.stderr,
         flush=True,
     )

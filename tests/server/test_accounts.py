@@ -148,7 +148,7 @@ def test_sign_out_ends_session(alice: httpx.Client) -> None:
     assert whoami.status_code == 401
 
 
-def test_sign_out_keeps_session_cookie_dead(server: RunningServer, alice: httpx.Client) -> None:
+def test_signed_out_cookie_rejected(server: RunningServer, alice: httpx.Client) -> None:
     token = alice.cookies["assay_session"]
     alice.delete("/api/v1/session")
 
@@ -379,3 +379,13 @@ def test_key_routes_accept_bearer_key(server: RunningServer) -> None:
 
     assert created.status_code == 201
     assert revoked.status_code == 200
+
+
+def test_oversized_sign_in_body_rejected(server: RunningServer) -> None:
+    with browser(server) as client:
+        response = client.post(
+            "/api/v1/session", json={"name": "alice", "password": PASSWORD, "pad": "x" * 20_000}
+        )
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
