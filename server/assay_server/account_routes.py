@@ -1,8 +1,8 @@
 """HTTP routes for signing in and out, users, passwords and the caller's API keys.
 
-Every route answers JSON. Sign-in failures count against two rate limits
-(per user name and per client address, see ``ratelimit``); once either is
-reached, sign-in answers 429 with ``Retry-After`` until its window ends.
+Every route returns JSON. Sign-in failures count against two rate limits,
+per user name and per client address (see ``ratelimit``). Once either is
+reached, sign-in returns 429 with ``Retry-After`` until its window ends.
 """
 
 from __future__ import annotations

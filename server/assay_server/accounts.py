@@ -1,7 +1,8 @@
 """User accounts: passwords hashed with argon2id, users and per-user API keys.
 
-Hashing and verifying a password takes tens of milliseconds of CPU by
-design, so both run in a worker thread and never block the event loop.
+Hashing and verifying a password costs tens of milliseconds of CPU by design
+(an estimate for the default parameters), so both run in a worker thread
+rather than on the event loop.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ async def verify_password(password_hash: str | None, password: str) -> bool:
     """Check ``password`` against ``password_hash``; a missing hash never matches.
 
     Without a hash the password is still checked against a throwaway hash, so
-    the reply takes as long for an unknown name as for a wrong password.
+    the response takes about as long for an unknown name as for a wrong password.
     """
     global _dummy_hash
     if password_hash is None:

@@ -6,7 +6,7 @@ Without Redis, each process counts on its own. A window starts at the first
 counted attempt for a key and lasts ``window`` seconds; the key's count is
 then forgotten.
 
-``Limits`` holds the server's limiters, as ``request.app.state.limits``:
+``Limits`` contains the server's limiters, as ``request.app.state.limits``:
 
 - ``login_name`` and ``login_address``: failed sign-ins per user name and per
   client address (``LOGIN_FAILURES`` per ``LOGIN_WINDOW`` seconds);
@@ -34,7 +34,7 @@ LOGIN_FAILURES = 10
 LOGIN_WINDOW = 60.0
 SHARE_LOOKUPS = 60
 SHARE_WINDOW = 60.0
-#: Keys the in-process store holds before it drops expired ones.
+#: Number of keys in the in-process store at which it drops the expired ones.
 LOCAL_PRUNE_SIZE = 10_000
 
 # INCR, and start the window on the first hit; returns the count and the

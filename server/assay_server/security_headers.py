@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
-# style-src needs 'unsafe-inline': plotly.js writes its styles into <style>
-# elements and style attributes at run time, and so do CodeMirror and KaTeX.
-# img-src allows data: and blob: for plotly's images and the empty favicon.
+# style-src needs 'unsafe-inline' because plotly.js writes its styles into
+# <style> elements at run time; Chromium blocks them otherwise. img-src allows
+# data: URLs for the empty favicon and blob: URLs for images made in the page.
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",
