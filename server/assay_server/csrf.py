@@ -120,7 +120,7 @@ class CsrfMiddleware:
         if origin == FOREIGN:
             return (
                 "csrf_cross_origin",
-                "cross-site request rejected: the Origin or Referer names another host",
+                "cross-site request rejected: it comes from a page of another origin",
             )
         return (
             "csrf_origin_missing",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import http.server
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -175,3 +178,71 @@ def test_workspace_draws_under_policy(
     page.wait_for_selector("body[data-live='subscribed']")
 
     assert policy_violations == []
+
+
+class AttackPage(http.server.BaseHTTPRequestHandler):
+    """Serves ``html`` at every path, as a page of another port of the same host."""
+
+    html = b""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(self.html)))
+        self.end_headers()
+        self.wfile.write(self.html)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def attack_site() -> Iterator[Callable[[str], str]]:
+    """Start a server on another port of 127.0.0.1 that serves the HTML it is given."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def serve(html: str) -> str:
+        handler = type("Page", (AttackPage,), {"html": html.encode()})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/attack"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_same_site_page_cannot_write(
+    account_page: Page,
+    sqlite_server: RunningServer,
+    alice: str,
+    attack_site: Callable[[str], str],
+) -> None:
+    # Another port of the same host is the same site, so the browser sends
+    # the SameSite=Lax cookie along, and only the CSRF check stops the write.
+    target = sqlite_server.url + "/api/v1/me/keys"
+    attack_url = attack_site(
+        "<!doctype html><script>"
+        f"fetch({target!r}, {{method: 'POST', mode: 'no-cors', credentials: 'include',"
+        " headers: {'Content-Type': 'text/plain'}, body: JSON.stringify({name: 'stolen'})})"
+        ".then(() => { document.body.dataset.sent = '1'; });"
+        "</script>"
+    )
+    with account_page.expect_response(target) as sent:
+        account_page.goto(attack_url)
+    account_page.wait_for_selector("body[data-sent]", state="attached")
+
+    # 403, not 401: the request carried the session cookie, and the CSRF
+    # check rejected it before the route could use it.
+    assert sent.value.status == 403
+    assert key_names(sqlite_server, alice) == []
+
+
+def key_names(server: RunningServer, name: str) -> list[str]:
+    """Return the names of ``name``'s API keys, read with a session of their own."""
+    with httpx.Client(base_url=server.url, headers={"Origin": server.url}) as client:
+        signed_in = client.post("/api/v1/session", json={"name": name, "password": PASSWORD})
+        assert signed_in.status_code == 200
+        return [key["name"] for key in client.get("/api/v1/me/keys").json()["keys"]]
