@@ -1,15 +1,19 @@
 """User accounts: passwords hashed with argon2id, users and per-user API keys.
 
-Hashing and verifying a password costs tens of milliseconds of CPU by design
-(an estimate for the default parameters), so both run in a worker thread
-rather than on the event loop.
+Hashing or verifying a password takes 64 MiB of memory and much CPU time by
+design: 0.2 to 0.5 s each with argon2-cffi 25.1's defaults, measured on a
+busy two-core machine. Both run on a small thread pool of their own, off the
+event loop, so a burst of sign-ins queues there and holds at most
+``HASH_WORKERS`` times 64 MiB.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +37,14 @@ USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
 # for memory-constrained machines (64 MiB, 3 passes, 4 lanes in 25.1).
 hasher = PasswordHasher()
 _dummy_hash: str | None = None
+
+#: Threads that hash and verify passwords, per server process.
+HASH_WORKERS = max(1, min(4, os.cpu_count() or 1))
+_hash_pool = ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="assay-password")
+
+
+async def _in_hash_pool(function: Any, *args: str) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(_hash_pool, function, *args)
 
 
 @dataclass(frozen=True)
@@ -95,7 +107,7 @@ def check_key_name(name: object) -> str:
 
 
 async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(hasher.hash, password)
+    return await _in_hash_pool(hasher.hash, password)  # type: ignore[no-any-return]
 
 
 async def verify_password(password_hash: str | None, password: str) -> bool:
@@ -108,9 +120,9 @@ async def verify_password(password_hash: str | None, password: str) -> bool:
     if password_hash is None:
         if _dummy_hash is None:
             _dummy_hash = await hash_password("not the password of any account")
-        await asyncio.to_thread(_verify, _dummy_hash, password)
+        await _in_hash_pool(_verify, _dummy_hash, password)
         return False
-    return await asyncio.to_thread(_verify, password_hash, password)
+    return await _in_hash_pool(_verify, password_hash, password)  # type: ignore[no-any-return]
 
 
 def _verify(password_hash: str, password: str) -> bool:

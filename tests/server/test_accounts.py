@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import secrets
+import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -389,3 +391,50 @@ def test_oversized_sign_in_body_rejected(server: RunningServer) -> None:
 
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_concurrent_sign_ins_succeed(server: RunningServer) -> None:
+    add_user(server, "alice")
+
+    def sign_in_once() -> int:
+        with browser(server) as client:
+            return sign_in(client, "alice").status_code
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: sign_in_once(), range(8)))
+
+    assert statuses == [200] * 8
+
+
+class RecordingHasher(PasswordHasher):
+    """argon2-cffi's hasher, noting the thread of every hash and verification."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        self.threads.append(threading.current_thread().name)
+        return super().hash(password, salt=salt)
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        self.threads.append(threading.current_thread().name)
+        return super().verify(hash, password)
+
+
+async def test_hashing_runs_off_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = RecordingHasher()
+    monkeypatch.setattr(accounts, "hasher", recorder)
+    monkeypatch.setattr(accounts, "_dummy_hash", None)
+
+    stored = await accounts.hash_password(PASSWORD)
+    right = await accounts.verify_password(stored, PASSWORD)
+    wrong = await accounts.verify_password(stored, "not the password")
+    unknown = await accounts.verify_password(None, PASSWORD)
+
+    assert right is True
+    assert wrong is False
+    assert unknown is False
+    # hash, two verifications, then the throwaway hash and its verification
+    assert len(recorder.threads) == 5
+    assert all(name.startswith("assay-password") for name in recorder.threads)
