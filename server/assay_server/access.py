@@ -308,12 +308,15 @@ async def share_grant(connection: HTTPConnection) -> ShareGrant | None:
     token = connection.query_params.get(SHARE_PARAM)
     if token is None:
         return None
-    limiter = getattr(connection.app.state, "share_limiter", None)
-    if limiter is not None:
-        await limiter.check(connection)
+    # Failed look-ups are counted per client address, so tokens cannot be guessed
+    # at speed, while a valid link's many requests count nothing.
+    limiter = connection.app.state.limits.share
+    address = connection.client.host if connection.client else "unknown"
+    await limiter.ensure_allowed(address)
     async with _context(connection).db.reading() as db:
         grant = await find_share(db, token)
     if grant is None:
+        await limiter.add(address)
         raise Unauthorized(
             "this share link is invalid, revoked or expired; ask the report's owner for a new one",
             code="invalid_share",

@@ -6,7 +6,8 @@ formatter. Each record gets the ids bound for the request or connection being
 served (``request``, ``connection``, ``run``, ``report``). ``LogContextMiddleware``
 binds them per HTTP request and websocket, and handlers may add more with
 ``bind``. Before a line is written, API keys, bearer tokens, cookies, ``token``
-query parameters and URL passwords in it are masked.
+and other secret query parameters, share-link tokens, JSON password fields
+and URL passwords in it are masked.
 """
 
 from __future__ import annotations
@@ -96,11 +97,22 @@ class Redactor:
         # /api/v1/ingest?token=..., /projects/p/reports/r?share=...
         (
             re.compile(
-                r"(?i)([?&;](?:token|api_key|apikey|key|access_token|session|share)=)"
-                r"[^&\s\"'#]*"
+                r"(?i)([?&;](?:token|api_key|apikey|key|access_token|session|share|share_token"
+                r"|password)=)[^&\s\"'#]*"
             ),
             r"\1" + MASK,
         ),
+        # Passwords in a JSON body or a dict's repr, should one ever be logged.
+        (
+            re.compile(
+                r"(?i)([\"'](?:password|current|new)[\"']\s*:\s*)([\"'])(?:\\.|(?!\2).)*\2"
+            ),
+            r"\1\2" + MASK + r"\2",
+        ),
+        # Share links: /share/TOKEN or /shares/TOKEN in a path.
+        # NOTE: assumes share tokens travel as a path segment after "share"; a
+        # share route of another shape needs its own pattern here.
+        (re.compile(r"(?i)(/shares?/)[A-Za-z0-9_-]{16,}"), r"\1" + MASK),
         (re.compile(r"\bassay_session=[^;\s\"']*"), "assay_session=" + MASK),
         # API keys as auth.new_api_key makes them: "assay_" and 43 URL-safe characters.
         (re.compile(r"\bassay_[A-Za-z0-9_-]{20,}"), "assay_" + MASK),

@@ -118,6 +118,11 @@ def test_key_never_appears_in_log(
         ("the bootstrap key is literally-known-value", "literally-known-value"),
         ('"GET /projects/p/reports/r?share=Sh4reT0ken-xyz HTTP/1.1" 200', "Sh4reT0ken-xyz"),
         ('"WebSocket /yjs/reports/r?share=Sh4reT0ken-xyz" [accepted]', "Sh4reT0ken-xyz"),
+        ('body {"name": "alice", "password": "hunter2 \\" more"}', "hunter2"),
+        ("{'current': 'old secret', 'new': 'new secret'}", "secret"),
+        ("GET /share/AbCdEfGhIjKlMnOpQrSt123 HTTP/1.1", "AbCdEfGhIjKlMnOp"),
+        ("GET /reports/r1?share=sh4re-t0ken HTTP/1.1", "sh4re-t0ken"),
+        ("POST /x?password=pa55word&y=1", "pa55word"),
     ],
 )
 def test_redactor_masks_secret(line: str, secret: str) -> None:
@@ -167,3 +172,35 @@ def test_text_format_appends_ids() -> None:
 def test_bad_logging_settings_rejected(environ: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(environ)
+
+
+def test_account_secrets_never_appear_in_log(
+    sqlite_settings: Settings, server_process: Any, tmp_path: Path
+) -> None:
+    settings = dataclasses.replace(sqlite_settings, log_format="json", log_level="debug")
+    process = server_process(settings)
+    process.start()
+    password, new_password = "first secret password", "second secret password"
+    admin = {"Authorization": f"Bearer {settings.bootstrap_api_key}"}
+    with httpx.Client(base_url=process.url, headers={"Origin": process.url}) as browser:
+        created = browser.post(
+            "/api/v1/users", json={"name": "alice", "password": password}, headers=admin
+        )
+        failed = browser.post("/api/v1/session", json={"name": "alice", "password": "guess-123"})
+        signed_in = browser.post("/api/v1/session", json={"name": "alice", "password": password})
+        cookie = browser.cookies["assay_session"]
+        key = browser.post("/api/v1/me/keys", json={"name": "job"}).json()["key"]
+        changed = browser.post(
+            "/api/v1/me/password", json={"current": password, "new": new_password}
+        )
+    process.stop()
+    text = process.log_path.read_text()
+
+    assert created.status_code == 201
+    assert failed.status_code == 401
+    assert signed_in.status_code == 200
+    assert changed.status_code == 200
+    for secret in (password, new_password, "guess-123", cookie, key):
+        assert secret not in text
+    assert "sign-in failed from 127.0.0.1" in text
+    assert "user alice signed in" in text

@@ -10,7 +10,7 @@ export function topBar(...extra: HTMLElement[]): HTMLElement {
   );
   signOutButton.addEventListener(
     "click",
-    () => void signOut().then(() => location.assign("/")),
+    () => void signOut().then(() => location.assign("/signin")),
   );
   return h(
     "nav",
@@ -18,6 +18,7 @@ export function topBar(...extra: HTMLElement[]): HTMLElement {
     h("a", { href: "/", class: "brand" }, "assay"),
     h("span", { class: "spacer" }),
     ...extra,
+    h("a", { href: "/account", class: "account-link" }, "Account"),
     signOutButton,
   );
 }

@@ -24,6 +24,7 @@ import assay
 from access.support import add_user, anonymous, error_code
 from assay import protocol
 from assay_server.database import Database
+from assay_server.ratelimit import SHARE_LOOKUPS
 from assay_server.reports.tables import report_shares
 from assay_server.settings import Settings
 from conftest import RunningServer, live_messages
@@ -382,17 +383,34 @@ def test_link_for_other_report_grants_nothing(
 
 def test_guessed_tokens_rejected(server: RunningServer, shared_project: dict[str, Any]) -> None:
     report_id = shared_project["report_id"]
-    create_share(server, report_id, role="view")
+    share = create_share(server, report_id, role="view")
     path = f"/api/v1/projects/{PROJECT}/reports/{report_id}"
-    statuses = set()
     with anonymous(server) as http:
-        for _ in range(200):
-            guess = secrets.token_urlsafe(32)
-            statuses.add(http.get(path, params={"share": guess}).status_code)
-        empty = http.get(path, params={"share": ""})
+        guesses = [
+            http.get(path, params={"share": secrets.token_urlsafe(32)})
+            for _ in range(SHARE_LOOKUPS)
+        ]
+        limited = http.get(path, params={"share": secrets.token_urlsafe(32)})
+        # Past the limit, even the real token waits, so guessing cannot go on at speed.
+        real = http.get(path, params={"share": share["token"]})
 
-    assert statuses == {401}
-    assert empty.status_code == 401
+    assert {response.status_code for response in guesses} == {401}
+    assert {error_code(response) for response in guesses} == {"invalid_share"}
+    assert limited.status_code == 429
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert real.status_code == 429
+
+
+def test_valid_link_requests_not_limited(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="view")
+    path = f"/api/v1/projects/{PROJECT}/reports/{report_id}"
+    with with_share(server, share["token"]) as http:
+        statuses = {http.get(path).status_code for _ in range(SHARE_LOOKUPS + 10)}
+
+    assert statuses == {200}
 
 
 def test_shares_listed_without_tokens(
