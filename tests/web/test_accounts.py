@@ -169,6 +169,9 @@ def test_workspace_draws_under_policy(
     with start_run(sqlite_server, tmp_path, "secured", name="r") as run:
         run.log({"loss": 1.0}, step=0)
         run.log({"loss": 0.5}, step=1)
+    with sqlite_server.client() as admin:
+        joined = admin.put("/api/v1/projects/secured/members/alice", json={"role": "viewer"})
+    assert joined.status_code == 200
     page.goto(sqlite_server.url + "/signin?next=/projects/secured")
     page.wait_for_selector("form.sign-in")
     sign_in_with_form(page, alice, PASSWORD)
@@ -224,7 +227,7 @@ def test_same_site_page_cannot_write(
     # the SameSite=Lax cookie along, and only the CSRF check stops the write.
     target = sqlite_server.url + "/api/v1/me/keys"
     attack_url = attack_site(
-        "<!doctype html><script>"
+        "<!doctype html><body><script>"
         f"fetch({target!r}, {{method: 'POST', mode: 'no-cors', credentials: 'include',"
         " headers: {'Content-Type': 'text/plain'}, body: JSON.stringify({name: 'stolen'})})"
         ".then(() => { document.body.dataset.sent = '1'; });"
