@@ -46,6 +46,10 @@ _ID = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 _PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _RUN_PATH = re.compile(r"^(?:/api/v1)?/projects/([^/]+)/runs/([^/]+)")
+# A report's page, HTTP routes, share links and document socket name it in the path.
+_REPORT_PATH = re.compile(
+    r"^(?:(?:/api/v1)?/projects/[^/]+/reports|/api/v1/reports|/yjs/reports)/([A-Za-z0-9_-]{1,64})"
+)
 
 
 def bind(**ids: str | None) -> None:
@@ -245,7 +249,8 @@ class LogContextMiddleware:
     Every request gets ``request`` (its ``X-Request-ID`` or a new id), echoed in
     the response's ``X-Request-ID`` header. A websocket also gets ``connection``.
     A path under ``/projects/{project}/runs/{run_id}`` binds ``run``, and so
-    does the ``hello`` of an ingest socket, read as it passes to the app.
+    does the ``hello`` of an ingest socket, read as it passes to the app. A
+    report's page, routes, share links and socket bind ``report``.
     """
 
     def __init__(self, app: Any) -> None:
@@ -261,6 +266,9 @@ class LogContextMiddleware:
             label = run_label(match.group(1), match.group(2))
             if label:
                 ids["run"] = label
+        report = _REPORT_PATH.match(scope.get("path", ""))
+        if report:
+            ids["report"] = report.group(1)
         if scope["type"] == "websocket":
             ids["connection"] = secrets.token_hex(4)
             if scope.get("path") == INGEST_PATH:

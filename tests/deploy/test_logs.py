@@ -204,3 +204,27 @@ def test_account_secrets_never_appear_in_log(
         assert secret not in text
     assert "sign-in failed from 127.0.0.1" in text
     assert "user alice signed in" in text
+
+
+def test_json_lines_carry_report_id(
+    postgres_settings: Settings, server_process: Any, tmp_path: Path
+) -> None:
+    process = server_process(dataclasses.replace(postgres_settings, log_format="json"))
+    process.start()
+    key = process.settings.bootstrap_api_key
+    assay.init("logged", server=process.url, api_key=key, spool_dir=tmp_path).finish()
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=process.url, headers=headers) as http:
+        report_id = http.post("/api/v1/projects/logged/reports", json={}).json()["id"]
+    socket_url = process.url.replace("http://", "ws://") + f"/yjs/reports/{report_id}"
+    with connect(socket_url, additional_headers=headers):
+        pass
+    process.stop()
+
+    entries, bad = json_log(process.log_path)
+    opened = [e for e in entries if f"report {report_id} connection" in e["message"]]
+
+    assert bad == []
+    assert opened
+    assert {entry.get("report") for entry in opened} == {report_id}
+    assert all(len(entry["connection"]) == 8 for entry in opened)
