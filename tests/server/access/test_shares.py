@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from pycrdt import Array, Doc, Map, Text
-from reports.support import YClient, report_content, wait_for, yjs_url
+from reports.support import NodeClient, YClient, report_content, wait_for, yjs_url
 from sqlalchemy import update
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -34,28 +32,11 @@ SHARE_CLIENT = Path(__file__).with_name("share_client.cjs")
 HEALTHY = "summary.loss is finite"
 
 
-class ShareClient:
+class ShareClient(NodeClient):
     """``share_client.cjs``: a stock y-websocket provider holding only a share token."""
 
     def __init__(self, server: RunningServer, report_id: str, token: str) -> None:
-        node = shutil.which("node")
-        if node is None:
-            pytest.fail("node is missing; install Node.js 18 or newer (make install needs it too)")
-        self.process = subprocess.Popen(
-            [node, str(SHARE_CLIENT), yjs_url(server), report_id, token],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def next_event(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            assert self.process.stderr is not None
-            raise AssertionError(f"share client exited: {self.process.stderr.read()}")
-        return json.loads(line)  # type: ignore[no-any-return]
+        super().__init__(yjs_url(server), report_id, token, script=SHARE_CLIENT)
 
     def type_line(self, text: str) -> None:
         assert self.process.stdin is not None
