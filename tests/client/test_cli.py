@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -11,6 +12,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,20 @@ from assay_server.database import head_revision
 from assay_server.ratelimit import LOGIN_FAILURES
 from assay_server.settings import Settings
 from conftest import RunningServer, ServerProcess, free_port
+
+
+@pytest.fixture(autouse=True)
+def root_logging() -> Iterator[None]:
+    """Restore the root logger after each test.
+
+    ``main`` installs a handler on the stream pytest captures, which pytest
+    closes when the test ends, so later log records would fail to write.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_serve_reads_settings_from_environment(
