@@ -38,6 +38,15 @@ account:</p>
 lasts 30 days.</p></body></html>
 """
 
+LINK_INVALID = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Share link not valid · assay</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font:15px/1.5 system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em}}
+</style></head>
+<body><h1>This share link no longer works</h1>
+<p>{reason}</p></body></html>
+"""
+
 SHELL = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>assay</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -65,6 +74,10 @@ async def page(request: Request) -> Response:
     try:
         await check_page_access(request)
     except Unauthorized as exc:
+        if exc.code == "invalid_share":
+            return HTMLResponse(
+                LINK_INVALID.format(reason=html.escape(exc.message)), status_code=401
+            )
         reason = html.escape(
             "You are not signed in." if exc.code == "unauthorized" else exc.message
         )

@@ -10,11 +10,12 @@ const DEFAULT_PARAMETER: Record<Method, number> = {
   gaussian: 5,
 };
 
-/** Build the controls; ``set`` receives each change of options. */
+/** Build the controls; ``set`` receives each change of options. With ``readOnly`` all are disabled. */
 export function lineControls(
   o: LineOptions,
   keys: string[],
   set: (changes: Partial<LineOptions>) => void,
+  readOnly = false,
 ): HTMLElement {
   const smoothing = h("select", {
     class: "smoothing",
@@ -67,7 +68,7 @@ export function lineControls(
     box.addEventListener("change", () => set({ [name]: box.checked }));
     return h("label", {}, box, ` ${label}`);
   };
-  return h(
+  const controls = h(
     "div",
     { class: "panel-controls" },
     smoothing,
@@ -76,4 +77,9 @@ export function lineControls(
     check("log_x", "log x"),
     check("log_y", "log y"),
   );
+  if (readOnly)
+    controls
+      .querySelectorAll<HTMLInputElement | HTMLSelectElement>("input, select")
+      .forEach((control) => (control.disabled = true));
+  return controls;
 }

@@ -24,6 +24,8 @@ export interface LineContext {
   /** Metric keys that can serve as x. */
   keys(): string[];
   save(): void;
+  /** Whether the smoothing, axis and scale controls are disabled. */
+  readOnly?: boolean;
 }
 
 export class LinePanel implements PanelView {
@@ -234,6 +236,11 @@ export class LinePanel implements PanelView {
       this.context.save();
       this.refresh();
     };
-    return lineControls(this.options, this.context.keys(), set);
+    return lineControls(
+      this.options,
+      this.context.keys(),
+      set,
+      this.context.readOnly ?? false,
+    );
   }
 }

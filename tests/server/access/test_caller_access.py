@@ -127,3 +127,23 @@ def test_members_page_needs_project_access(server: RunningServer, report_id: str
     assert without.status_code == 401
     # A share link opens only its report, never the members page.
     assert with_link.status_code == 401
+
+
+def test_revoked_link_page_says_so(server: RunningServer, report_id: str) -> None:
+    with server.client() as admin:
+        created = admin.post(f"/api/v1/reports/{report_id}/shares", json={"role": "view"})
+        share = created.json()
+        revoked = admin.delete(f"/api/v1/reports/{report_id}/shares/{share['id']}")
+    assert revoked.status_code == 204, revoked.text
+    path = f"/projects/{PROJECT}/reports/{report_id}"
+
+    with anonymous(server) as http:
+        page = http.get(path, params={"share": share["token"]})
+        guessed = http.get(path, params={"share": "x" * 43})
+
+    assert page.status_code == 401
+    assert "This share link no longer works" in page.text
+    assert "invalid, revoked or expired" in page.text
+    assert "Sign in" not in page.text
+    assert guessed.status_code == 401
+    assert "This share link no longer works" in guessed.text

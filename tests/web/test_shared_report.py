@@ -1,0 +1,227 @@
+"""Reports opened through share links, and by project viewers: read-only, live, revocable."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from playwright.sync_api import Browser, Page
+
+from conftest import RunningServer
+from userkeys import add_user
+from web.browsing import start_run
+from web.reports import PROJECT, document_json, report_content, wait_for_lines
+from web.sharing import (
+    build_grid_report,
+    close_page,
+    create_share,
+    log_runs,
+    open_page,
+    sign_in_as,
+)
+
+#: Endpoints that answer 401 or 403 to a share link, so the page must not call them.
+NOT_FOR_LINKS = ("/api/v1/whoami", "/keys", "/layout", "/runsets", "/api/v1/projects?")
+
+
+@pytest.fixture
+def shared(browser: Browser, sqlite_server: RunningServer, tmp_path: Path) -> dict[str, object]:
+    """A report whose grid draws the runs with lr >= 0.5: "wild" but not "calm"."""
+    runs = log_runs(sqlite_server, tmp_path, {"calm": 0.01, "wild": 1.0})
+    report_id = build_grid_report(browser, sqlite_server, "Shared findings")
+    return {"report_id": report_id, "runs": runs}
+
+
+@pytest.fixture
+def opened() -> Iterator[list[Page]]:
+    pages: list[Page] = []
+    yield pages
+    for page in pages:
+        close_page(page)
+
+
+def open_link(browser: Browser, url: str, opened: list[Page]) -> Page:
+    page = open_page(browser, url)
+    opened.append(page)
+    page.wait_for_selector("body[data-loaded]")
+    page.wait_for_selector("body[data-runs-live=subscribed]")
+    return page
+
+
+def test_view_link_shows_read_only_report(
+    browser: Browser,
+    sqlite_server: RunningServer,
+    shared: dict[str, str],
+    opened: list[Page],
+) -> None:
+    report_id = shared["report_id"]
+    runs: dict[str, str] = shared["runs"]  # type: ignore[assignment]
+    share = create_share(sqlite_server, report_id, "view")
+    page = open_link(browser, share["url"], opened)
+    wait_for_lines(page, [runs["wild"]])
+    page.click(".report-title .cm-content")
+    page.keyboard.type("typed by a visitor")
+    page.wait_for_timeout(300)
+
+    assert page.locator(".read-only-notice").is_visible()
+    assert "Read-only" in page.locator(".read-only-notice").inner_text()
+    assert page.locator(".report-title .cm-content").get_attribute("contenteditable") == "false"
+    assert document_json(page)["title"] == "Shared findings"
+    assert report_content(sqlite_server, report_id)["title"] == "Shared findings"
+    assert page.locator("button.add-block").count() == 0
+    assert page.locator(".block-tools button").count() == 0
+    assert page.locator(".panel-tools button").count() == 0
+    assert page.locator(".add-panel-form").count() == 0
+    assert page.locator("button.add-run-set").count() == 0
+    assert page.locator("button.remove-run-set").count() == 0
+    assert page.locator(".run-set input.run-set-filter").is_disabled()
+    assert page.locator(".run-set input.run-set-active").is_disabled()
+    assert page.locator(".panel-controls select.smoothing").is_disabled()
+    assert page.locator(".panel-controls input.log_y").is_disabled()
+    assert page.locator("button.save-version").count() == 0
+    assert page.locator("button.share-report").count() == 0
+    assert page.locator("button.sign-out").count() == 0
+    assert page.locator(".top-bar .reports-link").count() == 0
+
+
+def test_link_requests_carry_share(
+    browser: Browser,
+    sqlite_server: RunningServer,
+    shared: dict[str, str],
+    opened: list[Page],
+) -> None:
+    share = create_share(sqlite_server, shared["report_id"], "view")
+    page = open_link(browser, share["url"], opened)
+    wait_for_lines(page, [shared["runs"]["wild"]])  # type: ignore[index]
+    api = [url for url in page.requests if "/api/v1/" in url]  # type: ignore[attr-defined]
+    sockets = page.sockets  # type: ignore[attr-defined]
+
+    assert len(api) >= 3
+    for url in api:
+        assert parse_qs(urlsplit(url).query).get("share") == [share["token"]], url
+        assert not any(path in url for path in NOT_FOR_LINKS), url
+    assert len(sockets) == 2
+    for url in sockets:
+        assert parse_qs(urlsplit(url).query).get("share") == [share["token"]], url
+
+
+def test_view_link_draws_new_runs_live(
+    browser: Browser,
+    sqlite_server: RunningServer,
+    shared: dict[str, str],
+    opened: list[Page],
+    tmp_path: Path,
+) -> None:
+    runs: dict[str, str] = shared["runs"]  # type: ignore[assignment]
+    share = create_share(sqlite_server, shared["report_id"], "view")
+    page = open_link(browser, share["url"], opened)
+    wait_for_lines(page, [runs["wild"]])
+    late = start_run(sqlite_server, tmp_path, PROJECT, name="late", config={"lr": 2.0})
+    outside = start_run(sqlite_server, tmp_path, PROJECT, name="outside", config={"lr": 0.02})
+    for step in range(3):
+        late.log({"loss": 5.0 - step}, step=step)
+        outside.log({"loss": 1.0}, step=step)
+    wait_for_lines(page, [runs["wild"], late.id])
+    for step in range(3, 6):
+        late.log({"loss": 5.0 - step}, step=step)
+    page.wait_for_function(
+        """(uid) => {
+            const plot = document.querySelector('.report-grid .plot[data-key="loss"]');
+            const found = (plot?.data ?? []).find((trace) => trace.uid === uid);
+            return found !== undefined && found.x.length >= 6;
+        }""",
+        arg=f"line-{late.id}",
+    )
+    late.finish()
+    outside.finish()
+
+    assert page.locator(".run-set .run-set-count").inner_text() == "2 runs"
+    assert f"line-{outside.id}" not in page.evaluate(
+        """() => document.querySelector('.report-grid .plot[data-key="loss"]')
+            .data.map((trace) => trace.uid)"""
+    )
+
+
+def test_revoked_link_stops_working(
+    browser: Browser,
+    sqlite_server: RunningServer,
+    shared: dict[str, str],
+    opened: list[Page],
+) -> None:
+    report_id = shared["report_id"]
+    share = create_share(sqlite_server, report_id, "view")
+    page = open_link(browser, share["url"], opened)
+    with sqlite_server.client() as client:
+        revoked = client.delete(f"/api/v1/reports/{report_id}/shares/{share['id']}")
+    assert revoked.status_code == 204
+    page.wait_for_selector("body[data-link-revoked]")
+    shown = page.locator(".report-messages").inner_text()
+    page.reload()
+    reloaded = page.locator("h1").inner_text()
+
+    assert "This share link no longer works" in shown
+    assert "revoked" in shown
+    assert reloaded == "This share link no longer works"
+    assert "invalid, revoked or expired" in page.locator("body").inner_text()
+
+
+def test_edit_link_gets_full_editor(
+    browser: Browser,
+    sqlite_server: RunningServer,
+    shared: dict[str, str],
+    opened: list[Page],
+) -> None:
+    report_id = shared["report_id"]
+    share = create_share(sqlite_server, report_id, "edit")
+    page = open_link(browser, share["url"], opened)
+    page.click(".report-title .cm-content")
+    page.keyboard.press("End")
+    page.keyboard.type(" (edited)")
+    page.wait_for_function(
+        "() => window.assayReport.doc.getText('title').toString().endsWith('(edited)')"
+    )
+    page.click("button.add-block:text('Add text')")
+    page.wait_for_selector(".block-markdown .cm-content")
+
+    assert page.locator(".read-only-notice").count() == 0
+    assert page.locator(".run-set input.run-set-filter").is_enabled()
+    assert page.locator(".panel-tools button").count() > 0
+    # Managing links needs a project role, which a link never grants.
+    assert page.locator("button.share-report").count() == 0
+    stored = None
+    for _ in range(100):
+        stored = report_content(sqlite_server, report_id)
+        if stored["title"].endswith("(edited)") and len(stored["blocks"]) == 2:
+            break
+        page.wait_for_timeout(100)
+    assert stored is not None
+    assert stored["title"] == "Shared findings (edited)"
+    assert [block["type"] for block in stored["blocks"]] == ["panel_grid", "markdown"]
+
+
+def test_viewer_member_sees_read_only(
+    browser: Browser,
+    sqlite_server: RunningServer,
+    shared: dict[str, str],
+    opened: list[Page],
+) -> None:
+    key = add_user(sqlite_server, "vera")
+    with sqlite_server.client() as client:
+        added = client.put(f"/api/v1/projects/{PROJECT}/members/vera", json={"role": "viewer"})
+    assert added.status_code == 200, added.text
+    page = sign_in_as(
+        browser, sqlite_server, key, f"/projects/{PROJECT}/reports/{shared['report_id']}"
+    )
+    opened.append(page)
+    wait_for_lines(page, [shared["runs"]["wild"]])  # type: ignore[index]
+    page.locator("details.versions summary").click()
+
+    assert page.locator(".read-only-notice").is_visible()
+    assert page.locator("button.add-block").count() == 0
+    assert page.locator(".run-set input.run-set-filter").is_disabled()
+    assert page.locator("button.share-report").count() == 0
+    assert page.locator("button.save-version").count() == 0
+    assert page.locator("button.restore-version").count() == 0
+    assert page.locator("button.sign-out").count() == 1
