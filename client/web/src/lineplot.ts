@@ -2,6 +2,7 @@
 import Plotly from "plotly.js-dist-min";
 import type { PlotElement, Trace } from "plotly.js-dist-min";
 import { getFigure, type FigureResponse, type PanelLayout } from "./api";
+import { resizePlot } from "./plotresize";
 import { h, throttle } from "./dom";
 import type { PanelView } from "./grid";
 import type { PointsMessage } from "./live";
@@ -71,8 +72,7 @@ export class LinePanel implements PanelView {
   }
 
   resize(): void {
-    if (this.plot.classList.contains("js-plotly-plot"))
-      void Plotly.Plots.resize(this.plot);
+    if (this.plot.classList.contains("js-plotly-plot")) resizePlot(this.plot);
   }
 
   destroy(): void {
