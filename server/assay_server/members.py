@@ -38,8 +38,8 @@ async def body_object(request: Request, example: str) -> dict[str, Any]:
 async def list_members(request: Request) -> Response:
     """Return the owner and the members with their roles, owner first, then by name.
 
-    The answer also holds the project's ``visibility`` and the caller's own
-    ``caller_role``, so that the members page shows admin controls only to admins.
+    The response also contains the project's ``visibility`` and the caller's
+    own ``caller_role``, so that the members page shows admin controls only to admins.
     """
     granted = await access.project_access(request)
     async with context(request).db.reading() as db:

@@ -22,7 +22,7 @@ from web.sharing import (
     sign_in_as,
 )
 
-#: Endpoints that answer 401 or 403 to a share link, so the page must not call them.
+#: Endpoints that return 401 or 403 to a share link, so the page must not call them.
 NOT_FOR_LINKS = ("/api/v1/whoami", "/keys", "/layout", "/runsets", "/api/v1/projects?")
 
 

@@ -5,7 +5,7 @@ export type ShareRole = "view" | "edit";
 export type ProjectRole = "viewer" | "editor" | "admin";
 export type Visibility = "private" | "public";
 
-/** A share link as listed; ``url`` and ``token`` are only in the answer that creates it. */
+/** A share link as listed; ``url`` and ``token`` are only in the response that creates it. */
 export interface Share {
   id: string;
   report_id: string;

@@ -3,9 +3,8 @@ import Plotly from "plotly.js-dist-min";
 
 /**
  * Resize ``plot`` to its container. Plotly checks the plot in a later task
- * and rejects when it is no longer displayed (a page that is closing, a block
- * removed meanwhile); such a plot has nothing to resize, so that rejection
- * is only logged.
+ * and rejects when it is no longer displayed, as on a page that is closing.
+ * Such a plot has nothing to resize, so that rejection is only logged.
  */
 export function resizePlot(plot: HTMLElement): void {
   if (!plot.isConnected) return;

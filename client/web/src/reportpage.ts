@@ -61,7 +61,7 @@ export class ReportPage {
     let user: string;
     try {
       report = await getReport(this.project, this.reportId);
-      // whoami answers 401 to a link holder without an account, so it is not asked.
+      // whoami returns 401 to a link holder without an account, so it is not called.
       user = shareToken === null ? (await whoAmI()).name : LINK_VISITOR;
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
@@ -120,7 +120,7 @@ export class ReportPage {
     else this.refreshGrids();
   }
 
-  /** A link's socket gets no run events, so membership tells it of runs that enter or leave. */
+  /** A link's socket gets no run events, so membership messages report the runs that enter or leave. */
   private membershipChanged(message: MembershipMessage): void {
     const changes = Object.values(message.changes);
     const entered = changes.flatMap((change) => change.entered);

@@ -15,7 +15,7 @@ function errorText(reason: unknown): string {
 
 /**
  * Return a "Share" button that opens the dialog, or null when the caller may
- * not manage the report's links: the API answers 403 to everyone but the
+ * not manage the report's links. The API returns 403 to everyone but the
  * project's editors and admins.
  */
 export async function shareButton(
