@@ -122,3 +122,15 @@ def test_viewer_sees_roles_without_controls(
         ["vera", "viewer"],
     ]
     assert controls == 0
+
+
+def test_missing_project_shows_not_found(
+    browser: Browser, sqlite_server: RunningServer, project: str
+) -> None:
+    page = sign_in_as(browser, sqlite_server, sqlite_server.api_key, "/projects/nothing/members")
+    body = page.locator(".members-body").inner_text()
+    error = page.locator(".members-error").inner_text()
+    close_page(page)
+
+    assert body == "Project not found."
+    assert "project 'nothing' does not exist" in error

@@ -106,3 +106,23 @@ def test_dialog_shows_revoke_error_inline(editor: Page, sqlite_server: RunningSe
 
     assert "does not exist" in error.inner_text()
     assert editor.locator("table.share-list button.revoke-share").is_enabled()
+
+
+def test_copy_failure_leaves_link_selected(editor: Page) -> None:
+    editor.context.clear_permissions()
+    # Without clipboard access, writeText rejects; the page must say so and select the link.
+    editor.evaluate(
+        "() => { navigator.clipboard.writeText = () => Promise.reject(new Error('denied')); }"
+    )
+    open_dialog(editor)
+    editor.click("button.create-share")
+    editor.click("button.copy-share")
+    message = editor.locator(".share-copied")
+    message.wait_for(state="visible")
+    selected = editor.evaluate(
+        "() => { const f = document.querySelector('input.share-url');"
+        " return f.value.slice(f.selectionStart, f.selectionEnd); }"
+    )
+
+    assert "Copying failed (denied)" in message.inner_text()
+    assert selected == editor.locator("input.share-url").input_value()

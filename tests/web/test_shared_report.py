@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, Route
 
 from conftest import RunningServer
 from userkeys import add_user
@@ -26,12 +27,18 @@ from web.sharing import (
 NOT_FOR_LINKS = ("/api/v1/whoami", "/keys", "/layout", "/runsets", "/api/v1/projects?")
 
 
+@dataclass(frozen=True)
+class SharedReport:
+    report_id: str
+    #: Run ids by run name.
+    runs: dict[str, str]
+
+
 @pytest.fixture
-def shared(browser: Browser, sqlite_server: RunningServer, tmp_path: Path) -> dict[str, object]:
+def shared(browser: Browser, sqlite_server: RunningServer, tmp_path: Path) -> SharedReport:
     """A report whose grid draws the runs with lr >= 0.5: "wild" but not "calm"."""
     runs = log_runs(sqlite_server, tmp_path, {"calm": 0.01, "wild": 1.0})
-    report_id = build_grid_report(browser, sqlite_server, "Shared findings")
-    return {"report_id": report_id, "runs": runs}
+    return SharedReport(build_grid_report(browser, sqlite_server, "Shared findings"), runs)
 
 
 @pytest.fixture
@@ -53,11 +60,11 @@ def open_link(browser: Browser, url: str, opened: list[Page]) -> Page:
 def test_view_link_shows_read_only_report(
     browser: Browser,
     sqlite_server: RunningServer,
-    shared: dict[str, str],
+    shared: SharedReport,
     opened: list[Page],
 ) -> None:
-    report_id = shared["report_id"]
-    runs: dict[str, str] = shared["runs"]  # type: ignore[assignment]
+    report_id = shared.report_id
+    runs = shared.runs
     share = create_share(sqlite_server, report_id, "view")
     page = open_link(browser, share["url"], opened)
     wait_for_lines(page, [runs["wild"]])
@@ -89,12 +96,12 @@ def test_view_link_shows_read_only_report(
 def test_link_requests_carry_share(
     browser: Browser,
     sqlite_server: RunningServer,
-    shared: dict[str, str],
+    shared: SharedReport,
     opened: list[Page],
 ) -> None:
-    share = create_share(sqlite_server, shared["report_id"], "view")
+    share = create_share(sqlite_server, shared.report_id, "view")
     page = open_link(browser, share["url"], opened)
-    wait_for_lines(page, [shared["runs"]["wild"]])  # type: ignore[index]
+    wait_for_lines(page, [shared.runs["wild"]])
     api = [url for url in page.requests if "/api/v1/" in url]  # type: ignore[attr-defined]
     sockets = page.sockets  # type: ignore[attr-defined]
 
@@ -110,32 +117,27 @@ def test_link_requests_carry_share(
 def test_view_link_draws_new_runs_live(
     browser: Browser,
     sqlite_server: RunningServer,
-    shared: dict[str, str],
+    shared: SharedReport,
     opened: list[Page],
     tmp_path: Path,
 ) -> None:
-    runs: dict[str, str] = shared["runs"]  # type: ignore[assignment]
-    share = create_share(sqlite_server, shared["report_id"], "view")
+    runs = shared.runs
+    share = create_share(sqlite_server, shared.report_id, "view")
     page = open_link(browser, share["url"], opened)
     wait_for_lines(page, [runs["wild"]])
-    late = start_run(sqlite_server, tmp_path, PROJECT, name="late", config={"lr": 2.0})
-    outside = start_run(sqlite_server, tmp_path, PROJECT, name="outside", config={"lr": 0.02})
-    for step in range(3):
-        late.log({"loss": 5.0 - step}, step=step)
-        outside.log({"loss": 1.0}, step=step)
-    wait_for_lines(page, [runs["wild"], late.id])
-    for step in range(3, 6):
-        late.log({"loss": 5.0 - step}, step=step)
-    page.wait_for_function(
-        """(uid) => {
-            const plot = document.querySelector('.report-grid .plot[data-key="loss"]');
-            const found = (plot?.data ?? []).find((trace) => trace.uid === uid);
-            return found !== undefined && found.x.length >= 6;
-        }""",
-        arg=f"line-{late.id}",
-    )
-    late.finish()
-    outside.finish()
+    with (
+        start_run(sqlite_server, tmp_path, PROJECT, name="late", config={"lr": 2.0}) as late,
+        start_run(
+            sqlite_server, tmp_path, PROJECT, name="outside", config={"lr": 0.02}
+        ) as outside,
+    ):
+        for step in range(3):
+            late.log({"loss": 5.0 - step}, step=step)
+            outside.log({"loss": 1.0}, step=step)
+        wait_for_lines(page, [runs["wild"], late.id])
+        for step in range(3, 6):
+            late.log({"loss": 5.0 - step}, step=step)
+        wait_for_length(page, late.id, 6)
 
     assert page.locator(".run-set .run-set-count").inner_text() == "2 runs"
     assert f"line-{outside.id}" not in page.evaluate(
@@ -147,10 +149,10 @@ def test_view_link_draws_new_runs_live(
 def test_revoked_link_stops_working(
     browser: Browser,
     sqlite_server: RunningServer,
-    shared: dict[str, str],
+    shared: SharedReport,
     opened: list[Page],
 ) -> None:
-    report_id = shared["report_id"]
+    report_id = shared.report_id
     share = create_share(sqlite_server, report_id, "view")
     page = open_link(browser, share["url"], opened)
     with sqlite_server.client() as client:
@@ -170,10 +172,10 @@ def test_revoked_link_stops_working(
 def test_edit_link_gets_full_editor(
     browser: Browser,
     sqlite_server: RunningServer,
-    shared: dict[str, str],
+    shared: SharedReport,
     opened: list[Page],
 ) -> None:
-    report_id = shared["report_id"]
+    report_id = shared.report_id
     share = create_share(sqlite_server, report_id, "edit")
     page = open_link(browser, share["url"], opened)
     page.click(".report-title .cm-content")
@@ -204,7 +206,7 @@ def test_edit_link_gets_full_editor(
 def test_viewer_member_sees_read_only(
     browser: Browser,
     sqlite_server: RunningServer,
-    shared: dict[str, str],
+    shared: SharedReport,
     opened: list[Page],
 ) -> None:
     key = add_user(sqlite_server, "vera")
@@ -212,10 +214,10 @@ def test_viewer_member_sees_read_only(
         added = client.put(f"/api/v1/projects/{PROJECT}/members/vera", json={"role": "viewer"})
     assert added.status_code == 200, added.text
     page = sign_in_as(
-        browser, sqlite_server, key, f"/projects/{PROJECT}/reports/{shared['report_id']}"
+        browser, sqlite_server, key, f"/projects/{PROJECT}/reports/{shared.report_id}"
     )
     opened.append(page)
-    wait_for_lines(page, [shared["runs"]["wild"]])  # type: ignore[index]
+    wait_for_lines(page, [shared.runs["wild"]])
     page.locator("details.versions summary").click()
 
     assert page.locator(".read-only-notice").is_visible()
@@ -225,3 +227,72 @@ def test_viewer_member_sees_read_only(
     assert page.locator("button.save-version").count() == 0
     assert page.locator("button.restore-version").count() == 0
     assert page.locator("button.sign-out").count() == 1
+
+
+def test_view_link_follows_changed_filter(
+    browser: Browser,
+    sqlite_server: RunningServer,
+    shared: SharedReport,
+    opened: list[Page],
+    tmp_path: Path,
+) -> None:
+    runs = shared.runs
+    report_id = shared.report_id
+    with start_run(sqlite_server, tmp_path, PROJECT, name="slow", config={"lr": 0.1}) as slow:
+        for step in range(3):
+            slow.log({"loss": 0.3}, step=step)
+        viewer = open_link(browser, create_share(sqlite_server, report_id, "view")["url"], opened)
+        editor = open_link(browser, create_share(sqlite_server, report_id, "edit")["url"], opened)
+        wait_for_lines(viewer, [runs["wild"]])
+        editor.locator(".run-set input.run-set-filter").fill("config.lr < 0.5")
+        editor.locator(".run-set input.run-set-filter").press("Enter")
+        wait_for_lines(viewer, [runs["calm"], slow.id])
+        # The run set selects slow only after the viewer subscribed, so its new
+        # points reach the viewer only if the page subscribes again.
+        for step in range(3, 6):
+            slow.log({"loss": 0.3}, step=step)
+        wait_for_length(viewer, slow.id, 6)
+
+    assert viewer.locator(".run-set input.run-set-filter").input_value() == "config.lr < 0.5"
+    assert viewer.locator(".run-set .run-set-count").inner_text() == "2 runs"
+
+
+def wait_for_length(page: Page, run_id: str, count: int) -> None:
+    """Wait until the loss panel's line for ``run_id`` has at least ``count`` points."""
+    page.wait_for_function(
+        """([uid, count]) => {
+            const plot = document.querySelector('.report-grid .plot[data-key="loss"]');
+            const found = (plot?.data ?? []).find((trace) => trace.uid === uid);
+            return found !== undefined && found.x.length >= count;
+        }""",
+        arg=[f"line-{run_id}", count],
+    )
+
+
+def test_link_revoked_before_app_loads(
+    browser: Browser, sqlite_server: RunningServer, shared: SharedReport
+) -> None:
+    report_id = shared.report_id
+    share = create_share(sqlite_server, report_id, "view")
+    context = browser.new_context()
+    opened_page = context.new_page()
+    errors: list[str] = []
+    opened_page.on("pageerror", lambda error: errors.append(str(error)))
+
+    def revoke_then_serve(route: Route) -> None:
+        # The page's HTML passed the server's check; the link dies before the app asks the API.
+        with sqlite_server.client() as client:
+            revoked = client.delete(f"/api/v1/reports/{report_id}/shares/{share['id']}")
+        assert revoked.status_code == 204
+        route.continue_()
+
+    opened_page.route("**/static/app.js*", revoke_then_serve)
+    opened_page.goto(share["url"])
+    opened_page.wait_for_selector("main.report-failure")
+    heading = opened_page.locator("h1").inner_text()
+    text = opened_page.locator("main").inner_text()
+    context.close()
+
+    assert heading == "This share link no longer works"
+    assert "invalid, revoked or expired" in text
+    assert errors == []
