@@ -86,7 +86,10 @@ export function readRunSet(map: Y.Map<unknown>): RunSet {
 }
 
 export function readPanel(map: Y.Map<unknown>): PanelLayout {
-  const panel = map.toJSON() as PanelLayout;
+  // Y.Map.toJSON returns stored JSON values by reference, and the grid
+  // changes a panel's options in place, so they are copied: a change made in
+  // place would alter the document's value without an update to send.
+  const panel = structuredClone(map.toJSON()) as PanelLayout;
   panel.options = (panel.options ?? {}) as Record<string, Value>;
   return panel;
 }
