@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,30 +35,45 @@ def build_grid_report(browser: Browser, server: RunningServer, title: str) -> st
     editor.click("button.add-block:text('Add panel grid')")
     editor.locator(".run-set input.run-set-filter").fill(WILD)
     editor.locator(".run-set input.run-set-filter").press("Enter")
+    editor.wait_for_function(
+        """(filter) => window.assayReport.doc.getArray('blocks').get(0)
+            .get('run_sets').get(0).get('filter') === filter""",
+        arg=WILD,
+    )
     form = editor.locator(".report-grid .add-panel-form")
     form.locator("summary").click()
     form.locator("select.panel-type").select_option("line")
     form.locator("select[name=key]").select_option("loss")
     form.locator("button.add-panel").click()
     editor.wait_for_selector('.report-grid .plot[data-key="loss"][data-revision]')
+    # The editor stays connected until the server has stored its edits.
+    wait_until_stored(server, report_id)
     errors = editor.errors  # type: ignore[attr-defined]
     editor.context.close()
     assert errors == [], f"the editor page raised: {errors}"
-    wait_until_stored(server, report_id)
     return report_id
 
 
-def wait_until_stored(server: RunningServer, report_id: str) -> None:
-    """Wait until the server's copy of the report has the grid's run set and panel."""
+def has_grid(grid: dict[str, Any]) -> bool:
+    return bool(grid["panels"]) and grid["run_sets"][0]["filter"] == WILD
+
+
+def wait_until_stored(
+    server: RunningServer,
+    report_id: str,
+    condition: Callable[[dict[str, Any]], bool] = has_grid,
+) -> None:
+    """Wait until ``condition`` holds for the first panel grid of the server's copy."""
     deadline = time.monotonic() + WAIT_MS / 1000
+    grids: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         with server.client() as client:
             content = client.get(f"/api/v1/projects/{PROJECT}/reports/{report_id}").json()
         grids = [b for b in content["content"]["blocks"] if b.get("type") == "panel_grid"]
-        if grids and grids[0]["panels"] and grids[0]["run_sets"][0]["filter"] == WILD:
+        if grids and condition(grids[0]):
             return
         time.sleep(0.1)
-    raise AssertionError(f"report {report_id} never stored its grid")
+    raise AssertionError(f"report {report_id} never stored the expected grid; it has {grids}")
 
 
 def create_share(server: RunningServer, report_id: str, role: str) -> dict[str, Any]:

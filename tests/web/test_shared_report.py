@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, Page, Route
 from conftest import RunningServer
 from userkeys import add_user
 from web.browsing import start_run
-from web.reports import PROJECT, document_json, report_content, wait_for_lines
+from web.reports import PROJECT, document_json, open_report, report_content, wait_for_lines
 from web.sharing import (
     build_grid_report,
     close_page,
@@ -21,6 +21,7 @@ from web.sharing import (
     log_runs,
     open_page,
     sign_in_as,
+    wait_until_stored,
 )
 
 #: Endpoints that return 401 or 403 to a share link, so the page must not call them.
@@ -296,3 +297,54 @@ def test_link_revoked_before_app_loads(
     assert heading == "This share link no longer works"
     assert "invalid, revoked or expired" in text
     assert errors == []
+
+
+def test_link_draws_metric_x_axis(
+    browser: Browser,
+    sqlite_server: RunningServer,
+    shared: SharedReport,
+    opened: list[Page],
+    tmp_path: Path,
+) -> None:
+    with start_run(sqlite_server, tmp_path, PROJECT, name="paired", config={"lr": 3.0}) as run:
+        for step in range(3):
+            run.log({"loss": 1.0 / (step + 1), "tokens": 100.0 * step}, step=step)
+    editor = open_report(browser, sqlite_server, shared.report_id)
+    opened.append(editor)
+    editor.locator(".panel-controls select.x-axis").select_option("metric:tokens")
+    wait_until_stored(
+        sqlite_server,
+        shared.report_id,
+        lambda grid: grid["panels"][0]["options"].get("x") == "metric:tokens",
+    )
+    page = open_link(browser, create_share(sqlite_server, shared.report_id, "view")["url"], opened)
+    wait_for_lines(page, [shared.runs["wild"], run.id])
+    plot = page.locator('.report-grid .plot[data-key="loss"]')
+    x = page.evaluate(
+        """(uid) => Array.from(document.querySelector('.report-grid .plot[data-key="loss"]')
+            .data.find((trace) => trace.uid === uid).x)""",
+        f"line-{run.id}",
+    )
+
+    assert plot.get_attribute("data-error") is None
+    assert x == [0.0, 100.0, 200.0]
+    assert page.locator(".panel-controls select.x-axis").input_value() == "metric:tokens"
+
+
+def test_public_visitor_reads_report(
+    browser: Browser, sqlite_server: RunningServer, shared: SharedReport, opened: list[Page]
+) -> None:
+    with sqlite_server.client() as client:
+        made_public = client.patch(f"/api/v1/projects/{PROJECT}", json={"visibility": "public"})
+    assert made_public.status_code == 200, made_public.text
+    page = open_link(
+        browser, f"{sqlite_server.url}/projects/{PROJECT}/reports/{shared.report_id}", opened
+    )
+    wait_for_lines(page, [shared.runs["wild"]])
+
+    assert page.locator(".read-only-notice").is_visible()
+    assert page.locator("button.add-block").count() == 0
+    assert page.locator("button.share-report").count() == 0
+    assert page.evaluate("() => window.assayReport.doc.getText('title').toString()") == (
+        "Shared findings"
+    )

@@ -56,6 +56,9 @@ export function lineControls(
     "relative",
     ...keys.filter((k) => k !== o.key).map((k) => `metric:${k}`),
   ];
+  // A page that may not list the keys, such as one opened by a share link,
+  // still shows the panel's own x axis.
+  if (!choices.includes(o.x)) choices.push(o.x);
   for (const choice of choices)
     x.append(h("option", { value: choice, selected: choice === o.x }, choice));
   x.addEventListener("change", () => set({ x: x.value }));

@@ -28,6 +28,8 @@ import { shareButton } from "./sharedialog";
 
 /** The name other editors see beside the cursor of someone who opened a share link. */
 const LINK_VISITOR = "Guest with a link";
+/** The name shown for a visitor of a public project who is not signed in. */
+const ANONYMOUS_VISITOR = "Guest";
 /** The close code of a report socket whose share link was revoked or expired. */
 const CLOSE_ACCESS_LOST = 4403;
 
@@ -62,7 +64,7 @@ export class ReportPage {
     try {
       report = await getReport(this.project, this.reportId);
       // whoami returns 401 to a link holder without an account, so it is not called.
-      user = shareToken === null ? (await whoAmI()).name : LINK_VISITOR;
+      user = shareToken === null ? await userName() : LINK_VISITOR;
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       if (error.status === 404) {
@@ -77,6 +79,14 @@ export class ReportPage {
     }
     this.readOnly = !report.can_edit;
     document.body.dataset.readOnly = String(this.readOnly);
+    // Both are read before the room connects, because the first sync draws
+    // the blocks, and line panels build their x-axis choices from the keys.
+    // Metric keys offer other x axes; a share link may not list them.
+    this.keys = shareToken === null ? await listKeys(this.project) : [];
+    const share =
+      shareToken === null && !this.readOnly
+        ? await shareButton(this.reportId)
+        : null;
     this.provider = connectRoom(this.reportId, this.doc, user, {
       status: (state) =>
         this.badge.set(state === "connected" ? "subscribed" : state),
@@ -95,12 +105,6 @@ export class ReportPage {
         document.body.dataset.runsLive = state;
       },
     });
-    // Metric keys offer other x axes; a share link may not list them.
-    this.keys = shareToken === null ? await listKeys(this.project) : [];
-    const share =
-      shareToken === null && !this.readOnly
-        ? await shareButton(this.reportId)
-        : null;
     this.build(this.provider, share);
     (window as unknown as { assayReport: ReportPage }).assayReport = this;
   }
@@ -305,5 +309,16 @@ export class ReportPage {
     this.showError(
       `${reason} Reload the page to see the report as the server stores it.`,
     );
+  }
+}
+
+/** Return the signed-in user's name, or a guest name for a visitor of a public project. */
+async function userName(): Promise<string> {
+  try {
+    return (await whoAmI()).name;
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401)
+      return ANONYMOUS_VISITOR;
+    throw error;
   }
 }
