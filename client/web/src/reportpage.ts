@@ -124,7 +124,7 @@ export class ReportPage {
     else this.refreshGrids();
   }
 
-  /** A link's socket gets no run events, so membership messages report the runs that enter or leave. */
+  /** Follow runs entering or leaving the run sets, which a link's socket learns only from membership messages. */
   private membershipChanged(message: MembershipMessage): void {
     const changes = Object.values(message.changes);
     const entered = changes.flatMap((change) => change.entered);
