@@ -281,7 +281,8 @@ def test_link_revoked_before_app_loads(
     opened_page.on("pageerror", lambda error: errors.append(str(error)))
 
     def revoke_then_serve(route: Route) -> None:
-        # The page's HTML passed the server's check; the link is revoked before the app's first request.
+        # The page's HTML passed the server's check. The link is revoked
+        # before the app makes its first request.
         with sqlite_server.client() as client:
             revoked = client.delete(f"/api/v1/reports/{report_id}/shares/{share['id']}")
         assert revoked.status_code == 204

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import Browser, Page
 
 from conftest import RunningServer
+from userkeys import add_user
 from web.browsing import start_run
 from web.reports import PROJECT, create_report, insert_text
-from web.sharing import close_page, create_share, open_page
+from web.sharing import close_page, create_share, open_page, sign_in_as
 
 PAYLOADS = [
     "<img src=x onerror=window.__xss=1>",
@@ -145,5 +147,32 @@ def test_shared_report_shows_payloads_as_text(
     assert PAYLOADS[0] in title
     assert "<script>window.__xss=1</script>" in rendered or "window.__xss=1" in rendered
     assert "onerror" in bars
+    assert_inert(page)
+    close_page(page)
+
+
+def test_user_name_payload_inert(
+    browser: Browser, sqlite_server: RunningServer, hostile: dict[str, str]
+) -> None:
+    name = PAYLOADS[0]
+    key = add_user(sqlite_server, name)
+    with sqlite_server.client() as client:
+        added = client.put(
+            f"/api/v1/projects/{PROJECT}/members/{quote(name, safe='')}", json={"role": "editor"}
+        )
+    assert added.status_code == 200, added.text
+    report_id = create_report(sqlite_server, "Names")
+    page = sign_in_as(browser, sqlite_server, key, f"/projects/{PROJECT}/reports/{report_id}")
+    page.click("button.share-report")
+    page.click("button.create-share")
+    page.wait_for_selector("dialog.share-dialog[data-shares='1']")
+    created_by = page.locator("table.share-list tbody td").nth(1).inner_text()
+    assert_inert(page)
+    page.goto(f"{sqlite_server.url}/projects/{PROJECT}/members")
+    page.wait_for_selector(".members-body[data-role=editor]")
+    listed = page.locator("table.member-list").inner_text()
+
+    assert created_by == name
+    assert name in listed
     assert_inert(page)
     close_page(page)
