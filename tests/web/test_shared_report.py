@@ -349,3 +349,28 @@ def test_public_visitor_reads_report(
     assert page.evaluate("() => window.assayReport.doc.getText('title').toString()") == (
         "Shared findings"
     )
+
+
+def test_edit_link_adds_drawn_metric_panel(
+    browser: Browser, sqlite_server: RunningServer, shared: SharedReport, opened: list[Page]
+) -> None:
+    share = create_share(sqlite_server, shared.report_id, "edit")
+    page = open_link(browser, share["url"], opened)
+    form = page.locator(".report-grid .add-panel-form")
+    form.locator("summary").click()
+    form.locator("select.panel-type").select_option("line")
+    offered = form.locator("select[name=key] option").all_inner_texts()
+    form.locator("button.add-panel").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('.report-grid .plot[data-key=\"loss\"]').length === 2"
+    )
+    page.wait_for_function(
+        """(uid) => [...document.querySelectorAll('.report-grid .plot[data-key="loss"]')]
+            .every((plot) => (plot.data ?? []).some((trace) => trace.uid === uid))""",
+        arg=f"line-{shared.runs['wild']}",
+    )
+    errors = page.locator('.report-grid .plot[data-key="loss"][data-error]').count()
+
+    # The link may draw only what the report draws, so only "loss" is offered.
+    assert offered == ["loss"]
+    assert errors == 0

@@ -139,3 +139,22 @@ export function moveItem(
 export function indexOf(list: Y.Array<Y.Map<unknown>>, id: string): number {
   return list.toArray().findIndex((item) => item.get("id") === id);
 }
+
+/** Return the metrics that the line panels of ``doc`` draw, as y or as x, sorted. */
+export function drawnMetrics(doc: Y.Doc): string[] {
+  const metrics = new Set<string>();
+  for (const block of blockList(doc).toArray()) {
+    if (blockType(block) !== "panel_grid") continue;
+    const panels = block.get("panels");
+    if (!(panels instanceof Y.Array)) continue;
+    for (const map of panels.toArray() as Y.Map<unknown>[]) {
+      const panel = readPanel(map);
+      if (panel.type !== "line") continue;
+      const { key, x } = panel.options;
+      if (typeof key === "string" && key) metrics.add(key);
+      if (typeof x === "string" && x.startsWith("metric:"))
+        metrics.add(x.slice("metric:".length));
+    }
+  }
+  return [...metrics].sort();
+}

@@ -16,6 +16,7 @@ import { VersionList } from "./reportversions";
 import { connectRoom } from "./reportconnection";
 import {
   blockList,
+  drawnMetrics,
   headingBlock,
   markdownBlock,
   panelGridBlock,
@@ -81,7 +82,7 @@ export class ReportPage {
     document.body.dataset.readOnly = String(this.readOnly);
     // Both are read before the room connects, because the first sync draws
     // the blocks, and line panels build their x-axis choices from the keys.
-    // Metric keys offer other x axes; a share link may not list them.
+    // Metric keys offer other x axes and line panels to add; a share link may not list them.
     this.keys = shareToken === null ? await listKeys(this.project) : [];
     const share =
       shareToken === null && !this.readOnly
@@ -265,7 +266,10 @@ export class ReportPage {
       if (!view) {
         view = new BlockView(block, {
           project: this.project,
-          keys: () => this.keys,
+          // A share link may not list the project's metric keys, but it may
+          // draw every metric the report draws already.
+          keys: () =>
+            shareToken === null ? this.keys : drawnMetrics(this.doc),
           readOnly: this.readOnly,
           awareness: this.provider!.awareness,
         });
