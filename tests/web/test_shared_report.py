@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,3 +375,21 @@ def test_edit_link_adds_drawn_metric_panel(
     # The link may draw only what the report draws, so only "loss" is offered.
     assert offered == ["loss"]
     assert errors == 0
+
+
+def test_expired_link_stops_working(
+    browser: Browser, sqlite_server: RunningServer, shared: SharedReport, opened: list[Page]
+) -> None:
+    with sqlite_server.client() as client:
+        created = client.post(
+            f"/api/v1/reports/{shared.report_id}/shares",
+            json={"role": "view", "expires_at": time.time() + 4},
+        )
+    assert created.status_code == 201, created.text
+    page = open_link(browser, created.json()["url"], opened)
+    loaded_at = time.monotonic()
+    page.wait_for_selector("body[data-link-revoked]")
+
+    assert time.monotonic() - loaded_at < 15
+    assert "This share link no longer works" in page.locator(".report-messages").inner_text()
+    assert page.locator("body").get_attribute("data-runs-live") == "offline"
