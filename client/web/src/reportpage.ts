@@ -261,7 +261,7 @@ export class ReportPage {
       view.element.remove();
       this.views.delete(block);
     }
-    for (const block of blocks) {
+    blocks.forEach((block, index) => {
       let view = this.views.get(block);
       if (!view) {
         view = new BlockView(block, {
@@ -275,8 +275,12 @@ export class ReportPage {
         });
         this.views.set(block, view);
       }
-      this.blocksElement.append(view.element);
-    }
+      // Moving an element in the DOM takes the focus from an input inside it,
+      // and with it the text typed so far, so blocks in place stay put.
+      const current = this.blocksElement.children.item(index);
+      if (current !== view.element)
+        this.blocksElement.insertBefore(view.element, current);
+    });
     this.blocksElement.dataset.count = String(blocks.length);
   }
 
