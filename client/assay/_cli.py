@@ -1,4 +1,4 @@
-"""The ``assay`` command: serve, db upgrade, login, sync and import."""
+"""The ``assay`` command: serve, db upgrade, login, admin, sync and import."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from assay import _credentials
-from assay._errors import AssayError
+from assay._errors import AssayError, ConfigurationError
 
 SERVER_MISSING = "the assay server is not installed; install it with: pip install 'assay[server]'"
 IMPORT_MISSING = (
@@ -44,10 +44,46 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--database-url", help="PostgreSQL or SQLite URL")
     upgrade.set_defaults(handler=_db_upgrade)
 
-    login = commands.add_parser("login", help="store a server URL and API key")
-    login.add_argument("--server", help="server URL (default: ASSAY_SERVER)")
-    login.add_argument("--api-key", help="API key (default: ASSAY_API_KEY, else a prompt)")
+    login = commands.add_parser(
+        "login",
+        help="sign in and store a server URL and API key",
+        description="Sign in with a user name and password, create an API key for this "
+        "machine and store it (with the server URL) in ASSAY_CONFIG_DIR/credentials.json, "
+        "readable by you only. With --api-key or ASSAY_API_KEY, store that key instead.",
+    )
+    login.add_argument("--server", help="server URL (default: ASSAY_SERVER, else a prompt)")
+    login.add_argument("--name", help="user name (default: a prompt)")
+    login.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input instead of a prompt",
+    )
+    login.add_argument("--api-key", help="store this API key instead of signing in")
     login.set_defaults(handler=_login)
+
+    admin = commands.add_parser("admin", help="manage accounts directly in the database")
+    admin_commands = admin.add_subparsers(title="admin commands")
+    set_password = admin_commands.add_parser(
+        "set-password",
+        help="set a user's password, read from a prompt",
+        description="Set the password of user NAME in the server's database and end the "
+        "user's browser sessions. Uses the same database settings as `assay serve`.",
+    )
+    set_password.add_argument("name", metavar="NAME", help="user name")
+    set_password.add_argument(
+        "--create", action="store_true", help="create the user when it does not exist"
+    )
+    set_password.add_argument(
+        "--admin", action="store_true", help="with --create: make the new user an admin"
+    )
+    set_password.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input instead of a prompt",
+    )
+    set_password.add_argument("--data-dir", type=Path, help="directory of the embedded database")
+    set_password.add_argument("--database-url", help="PostgreSQL or SQLite URL")
+    set_password.set_defaults(handler=_set_password)
 
     sync = commands.add_parser("sync", help="upload spooled or offline runs")
     sync.add_argument("path", type=Path, help="a spool directory, or a folder holding several")
@@ -99,18 +135,45 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return cli.db_upgrade(args)
 
 
+def _set_password(args: argparse.Namespace) -> int:
+    try:
+        from assay_server import cli
+    except ImportError:
+        print(f"assay: error: {SERVER_MISSING}", file=sys.stderr)
+        return 1
+    if args.admin and not args.create:
+        print("assay: error: --admin only applies together with --create", file=sys.stderr)
+        return 2
+    password = read_password(args.password_stdin, confirm=True)
+    return cli.set_password(args, password)
+
+
+def read_password(from_stdin: bool, confirm: bool = False) -> str:
+    """Read a password from stdin's first line, or from a prompt that does not echo it."""
+    if from_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("Password: ")
+    if confirm and getpass.getpass("Password again: ") != password:
+        raise ConfigurationError("the two passwords differ; nothing was changed")
+    return password
+
+
 def _login(args: argparse.Namespace) -> int:
     import os
 
     from assay._api import Api
+    from assay._login import login_with_password
 
     server = args.server or os.environ.get("ASSAY_SERVER")
     if not server:
         server = input("Server URL: ").strip()
-    api_key = args.api_key or os.environ.get("ASSAY_API_KEY")
-    if not api_key:
-        api_key = getpass.getpass("API key: ").strip()
-    credentials = _credentials.Credentials(_credentials.normalize_server(server), api_key)
+    server = _credentials.normalize_server(server)
+    api_key = args.api_key or (None if args.name else os.environ.get("ASSAY_API_KEY"))
+    if api_key:
+        credentials = _credentials.Credentials(server, api_key)
+    else:
+        name = args.name or input("Name: ").strip()
+        credentials = login_with_password(server, name, read_password(args.password_stdin))
     with Api(credentials.server, credentials.api_key) as api:
         user = api.whoami()
     path = _credentials.store(credentials)

@@ -153,6 +153,7 @@ class ProjectAccess:
     user: User | None
     #: Set when a share link, not a project role, grants the access.
     scope: ReportScope | None = None
+    share: ShareGrant | None = None
 
 
 def _context(connection: HTTPConnection) -> ServerContext:
@@ -223,8 +224,8 @@ async def check_project(
     if role is None:
         if user is None:
             raise Unauthorized(
-                f"project {project!r} needs credentials: sign in, or send an API key as "
-                "'Authorization: Bearer KEY'"
+                f"missing API key; project {project!r} is not public, so send an API key "
+                "as 'Authorization: Bearer KEY' or sign in"
             )
         raise NotFound(f"project {project!r} does not exist", code="project_not_found")
     if role < need:
@@ -279,7 +280,7 @@ async def _shared_project(
         raise NotFound(f"project {project!r} does not exist", code="project_not_found")
     doc = await connection.app.state.reports.read_document(grant.report_id)
     scope = report_scope(grant.report_id, doc)
-    return ProjectAccess(grant.project_id, project, Role.VIEWER, None, scope)
+    return ProjectAccess(grant.project_id, project, Role.VIEWER, None, scope, grant)
 
 
 async def find_share(connection: AsyncConnection, token: str) -> ShareGrant | None:
@@ -315,12 +316,15 @@ async def share_grant(connection: HTTPConnection) -> ShareGrant | None:
     token = connection.query_params.get(SHARE_PARAM)
     if token is None:
         return None
-    limiter = getattr(connection.app.state, "share_limiter", None)
-    if limiter is not None:
-        await limiter.check(connection)
+    # Failed look-ups are counted per client address, so tokens cannot be guessed
+    # at speed, while a valid link's many requests count nothing.
+    limiter = connection.app.state.limits.share
+    address = connection.client.host if connection.client else "unknown"
+    await limiter.ensure_allowed(address)
     async with _context(connection).db.reading() as db:
         grant = await find_share(db, token)
     if grant is None:
+        await limiter.add(address)
         raise Unauthorized(
             "this share link is invalid, revoked or expired; ask the report's owner for a new one",
             code="invalid_share",

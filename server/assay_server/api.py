@@ -19,7 +19,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from assay.protocol import MAX_STEP, tag_floats
-from assay_server import access, filters, history, runs
+from assay_server import access, filters, history, metrics, runs
 from assay_server.auth import User
 from assay_server.context import ServerContext
 from assay_server.downsample import MIN_SAMPLES
@@ -46,6 +46,7 @@ def respond(request: HTTPConnection, data: Any, status: int = 200) -> Response:
 
 def error_response(request: HTTPConnection, exc: Exception) -> Response:
     assert isinstance(exc, AssayError)
+    metrics.ERRORS.labels(exc.code).inc()
     error: dict[str, Any] = {"code": exc.code, "message": exc.message}
     column = getattr(exc, "column", None)
     if column is not None:
@@ -61,6 +62,7 @@ def http_error(request: HTTPConnection, exc: Exception) -> Response:
     """Give Starlette's own 404 and 405 responses the API's JSON error shape."""
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    metrics.ERRORS.labels(code).inc()
     response = respond(request, {"error": {"code": code, "message": exc.detail}}, exc.status_code)
     response.headers.update(exc.headers or {})
     return response
@@ -68,6 +70,7 @@ def http_error(request: HTTPConnection, exc: Exception) -> Response:
 
 def internal_error(request: HTTPConnection, exc: Exception) -> Response:
     # Starlette re-raises the exception after this handler, so the server logs it.
+    metrics.ERRORS.labels("internal").inc()
     return respond(
         request,
         {"error": {"code": "internal", "message": "internal server error; see the server log"}},

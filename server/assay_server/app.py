@@ -11,8 +11,12 @@ from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
 
 from assay_server import (
+    account_routes,
     api,
     charts,
     figures,
@@ -30,15 +34,19 @@ from assay_server import (
 from assay_server.auth import bootstrap_admin
 from assay_server.bus import Bus, LocalBus, RedisBus, event_fields
 from assay_server.context import ServerContext
+from assay_server.csrf import CsrfMiddleware
 from assay_server.database import Database
-from assay_server.errors import AssayError
+from assay_server.errors import AssayError, TooManyRequests
 from assay_server.live import LiveHub
 from assay_server.membership import MembershipEngine
+from assay_server.ratelimit import Limits
 from assay_server.reports import routes as report_routes
 from assay_server.reports import shares as report_shares
 from assay_server.reports import socket as report_socket
 from assay_server.reports.relay import Relay
 from assay_server.reports.rooms import ReportRooms, RoomSettings
+from assay_server.revocations import Revocations
+from assay_server.security_headers import SecurityHeadersMiddleware
 from assay_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,7 +57,9 @@ def print_admin_key(settings: Settings, key: str) -> None:
     print(
         f"Created the admin account. Its API key, shown only this once:\n\n    {key}\n\n"
         f"Sign in from a browser with:\n\n"
-        f"    http://{settings.host}:{settings.port}/login?token={key}\n",
+        f"    http://{settings.host}:{settings.port}/login?token={key}\n\n"
+        f"or give the admin a password with `assay admin set-password admin` and sign in "
+        f"at http://{settings.host}:{settings.port}/signin\n",
         file=sys.stderr,
         flush=True,
     )
@@ -114,6 +124,13 @@ def create_report_rooms(context: ServerContext) -> ReportRooms:
     return ReportRooms(context.db, room_settings, relay)
 
 
+def too_many_requests(request: HTTPConnection, exc: Exception) -> Response:
+    assert isinstance(exc, TooManyRequests)
+    response = api.error_response(request, exc)
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = None) -> Starlette:
     if on_admin_key is None:
         on_admin_key = functools.partial(print_admin_key, settings)
@@ -129,6 +146,9 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
         figures.default_template()
         app.state.membership = MembershipEngine(context.bus, context.db)
         app.state.reports = create_report_rooms(context)
+        app.state.revocations = Revocations(settings.redis_url, settings.redis_prefix)
+        await app.state.revocations.start()
+        app.state.limits = Limits.create(settings)
         reaper = asyncio.create_task(reap_crashed_runs(context))
         log.info("assay server ready on %s:%s", settings.host, settings.port)
         try:
@@ -137,6 +157,8 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
             await app.state.hub.close()
             await app.state.membership.close()
             await app.state.reports.close()
+            await app.state.revocations.close()
+            await app.state.limits.close()
             await context.writer.close()
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -152,6 +174,7 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
             *health.routes,
             *metrics.routes,
             *sessions.routes,
+            *account_routes.routes,
             *live_socket.routes,
             *charts.routes,
             *layouts.routes,
@@ -162,7 +185,9 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
             *pages.routes,
         ],
         lifespan=lifespan,
+        middleware=[Middleware(SecurityHeadersMiddleware), Middleware(CsrfMiddleware)],
         exception_handlers={
+            TooManyRequests: too_many_requests,
             AssayError: api.error_response,
             HTTPException: api.http_error,
             Exception: api.internal_error,

@@ -1,4 +1,4 @@
-"""Server commands behind ``assay serve`` and ``assay db upgrade``."""
+"""Server commands behind ``assay serve``, ``assay db upgrade`` and ``assay admin``."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from typing import Any
 import uvicorn
 
 from assay import protocol
-from assay_server import logs
+from assay_server import accounts, logs, metrics
 from assay_server.app import create_app
 from assay_server.database import Database
+from assay_server.errors import AssayError, NotFound
 from assay_server.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def load_settings(args: argparse.Namespace) -> Settings | None:
 
 
 def configure_logging(settings: Settings) -> None:
-    logs.configure(
+    handler = logs.configure(
         settings.log_format,
         settings.log_level,
         secret_values=[
@@ -64,6 +65,7 @@ def configure_logging(settings: Settings) -> None:
             logs.url_password(settings.redis_url),
         ],
     )
+    handler.addFilter(metrics.LogCounter())
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -258,4 +260,45 @@ def db_upgrade(args: argparse.Namespace) -> int:
 
     revision = asyncio.run(upgrade())
     print(f"database is at revision {revision}")
+    return 0
+
+
+def set_password(args: argparse.Namespace, password: str) -> int:
+    """Set (or with ``--create``, create) user ``args.name``'s password; end their sessions."""
+    settings = load_settings(args)
+    if settings is None:
+        return 2
+    configure_logging(settings)
+    try:
+        accounts.check_user_name(args.name)
+        accounts.check_password(password)
+    except AssayError as exc:
+        print(f"assay: error: {exc.message}", file=sys.stderr)
+        return 2
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    async def store() -> str | None:
+        db = Database(settings.resolved_database_url)
+        try:
+            await db.upgrade()
+            password_hash = await accounts.hash_password(password)
+            async with db.transaction() as connection:
+                try:
+                    user, _ = await accounts.password_hash_of(connection, args.name)
+                except NotFound:
+                    if not args.create:
+                        return f"no user named {args.name!r}; add --create to create it"
+                    await accounts.create_user(connection, args.name, password_hash, args.admin)
+                    return None
+                await accounts.set_password_hash(connection, user.id, password_hash)
+                await accounts.end_sessions(connection, user.id)
+            return None
+        finally:
+            await db.close()
+
+    problem = asyncio.run(store())
+    if problem is not None:
+        print(f"assay: error: {problem}", file=sys.stderr)
+        return 1
+    print(f"password of {args.name} set")
     return 0

@@ -44,3 +44,14 @@ class Conflict(AssayError):
 class PayloadTooLarge(AssayError):
     status = 413
     code = "request_too_large"
+
+
+class TooManyRequests(AssayError):
+    """A rate limit was reached; ``retry_after`` is the whole seconds until it resets."""
+
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code)
+        self.retry_after = max(1, retry_after)

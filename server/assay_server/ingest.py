@@ -170,7 +170,6 @@ class IngestConnection:
         except ProtocolError as exc:
             log.info("batch rejected on connection %s: %s", self.id, exc.message)
             metrics.BATCHES.labels("rejected").inc()
-            metrics.ERRORS.labels(exc.code).inc()
             await self._send_error(exc.code, exc.message, seq=message.get("seq"))
             return
         stored = await self._store(batch)
@@ -312,6 +311,7 @@ class IngestConnection:
     async def _send_error(
         self, code: str, message: str, seq: object = None, fatal: bool = False
     ) -> None:
+        metrics.ERRORS.labels(code).inc()
         error: dict[str, Any] = {"type": "error", "code": code, "message": message, "fatal": fatal}
         if isinstance(seq, int):
             error["seq"] = seq
@@ -319,8 +319,9 @@ class IngestConnection:
 
     async def _fail(self, code: str, message: str, close_code: int) -> None:
         log.info("ingest connection %s closed with error %s: %s", self.id, code, message)
-        metrics.ERRORS.labels(code).inc()
         if self.websocket.application_state != WebSocketState.CONNECTED:
+            # The client is gone, so the error is counted without being sent.
+            metrics.ERRORS.labels(code).inc()
             return
         try:
             await self._send_error(code, message, fatal=True)

@@ -7,6 +7,8 @@ import contextlib
 import logging
 import re
 import secrets
+import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -33,6 +35,7 @@ MAX_ENTRY_PART = 2**64 - 1
 CLOSE_UNAVAILABLE = 1011
 #: Close code when the credentials no longer allow the project (member removed, link revoked).
 CLOSE_ACCESS_LOST = 4403
+LINK_ENDED = "this share link was revoked or has expired"
 
 
 class LiveConnection:
@@ -42,12 +45,15 @@ class LiveConnection:
         hub: LiveHub,
         project_id: int,
         scope: access.ReportScope | None = None,
+        share: access.ShareGrant | None = None,
     ) -> None:
         self.websocket = websocket
         self.hub = hub
         self.project_id = project_id
         #: For a share link: its report's run sets, which narrow what the socket may watch.
         self.scope = scope
+        self.share = share
+        self.closer: asyncio.Task[None] | None = None
         self.subscriber = Subscriber(hub.queue_limit, hub.queue_bytes)
         self.id = secrets.token_hex(4)
         self.events = hub.bus.event_stream(project_id)
@@ -61,6 +67,7 @@ class LiveConnection:
         log.info("live connection %s opened for project %s", self.id, self.project_id)
         metrics.SOCKETS.labels("live").inc()
         sender = asyncio.create_task(self._send_forever())
+        forget, expiry = self._end_with_share()
         try:
             while True:
                 await self._next_message()
@@ -70,6 +77,9 @@ class LiveConnection:
             log.exception("live connection %s failed to subscribe", self.id)
             await self._close(CLOSE_UNAVAILABLE, "live streams unavailable; reconnect later")
         finally:
+            forget()
+            if expiry is not None:
+                expiry.cancel()
             self.hub.remove(self.subscriber)
             if self.membership is not None:
                 await self.membership.close()
@@ -141,6 +151,25 @@ class LiveConnection:
             )
             return
         await self._subscribe(cursors)
+
+    def _end_with_share(self) -> tuple[Callable[[], None], asyncio.TimerHandle | None]:
+        """Arrange to close the socket when its share link is revoked or expires.
+
+        Return the function that cancels the revocation hook, and the expiry timer.
+        """
+        if self.share is None:
+            return (lambda: None), None
+
+        def close() -> None:
+            self.closer = asyncio.create_task(self._close(CLOSE_ACCESS_LOST, LINK_ENDED))
+
+        revocations = self.websocket.app.state.revocations
+        forget: Callable[[], None] = revocations.register(self.share.share_id, close)
+        expiry = None
+        if self.share.expires_at is not None:
+            delay = max(0.0, self.share.expires_at - time.time())
+            expiry = asyncio.get_running_loop().call_later(delay, close)
+        return forget, expiry
 
     async def _still_allowed(self) -> bool:
         """Check the credentials again, so a removed member or revoked link loses the socket.
@@ -271,6 +300,8 @@ class LiveConnection:
         await self._send({"type": "resync", "reason": reason})
 
     async def _send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "error":
+            metrics.ERRORS.labels(message["code"]).inc()
         async with self.send_lock:
             await self.websocket.send_bytes(protocol.pack(message))
 
@@ -290,7 +321,8 @@ async def live(websocket: WebSocket) -> None:
         await websocket.send_denial_response(error_response(websocket, exc))
         return
     hub = websocket.app.state.hub
-    await LiveConnection(websocket, hub, granted.project_id, granted.scope).serve()
+    connection = LiveConnection(websocket, hub, granted.project_id, granted.scope, granted.share)
+    await connection.serve()
 
 
 routes = [WebSocketRoute("/api/v1/projects/{project}/live", live)]

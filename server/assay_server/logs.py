@@ -6,7 +6,8 @@ formatter. Each record gets the ids bound for the request or connection being
 served (``request``, ``connection``, ``run``, ``report``). ``LogContextMiddleware``
 binds them per HTTP request and websocket, and handlers may add more with
 ``bind``. Before a line is written, API keys, bearer tokens, cookies, ``token``
-query parameters and URL passwords in it are masked.
+and other secret query parameters, share-link tokens, JSON password fields
+and URL passwords in it are masked.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ _ID = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 _PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _RUN_PATH = re.compile(r"^(?:/api/v1)?/projects/([^/]+)/runs/([^/]+)")
+# A report's page, HTTP routes, share links and document socket name it in the path.
+_REPORT_PATH = re.compile(
+    r"^(?:(?:/api/v1)?/projects/[^/]+/reports|/api/v1/reports|/yjs/reports)/([A-Za-z0-9_-]{1,64})"
+)
 
 
 def bind(**ids: str | None) -> None:
@@ -92,13 +97,26 @@ class Redactor:
             r"\1\2" + MASK,
         ),
         (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{16,}"), r"\1 " + MASK),
-        # Query parameters that carry keys: /login?token=..., /api/v1/ingest?token=...
+        # Query parameters that carry keys or share-link tokens: /login?token=...,
+        # /api/v1/ingest?token=..., /projects/p/reports/r?share=...
         (
             re.compile(
-                r"(?i)([?&;](?:token|api_key|apikey|key|access_token|session)=)[^&\s\"'#]*"
+                r"(?i)([?&;](?:token|api_key|apikey|key|access_token|session|share|share_token"
+                r"|password)=)[^&\s\"'#]*"
             ),
             r"\1" + MASK,
         ),
+        # Passwords in a JSON body or a dict's repr, should one ever be logged.
+        (
+            re.compile(
+                r"(?i)([\"'](?:password|current|new)[\"']\s*:\s*)([\"'])(?:\\.|(?!\2).)*\2"
+            ),
+            r"\1\2" + MASK + r"\2",
+        ),
+        # Share links: /share/TOKEN or /shares/TOKEN in a path.
+        # NOTE: assumes share tokens travel as a path segment after "share"; a
+        # share route of another shape needs its own pattern here.
+        (re.compile(r"(?i)(/shares?/)[A-Za-z0-9_-]{16,}"), r"\1" + MASK),
         (re.compile(r"\bassay_session=[^;\s\"']*"), "assay_session=" + MASK),
         # API keys as auth.new_api_key makes them: "assay_" and 43 URL-safe characters.
         (re.compile(r"\bassay_[A-Za-z0-9_-]{20,}"), "assay_" + MASK),
@@ -231,7 +249,8 @@ class LogContextMiddleware:
     Every request gets ``request`` (its ``X-Request-ID`` or a new id), echoed in
     the response's ``X-Request-ID`` header. A websocket also gets ``connection``.
     A path under ``/projects/{project}/runs/{run_id}`` binds ``run``, and so
-    does the ``hello`` of an ingest socket, read as it passes to the app.
+    does the ``hello`` of an ingest socket, read as it passes to the app. A
+    report's page, routes, share links and socket bind ``report``.
     """
 
     def __init__(self, app: Any) -> None:
@@ -247,6 +266,9 @@ class LogContextMiddleware:
             label = run_label(match.group(1), match.group(2))
             if label:
                 ids["run"] = label
+        report = _REPORT_PATH.match(scope.get("path", ""))
+        if report:
+            ids["report"] = report.group(1)
         if scope["type"] == "websocket":
             ids["connection"] = secrets.token_hex(4)
             if scope.get("path") == INGEST_PATH:

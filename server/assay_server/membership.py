@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from assay_server import filters, run_cache
+from assay_server import filters, metrics, run_cache
 from assay_server.bus import Bus, StreamEntry
 from assay_server.database import Database
 from assay_server.filters.tree import SummaryField, conditions
@@ -160,6 +160,7 @@ class MembershipEngine:
         watched = project.filters.get(key)
         if watched is None:
             watched = WatchedFilter(node)
+            metrics.RUNSET_EVALUATIONS.labels("initial").inc()
             watched.members = {
                 run_id for run_id, cached in project.runs.items() if watched.selects(cached)
             }
@@ -234,6 +235,7 @@ class MembershipEngine:
         event_time: float,
     ) -> None:
         outgoing: dict[Watcher, Changes] = {}
+        metrics.RUNSET_EVALUATIONS.labels("incremental").inc(len(project.filters))
         for watched in project.filters.values():
             selected = watched.selects(cached)
             if selected == (run_id in watched.members):

@@ -3,17 +3,18 @@
 Every page route returns the same HTML shell, and the bundled app in
 ``static/`` (built from ``client/web`` by ``make install``) reads the path and
 draws the page, fetching all data through the API with the session cookie.
-A request without a valid session gets a short page on how to sign in.
+A request without a valid session is sent to ``/signin?next=PATH``, the one
+page served without a session.
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
 from pathlib import Path
+from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -24,28 +25,12 @@ from assay_server.errors import Forbidden, NotFound, Unauthorized
 STATIC = Path(__file__).parent / "static"
 BUNDLE = STATIC / "app.js"
 
-SIGN_IN = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Sign in · assay</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{{font:15px/1.5 system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em}}
-code{{background:#f2f2f2;padding:0 .3em}}</style></head>
-<body><h1>Sign in to assay</h1>
-<p>{reason}</p>
-<p>Open the sign-in link that <code>assay serve</code> printed when it created the admin
-account:</p>
-<p><code>http://HOST:PORT/login?token=API_KEY&amp;next={next}</code></p>
-<p>Any API key works in place of <code>API_KEY</code>. The link sets a session cookie that
-lasts 30 days.</p></body></html>
-"""
-
-LINK_INVALID = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Share link not valid · assay</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{{font:15px/1.5 system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em}}
-</style></head>
-<body><h1>This share link no longer works</h1>
-<p>{reason}</p></body></html>
-"""
+# Shown in place of the sign-in form while the bundle loads, or when it is missing.
+SIGN_IN_FALLBACK = (
+    "<h1>Sign in to assay</h1><p>Sign in with your user name and password, or open the "
+    "link that <code>assay serve</code> printed when it created the admin account: "
+    "<code>/login?token=API_KEY</code>.</p>"
+)
 
 SHELL = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>assay</title>
@@ -70,25 +55,33 @@ def bundle_version() -> str:
         return "missing"
 
 
+def shell(fallback: str, status: int = 200) -> Response:
+    version = bundle_version()
+    if version == "missing":
+        fallback = NOT_BUILT
+    return HTMLResponse(
+        SHELL.format(version=version, fallback=fallback),
+        status_code=status,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 async def page(request: Request) -> Response:
     try:
         await check_page_access(request)
     except Unauthorized as exc:
         if exc.code == "invalid_share":
-            return HTMLResponse(
-                LINK_INVALID.format(reason=html.escape(exc.message)), status_code=401
-            )
-        reason = html.escape(
-            "You are not signed in." if exc.code == "unauthorized" else exc.message
-        )
-        target = html.escape(request.url.path)
-        return HTMLResponse(SIGN_IN.format(reason=reason, next=target), status_code=401)
-    version = bundle_version()
-    fallback = NOT_BUILT if version == "missing" else "<p>Loading…</p>"
-    return HTMLResponse(
-        SHELL.format(version=version, fallback=fallback),
-        headers={"Cache-Control": "no-store"},
-    )
+            # Signing in would not help: the app loads and shows that the link no longer works.
+            return shell("<p>This share link is invalid, revoked or expired.</p>", 401)
+        target = request.url.path
+        if request.url.query:
+            target += "?" + request.url.query
+        return RedirectResponse("/signin?" + urlencode({"next": target}), status_code=303)
+    return shell("<p>Loading…</p>")
+
+
+async def sign_in_page(request: Request) -> Response:
+    return shell(SIGN_IN_FALLBACK)
 
 
 async def check_page_access(request: Request) -> None:
@@ -115,6 +108,8 @@ async def check_page_access(request: Request) -> None:
 
 routes = [
     Route("/", page),
+    Route("/signin", sign_in_page),
+    Route("/account", page),
     Route("/projects/{project}", page),
     Route("/projects/{project}/runs/{run_id}", page),
     Route("/projects/{project}/reports", page),

@@ -78,6 +78,12 @@ async def login(request: Request) -> Response:
     async with context.db.transaction() as connection:
         session = await create_session(connection, user.id)
     response = RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
+    set_cookie(request, response, session)
+    return response
+
+
+def set_cookie(request: Request, response: Response, session: str) -> None:
+    """Set the session cookie: HttpOnly, SameSite=Lax, and Secure over https."""
     response.set_cookie(
         COOKIE,
         session,
@@ -86,16 +92,20 @@ async def login(request: Request) -> Response:
         samesite="lax",
         secure=request.url.scheme == "https",
     )
-    return response
 
 
-async def logout(request: Request) -> Response:
+async def end_session(request: Request) -> None:
+    """Delete the session that the request's cookie names, if any."""
     token = request.cookies.get(COOKIE)
     if token:
         async with _context(request).db.transaction() as connection:
             await connection.execute(
                 delete(schema.sessions).where(schema.sessions.c.token_hash == hash_key(token))
             )
+
+
+async def logout(request: Request) -> Response:
+    await end_session(request)
     response = RedirectResponse("/", status_code=303)
     response.delete_cookie(COOKIE)
     return response

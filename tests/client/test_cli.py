@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -17,6 +20,7 @@ import pytest
 import assay
 from assay._cli import main
 from assay_server.database import head_revision
+from assay_server.ratelimit import LOGIN_FAILURES
 from assay_server.settings import Settings
 from conftest import RunningServer, ServerProcess, free_port
 
@@ -159,3 +163,189 @@ def test_sync_with_server_down_keeps_files(
     assert exit_code == 1
     assert "failed" in capsys.readouterr().out
     assert len(run.spool.batch_files()) == 1
+
+
+PASSWORD = "correct horse battery"
+
+
+def add_user(server: RunningServer, name: str) -> None:
+    with server.client() as admin:
+        response = admin.post("/api/v1/users", json={"name": name, "password": PASSWORD})
+    assert response.status_code == 201, response.text
+
+
+def session_count(settings: Settings) -> int:
+    with sqlite3.connect(settings.data_dir / "assay.db") as connection:
+        return int(connection.execute("SELECT count(*) FROM sessions").fetchone()[0])
+
+
+def test_login_with_password_stores_key(
+    sqlite_server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_user(sqlite_server, "alice")
+    monkeypatch.setenv("ASSAY_CONFIG_DIR", str(tmp_path))
+    monkeypatch.delenv("ASSAY_SERVER", raising=False)
+    monkeypatch.delenv("ASSAY_API_KEY", raising=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+
+    exit_code = main(
+        ["login", "--server", sqlite_server.url, "--name", "alice", "--password-stdin"]
+    )
+    path = tmp_path / "credentials.json"
+    with assay.Api() as api:
+        user = api.whoami()
+    stored = json.loads(path.read_text())
+    with sqlite_server.client(stored["api_key"]) as client:
+        keys = client.get("/api/v1/me/keys").json()["keys"]
+
+    assert exit_code == 0
+    assert user["name"] == "alice"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stored["api_key"].startswith("assay_")
+    assert PASSWORD not in path.read_text()
+    assert [key["name"] for key in keys] == [f"assay login on {socket.gethostname()}"]
+    assert session_count(sqlite_server.settings) == 0
+
+
+def test_login_with_wrong_password_stores_nothing(
+    sqlite_server: RunningServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    add_user(sqlite_server, "alice")
+    monkeypatch.setenv("ASSAY_CONFIG_DIR", str(tmp_path))
+    monkeypatch.setattr("sys.stdin", io.StringIO("not the password\n"))
+
+    exit_code = main(
+        ["login", "--server", sqlite_server.url, "--name", "alice", "--password-stdin"]
+    )
+
+    assert exit_code == 1
+    assert "invalid user name or password" in capsys.readouterr().err
+    assert not (tmp_path / "credentials.json").exists()
+
+
+def test_login_reports_rate_limit(
+    sqlite_server: RunningServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("ASSAY_CONFIG_DIR", str(tmp_path))
+    arguments = ["login", "--server", sqlite_server.url, "--name", "alice", "--password-stdin"]
+    for _ in range(LOGIN_FAILURES):
+        monkeypatch.setattr("sys.stdin", io.StringIO("wrong password\n"))
+        main(arguments)
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("wrong password\n"))
+
+    exit_code = main(arguments)
+
+    assert exit_code == 1
+    assert "too many failed sign-ins" in capsys.readouterr().err
+
+
+def test_login_with_server_down_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ASSAY_CONFIG_DIR", str(tmp_path))
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    server = f"http://127.0.0.1:{free_port()}"
+
+    exit_code = main(["login", "--server", server, "--name", "alice", "--password-stdin"])
+
+    assert exit_code == 1
+    assert f"cannot reach {server}" in capsys.readouterr().err
+    assert not (tmp_path / "credentials.json").exists()
+
+
+def set_password(settings: Settings, *arguments: str, password: str = PASSWORD) -> int:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdin", io.StringIO(password + "\n"))
+        return main(["admin", "set-password", *arguments, "--data-dir", str(settings.data_dir)])
+
+
+def sign_in_status(server: RunningServer, name: str, password: str = PASSWORD) -> int:
+    response = httpx.post(
+        server.url + "/api/v1/session", json={"name": name, "password": password}
+    )
+    return response.status_code
+
+
+def test_set_password_lets_admin_sign_in(sqlite_server: RunningServer) -> None:
+    before = sign_in_status(sqlite_server, "admin")
+
+    exit_code = set_password(sqlite_server.settings, "admin", "--password-stdin")
+
+    assert before == 401
+    assert exit_code == 0
+    assert sign_in_status(sqlite_server, "admin") == 200
+
+
+def test_set_password_ends_sessions(sqlite_server: RunningServer) -> None:
+    set_password(sqlite_server.settings, "admin")
+    with httpx.Client(base_url=sqlite_server.url) as browser:
+        browser.post("/api/v1/session", json={"name": "admin", "password": PASSWORD})
+        before = browser.get("/api/v1/whoami").status_code
+        set_password(sqlite_server.settings, "admin", password="another long password")
+        after = browser.get("/api/v1/whoami").status_code
+
+    assert before == 200
+    assert after == 401
+
+
+def test_set_password_creates_user(sqlite_server: RunningServer) -> None:
+    exit_code = set_password(sqlite_server.settings, "carol", "--create", "--admin")
+    with sqlite_server.client() as admin:
+        users = {user["name"]: user for user in admin.get("/api/v1/users").json()["users"]}
+
+    assert exit_code == 0
+    assert users["carol"]["is_admin"] is True
+    assert sign_in_status(sqlite_server, "carol") == 200
+
+
+def test_set_password_of_unknown_user_fails(
+    sqlite_server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exit_code = set_password(sqlite_server.settings, "nobody")
+
+    assert exit_code == 1
+    assert "no user named 'nobody'; add --create" in capsys.readouterr().err
+
+
+def test_set_password_checks_rules(
+    sqlite_server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exit_code = set_password(sqlite_server.settings, "admin", password="short")
+
+    assert exit_code == 2
+    assert "at least 10 characters" in capsys.readouterr().err
+    assert sign_in_status(sqlite_server, "admin", "short") == 401
+
+
+def test_set_password_prompts_twice(
+    sqlite_server: RunningServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    answers = iter([PASSWORD, "a different password"])
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("getpass.getpass", lambda prompt: next(answers))
+
+    exit_code = main(
+        ["admin", "set-password", "admin", "--data-dir", str(sqlite_server.settings.data_dir)]
+    )
+
+    assert exit_code == 1
+    assert "the two passwords differ" in capsys.readouterr().err
+    assert sign_in_status(sqlite_server, "admin") == 401
+
+
+def test_admin_flag_needs_create(
+    sqlite_server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exit_code = set_password(sqlite_server.settings, "admin", "--admin")
+
+    assert exit_code == 2
+    assert "--admin only applies together with --create" in capsys.readouterr().err

@@ -19,7 +19,7 @@ import pytest
 
 from assay_server.settings import Settings
 from conftest import ADMIN_KEY_PREFIX, ROOT, ServerProcess, answers, free_port
-from deploy.deploy_support import require, wait_until
+from deploy.deploy_support import ReportEditor, require, wait_until
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 LOCATIONS = ROOT / "deploy" / "nginx" / "assay-locations.conf"
@@ -150,6 +150,21 @@ def cluster(
     proxy = nginx([server.port for server in servers])
     proxy.start()
     return Cluster(servers, proxy, str(postgres_settings.bootstrap_api_key))
+
+
+@pytest.fixture
+def report_editors(tmp_path: Path) -> Iterator[Callable[[str, str, str], ReportEditor]]:
+    """Start ``ReportEditor`` clients (URL, report id, API key); closed at the end."""
+    started: list[ReportEditor] = []
+
+    def start(url: str, report_id: str, token: str) -> ReportEditor:
+        editor = ReportEditor(url, report_id, token, tmp_path / f"node-{len(started)}.log")
+        started.append(editor)
+        return editor
+
+    yield start
+    for editor in started:
+        editor.close()
 
 
 def postgres_binary(name: str) -> str | None:

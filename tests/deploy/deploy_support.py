@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import shutil
+import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -16,7 +20,9 @@ from websockets.sync.client import ClientConnection, connect
 
 import assay
 from assay import protocol
-from conftest import live_messages
+from conftest import ROOT, live_messages
+
+NODE_CLIENT = ROOT / "tests" / "server" / "reports" / "yjs_client.cjs"
 
 #: Retries fast, so that a client whose server went away finds another within a second.
 FAST_RETRY = assay.SenderOptions(flush_interval=0.05, batch_rows=500, backoff_max=0.5)
@@ -82,6 +88,11 @@ class LiveSocket:
         self.socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
         return self.next_of("subscribed", "resync")
 
+    def watch(self, runsets: dict[str, str]) -> dict[str, Any]:
+        """Send a ``watch`` of run sets (id to filter text) and return the reply."""
+        self.socket.send(protocol.pack({"type": "watch", "runsets": runsets}))
+        return self.next_of("members", "error")
+
     def next_of(self, *kinds: str, timeout: float = 15) -> dict[str, Any]:
         """Return the next message of one of ``kinds``, skipping others."""
         deadline = time.monotonic() + timeout
@@ -116,7 +127,7 @@ class LiveSocket:
 
 
 def open_sockets(server_url: str) -> dict[str, float]:
-    """Return one instance's ``assay_open_sockets`` gauge by kind (ingest, live)."""
+    """Return one instance's ``assay_open_sockets`` gauge by kind (ingest, live, report)."""
     text = httpx.get(server_url + "/metrics", timeout=10).text
     return {
         sample.labels["kind"]: sample.value
@@ -124,3 +135,89 @@ def open_sockets(server_url: str) -> dict[str, float]:
         for sample in family.samples
         if sample.name == "assay_open_sockets"
     }
+
+
+def metric_value(server_url: str, name: str, **labels: str) -> float:
+    """Return one sample of an instance's ``/metrics``, 0 when the instance has none yet."""
+    text = httpx.get(server_url + "/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0
+
+
+class ReportEditor:
+    """``yjs_client.cjs append``: a Node y-websocket client of one report, driven from the test.
+
+    A thread reads the client's JSON events, so that the test can wait for
+    them with a timeout. ``texts`` lists the block texts of the client's
+    latest document and ``syncs`` counts its syncs with a server.
+    """
+
+    def __init__(self, url: str, report_id: str, token: str, log_path: Path) -> None:
+        node = shutil.which("node")
+        require(node is not None, "node is missing; install Node.js 18 or newer")
+        assert node is not None
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.process = subprocess.Popen(
+            [node, str(NODE_CLIENT), "append", url, report_id, token],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.texts: list[str] = []
+        self.syncs = 0
+        assert self.process.stdout is not None
+        self.reader = threading.Thread(target=self._read, args=(self.process.stdout,))
+        self.reader.start()
+
+    def _read(self, output: IO[str]) -> None:
+        for line in output:
+            self.events.put(json.loads(line))
+        self.events.put(None)
+
+    def add_block(self, text: str) -> None:
+        """Add a markdown block containing ``text`` to the client's document."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(text + "\n")
+        self.process.stdin.flush()
+
+    def wait_for(
+        self, condition: Callable[[ReportEditor], bool], what: str, timeout: float = 20
+    ) -> None:
+        """Apply the client's events until ``condition(self)`` holds, for ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not condition(self):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"report client: no {what} within {timeout} s: {self.texts}")
+            try:
+                event = self.events.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if event is None:
+                code = self.process.wait()
+                output = self.log_path.read_text()[-2000:]
+                raise AssertionError(f"report client exited with code {code}: {output}")
+            if event["event"] == "synced":
+                self.syncs += 1
+            elif event["event"] == "texts":
+                self.texts = event["texts"]
+
+    def close(self) -> None:
+        """Close stdin, which ends the client, and wait for the process."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+        self.reader.join(10)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        self.log.close()

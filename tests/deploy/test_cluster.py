@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,15 @@ import pytest
 import assay
 from assay_server.settings import Settings
 from deploy.conftest import Cluster, PrivatePostgres, PrivateRedis
-from deploy.deploy_support import FAST_RETRY, LiveSocket, metric_count, open_sockets, wait_until
+from deploy.deploy_support import (
+    FAST_RETRY,
+    LiveSocket,
+    ReportEditor,
+    metric_count,
+    metric_value,
+    open_sockets,
+    wait_until,
+)
 
 PROJECT = "cluster"
 RUNS = 6
@@ -106,6 +116,145 @@ def test_sigkill_instance_loses_no_point(
         for key in ("loss", "acc"):
             stored = metric_count(cluster.url, cluster.api_key, PROJECT, run.id, key)
             assert stored == points, f"{run.id} {key}"
+
+
+def test_runset_membership_follows_other_instance(cluster: Cluster, tmp_path: Path) -> None:
+    assay.init(
+        PROJECT, server=cluster.url, api_key=cluster.api_key, spool_dir=tmp_path / "first"
+    ).finish()
+    run = assay.init(
+        PROJECT,
+        server=cluster.url,
+        api_key=cluster.api_key,
+        spool_dir=tmp_path / "moving",
+        settings=FAST_RETRY,
+    )
+    wait_until(lambda: ingest_sockets(cluster) == [1.0], timeout=30)
+    ingest_counts = ingest_sockets(cluster, per_instance=True)
+    # The watch is on an instance other than the one serving the run's ingest socket.
+    watching = cluster.servers[(ingest_counts.index(1.0) + 1) % len(cluster.servers)]
+    live = LiveSocket(watching.url, PROJECT, cluster.api_key)
+    members = live.watch(
+        {
+            "healthy": "summary.loss is finite",
+            "diverged": "summary.loss is nan",
+            "exploded": "summary.loss is inf",
+        }
+    )
+    run.log({"loss": 0.5})
+    entered = live.next_of("membership")
+    run.log({"loss": math.nan})
+    moved = live.next_of("membership")
+    evaluations = {
+        mode: [
+            metric_value(server.url, "assay_runset_evaluations_total", mode=mode)
+            for server in cluster.servers
+        ]
+        for mode in ("initial", "incremental")
+    }
+    run.finish(timeout=60)
+    live.close()
+
+    assert members["runsets"] == {"healthy": [], "diverged": [], "exploded": []}
+    assert entered["changes"] == {"healthy": {"entered": [run.id], "left": []}}
+    # A single event moves the run from one set to the other, and NaN is not +Inf.
+    assert moved["changes"] == {
+        "healthy": {"entered": [], "left": [run.id]},
+        "diverged": {"entered": [run.id], "left": []},
+    }
+    # Only the watching instance evaluates filters: each of the three once
+    # over the project, then all three for each of at least two run events.
+    watched = cluster.servers.index(watching)
+    assert evaluations["initial"][watched] == 3
+    assert evaluations["incremental"][watched] >= 2 * 3
+    assert evaluations["incremental"][watched] % 3 == 0
+    for mode, counts in evaluations.items():
+        assert sum(counts) == counts[watched], mode
+
+
+def report_sockets(cluster: Cluster) -> list[float]:
+    return [open_sockets(server.url).get("report", 0.0) for server in cluster.servers]
+
+
+def create_report(cluster: Cluster, tmp_path: Path) -> str:
+    assay.init(
+        PROJECT, server=cluster.url, api_key=cluster.api_key, spool_dir=tmp_path / "first"
+    ).finish()
+    response = httpx.post(
+        f"{cluster.url}/api/v1/projects/{PROJECT}/reports",
+        json={"title": "Cluster notes"},
+        headers={"Authorization": f"Bearer {cluster.api_key}"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def yjs_url(server_url: str) -> str:
+    return server_url.replace("http://", "ws://") + "/yjs/reports"
+
+
+def report_sockets_alive(cluster: Cluster, dead: int) -> list[float]:
+    """Return the report sockets of every instance but ``dead``, once they add up to three."""
+    alive = [server for index, server in enumerate(cluster.servers) if index != dead]
+
+    def counts() -> list[float]:
+        return [open_sockets(server.url).get("report", 0.0) for server in alive]
+
+    wait_until(lambda: sum(counts()) == 3.0, timeout=10, describe=lambda: str(counts()))
+    return counts()
+
+
+def test_report_edits_reach_every_instance(
+    cluster: Cluster, tmp_path: Path, report_editors: Callable[[str, str, str], ReportEditor]
+) -> None:
+    report_id = create_report(cluster, tmp_path)
+    editor = report_editors(yjs_url(cluster.url), report_id, cluster.api_key)
+    editor.wait_for(lambda client: client.syncs == 1, "first sync")
+    before_kill = report_sockets(cluster)
+    victim = before_kill.index(1.0)
+    # One client on each instance that the editor is not on, connected directly.
+    readers = [
+        report_editors(yjs_url(server.url), report_id, cluster.api_key)
+        for index, server in enumerate(cluster.servers)
+        if index != victim
+    ]
+    for reader in readers:
+        reader.wait_for(lambda client: client.syncs == 1, "first sync")
+
+    editor.add_block("written before the kill")
+    for reader in readers:
+        reader.wait_for(
+            lambda client: client.texts == ["written before the kill"], "the first edit"
+        )
+    rooms = [metric_value(server.url, "assay_open_reports") for server in cluster.servers]
+    cluster.servers[victim].kill()
+    editor.wait_for(lambda client: client.syncs == 2, "sync after the kill", timeout=30)
+    after_kill = report_sockets_alive(cluster, victim)
+    editor.add_block("written after the kill")
+    readers[0].add_block("written on a surviving instance")
+    everything = [
+        "written before the kill",
+        "written after the kill",
+        "written on a surviving instance",
+    ]
+    for client in (editor, *readers):
+        client.wait_for(lambda found: sorted(found.texts) == sorted(everything), "every edit")
+    read_back = httpx.get(
+        f"{cluster.url}/api/v1/projects/{PROJECT}/reports/{report_id}",
+        headers={"Authorization": f"Bearer {cluster.api_key}"},
+        timeout=10,
+    )
+
+    assert sorted(before_kill) == [0.0, 0.0, 1.0]
+    # Every instance has the report's room loaded, once.
+    assert rooms == [1.0, 1.0, 1.0]
+    # The editor came back through nginx, onto one of the two other instances.
+    assert sorted(after_kill) == [1.0, 2.0]
+    assert editor.texts == readers[0].texts == readers[1].texts
+    assert read_back.status_code == 200
+    blocks = read_back.json()["content"]["blocks"]
+    assert sorted(block["text"] for block in blocks) == sorted(everything)
 
 
 def readyz(server_url: str) -> httpx.Response:

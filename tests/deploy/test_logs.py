@@ -116,6 +116,13 @@ def test_key_never_appears_in_log(
         ("key assay_Zt4hP0qLxYvW8mNcR2dK6sFjB1gH9aQe3uIoT7yE5rU", "Zt4hP0qLxYvW8mNcR2dK"),
         ("cannot connect to postgresql://assay:pa55word@db/assay", "pa55word"),
         ("the bootstrap key is literally-known-value", "literally-known-value"),
+        ('"GET /projects/p/reports/r?share=Sh4reT0ken-xyz HTTP/1.1" 200', "Sh4reT0ken-xyz"),
+        ('"WebSocket /yjs/reports/r?share=Sh4reT0ken-xyz" [accepted]', "Sh4reT0ken-xyz"),
+        ('body {"name": "alice", "password": "hunter2 \\" more"}', "hunter2"),
+        ("{'current': 'old secret', 'new': 'new secret'}", "secret"),
+        ("GET /share/AbCdEfGhIjKlMnOpQrSt123 HTTP/1.1", "AbCdEfGhIjKlMnOp"),
+        ("GET /reports/r1?share=sh4re-t0ken HTTP/1.1", "sh4re-t0ken"),
+        ("POST /x?password=pa55word&y=1", "pa55word"),
     ],
 )
 def test_redactor_masks_secret(line: str, secret: str) -> None:
@@ -165,3 +172,59 @@ def test_text_format_appends_ids() -> None:
 def test_bad_logging_settings_rejected(environ: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(environ)
+
+
+def test_account_secrets_never_appear_in_log(
+    sqlite_settings: Settings, server_process: Any, tmp_path: Path
+) -> None:
+    settings = dataclasses.replace(sqlite_settings, log_format="json", log_level="debug")
+    process = server_process(settings)
+    process.start()
+    password, new_password = "first secret password", "second secret password"
+    admin = {"Authorization": f"Bearer {settings.bootstrap_api_key}"}
+    with httpx.Client(base_url=process.url, headers={"Origin": process.url}) as browser:
+        created = browser.post(
+            "/api/v1/users", json={"name": "alice", "password": password}, headers=admin
+        )
+        failed = browser.post("/api/v1/session", json={"name": "alice", "password": "guess-123"})
+        signed_in = browser.post("/api/v1/session", json={"name": "alice", "password": password})
+        cookie = browser.cookies["assay_session"]
+        key = browser.post("/api/v1/me/keys", json={"name": "job"}).json()["key"]
+        changed = browser.post(
+            "/api/v1/me/password", json={"current": password, "new": new_password}
+        )
+    process.stop()
+    text = process.log_path.read_text()
+
+    assert created.status_code == 201
+    assert failed.status_code == 401
+    assert signed_in.status_code == 200
+    assert changed.status_code == 200
+    for secret in (password, new_password, "guess-123", cookie, key):
+        assert secret not in text
+    assert "sign-in failed from 127.0.0.1" in text
+    assert "user alice signed in" in text
+
+
+def test_json_lines_carry_report_id(
+    postgres_settings: Settings, server_process: Any, tmp_path: Path
+) -> None:
+    process = server_process(dataclasses.replace(postgres_settings, log_format="json"))
+    process.start()
+    key = process.settings.bootstrap_api_key
+    assay.init("logged", server=process.url, api_key=key, spool_dir=tmp_path).finish()
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=process.url, headers=headers) as http:
+        report_id = http.post("/api/v1/projects/logged/reports", json={}).json()["id"]
+    socket_url = process.url.replace("http://", "ws://") + f"/yjs/reports/{report_id}"
+    with connect(socket_url, additional_headers=headers):
+        pass
+    process.stop()
+
+    entries, bad = json_log(process.log_path)
+    opened = [e for e in entries if f"report {report_id} connection" in e["message"]]
+
+    assert bad == []
+    assert opened
+    assert {entry.get("report") for entry in opened} == {report_id}
+    assert all(len(entry["connection"]) == 8 for entry in opened)

@@ -31,6 +31,8 @@ class LiveWatcher:
         self.resyncs: list[str] = []
         self.errors: list[dict[str, Any]] = []
         self.connections = 0
+        #: ``subscribed`` messages received, counting resubscriptions after a resync.
+        self.subscriptions = 0
         self.subscribed = threading.Event()
         self.lock = threading.Lock()
         self.running = True
@@ -92,6 +94,7 @@ class LiveWatcher:
             self.cursors[message["stream"]] = message["id"]
         kind = message["type"]
         if kind == "subscribed":
+            self.subscriptions += 1
             for stream, start in message["cursors"].items():
                 self.cursors.setdefault(stream, start)
             self.subscribed.set()

@@ -74,7 +74,13 @@ async def test_catch_up_over_queue_limit_raises_resync() -> None:
         await hub.add(Subscriber(), bus.live_stream(1, "r"), "0-0")
 
 
-def test_series_over_run_limit_rejected(sqlite_server: RunningServer) -> None:
+def limits_project(server: RunningServer, tmp_path: Path) -> None:
+    """Create the project ``limits``, since the chart routes check access to it first."""
+    assay.init("limits", server=server.url, api_key=server.api_key, spool_dir=tmp_path).finish()
+
+
+def test_series_over_run_limit_rejected(sqlite_server: RunningServer, tmp_path: Path) -> None:
+    limits_project(sqlite_server, tmp_path)
     runs = [("runs", f"r{index}") for index in range(101)]
     with sqlite_server.client() as client:
         response = client.get("/api/v1/projects/limits/series", params=[("keys", "x"), *runs])
@@ -83,7 +89,8 @@ def test_series_over_run_limit_rejected(sqlite_server: RunningServer) -> None:
     assert response.json()["error"]["message"] == "at most 100 runs per request, got 101"
 
 
-def test_series_over_key_limit_rejected(sqlite_server: RunningServer) -> None:
+def test_series_over_key_limit_rejected(sqlite_server: RunningServer, tmp_path: Path) -> None:
+    limits_project(sqlite_server, tmp_path)
     keys = [("keys", f"k{index}") for index in range(21)]
     with sqlite_server.client() as client:
         response = client.get("/api/v1/projects/limits/series", params=keys)
@@ -348,7 +355,8 @@ def test_sdk_memory_limit_moves_batches_to_spool(
     assert run.spool.batch_files() == []
 
 
-def test_series_over_sample_limit_rejected(sqlite_server: RunningServer) -> None:
+def test_series_over_sample_limit_rejected(sqlite_server: RunningServer, tmp_path: Path) -> None:
+    limits_project(sqlite_server, tmp_path)
     with sqlite_server.client() as client:
         response = client.get(
             "/api/v1/projects/limits/series", params={"keys": "x", "samples": 100_001}

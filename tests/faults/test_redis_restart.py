@@ -36,7 +36,14 @@ def test_redis_restart_mid_stream(
     private_redis.stop()
     dropped.drop()
     fleet.log_until(2 * STEPS // 3, seconds=2)
+    before = [watcher.subscriptions for watcher in (steady, dropped)]
     private_redis.start()
+    # A watcher that subscribes again after the restart starts from the streams'
+    # ends, so the rest is logged once both are back, as a browser would reload.
+    wait_until(
+        lambda: steady.subscriptions > before[0] and dropped.subscriptions > before[1],
+        timeout=30,
+    )
     fleet.log_until(STEPS)
     fleet.finish()
     problems = stored_mismatches(server.url, server.api_key, fleet)

@@ -225,12 +225,23 @@ def test_login_with_wrong_token_fails(server: RunningServer) -> None:
 
 
 def test_logout_ends_session(server: RunningServer) -> None:
-    with httpx.Client(base_url=server.url) as browser:
+    # A browser sends its page's Origin with every POST.
+    with httpx.Client(base_url=server.url, headers={"Origin": server.url}) as browser:
         browser.get("/login", params={"token": server.api_key})
         browser.post("/logout")
-        after = browser.get("/api/v1/projects")
+        after = browser.get("/api/v1/whoami")
 
     assert after.status_code == 401
+
+
+def test_cross_site_logout_rejected(server: RunningServer) -> None:
+    with httpx.Client(base_url=server.url) as browser:
+        browser.get("/login", params={"token": server.api_key})
+        logout = browser.post("/logout", headers={"Origin": "http://evil.example"})
+        after = browser.get("/api/v1/projects")
+
+    assert logout.status_code == 403
+    assert after.status_code == 200
 
 
 async def test_full_queue_drops_slow_subscriber() -> None:

@@ -3,6 +3,10 @@
 Chromium is never downloaded: the tests use ``/usr/bin/chromium`` (Debian's
 ``chromium`` package, which ``make test`` installs when it runs as root).
 Without it the tests are skipped, except when ``CI`` is set, where they fail.
+
+Pages run under the server's Content-Security-Policy, which forbids ``eval``.
+Playwright evaluates a bare expression given to ``wait_for_function`` with
+``eval`` in the page, so pass a function (``"() => ..."``) instead.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pages without a browser: sign-in help, the page shell and the static bundle."""
+"""Pages without a browser: the sign-in redirect, the page shell and the static bundle."""
 
 from __future__ import annotations
 
@@ -7,20 +7,28 @@ import httpx
 from conftest import RunningServer
 
 
-def test_unauthenticated_page_explains_sign_in(sqlite_server: RunningServer) -> None:
-    response = httpx.get(sqlite_server.url + "/projects/demo")
+def test_unauthenticated_page_redirects_to_sign_in(sqlite_server: RunningServer) -> None:
+    response = httpx.get(sqlite_server.url + "/projects/demo?x=1")
 
-    assert response.status_code == 401
-    assert response.headers["content-type"].startswith("text/html")
-    assert "/login?token=" in response.text
-    assert "next=/projects/demo" in response.text
+    assert response.status_code == 303
+    assert response.headers["location"] == "/signin?next=%2Fprojects%2Fdemo%3Fx%3D1"
 
 
-def test_forged_session_gets_sign_in_page(sqlite_server: RunningServer) -> None:
+def test_forged_session_redirects_to_sign_in(sqlite_server: RunningServer) -> None:
     response = httpx.get(sqlite_server.url + "/", cookies={"assay_session": "forged"})
 
-    assert response.status_code == 401
+    assert response.status_code == 303
+    assert response.headers["location"] == "/signin?next=%2F"
+
+
+def test_sign_in_page_needs_no_session(sqlite_server: RunningServer) -> None:
+    response = httpx.get(sqlite_server.url + "/signin")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
     assert "Sign in to assay" in response.text
+    assert "/login?token=API_KEY" in response.text
+    assert '<script type="module" src="/static/app.js?v=' in response.text
 
 
 def test_signed_in_page_loads_bundle(sqlite_server: RunningServer) -> None:

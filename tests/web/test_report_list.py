@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -163,8 +164,8 @@ def test_add_to_report_error_stays_in_dialog(
 def test_report_pages_need_sign_in(sqlite_server: RunningServer, path: str) -> None:
     response = httpx.get(sqlite_server.url + path)
 
-    assert response.status_code == 401
-    assert f"next={path}" in response.text
+    assert response.status_code == 303
+    assert response.headers["location"] == "/signin?" + urlencode({"next": path})
 
 
 @pytest.mark.parametrize("path", ["/projects/demo/reports", "/projects/demo/reports/r1"])

@@ -123,10 +123,10 @@ def test_layout_survives_reload(workspace: Page) -> None:
     form.locator("select[name=field]").select_option("config.lr")
     form.locator("button.add-panel").click()
     page.wait_for_selector('.panel[data-panel-type="bar"] .plot[data-revision]')
-    page.wait_for_function("document.body.dataset.layoutSaves >= 1")
+    page.wait_for_function("() => document.body.dataset.layoutSaves >= 1")
     line_panel = page.locator('.panel[data-panel-type="line"]').first
     line_panel.locator('button[data-action="wider"]').click()
-    page.wait_for_function("document.body.dataset.layoutSaves >= 2")
+    page.wait_for_function("() => document.body.dataset.layoutSaves >= 2")
     widths_before = line_panel.evaluate("(el) => el.style.gridColumn")
 
     page.reload()
@@ -144,7 +144,7 @@ def test_layout_survives_reload(workspace: Page) -> None:
 def test_removed_panel_stays_removed(workspace: Page) -> None:
     page = workspace
     page.locator('.panel[data-panel-type="line"] button[data-action="remove"]').click()
-    page.wait_for_function("document.body.dataset.layoutSaves >= 1")
+    page.wait_for_function("() => document.body.dataset.layoutSaves >= 1")
 
     page.reload()
     page.wait_for_selector("body[data-loaded]")

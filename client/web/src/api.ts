@@ -198,7 +198,7 @@ export async function putLayout(name: string, layout: Layout): Promise<void> {
   });
 }
 
-async function sendJson<T>(
+export async function sendJson<T>(
   path: string,
   method: string,
   body?: unknown,
@@ -251,9 +251,5 @@ export async function runsetAction(
 }
 
 export async function signOut(): Promise<void> {
-  await fetch("/logout", {
-    method: "POST",
-    credentials: "same-origin",
-    redirect: "manual",
-  });
+  await request("/api/v1/session", { method: "DELETE" });
 }

@@ -11,7 +11,7 @@ export function topBar(...extra: HTMLElement[]): HTMLElement {
   );
   signOutButton.addEventListener(
     "click",
-    () => void signOut().then(() => location.assign("/")),
+    () => void signOut().then(() => location.assign("/signin")),
   );
   return h(
     "nav",
@@ -19,7 +19,10 @@ export function topBar(...extra: HTMLElement[]): HTMLElement {
     h("a", { href: "/", class: "brand" }, "assay"),
     h("span", { class: "spacer" }),
     ...extra,
-    // A page opened through a share link may have no session to end.
+    // A page opened through a share link may have no account or session.
+    shareToken === null
+      ? h("a", { href: "/account", class: "account-link" }, "Account")
+      : null,
     shareToken === null ? signOutButton : null,
   );
 }

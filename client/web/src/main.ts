@@ -1,12 +1,14 @@
 // The router: the server serves one page shell for every path, and this draws the page.
 import "./style.css";
 import "./report.css";
+import { accountPage } from "./account";
 import { h } from "./dom";
 import { MembersPage } from "./memberspage";
 import { projectsPage } from "./projects";
 import { ReportPage } from "./reportpage";
 import { reportsPage } from "./reportlist";
 import { RunPage } from "./runpage";
+import { signInPage } from "./signin";
 import { Workspace } from "./workspace";
 
 async function route(root: HTMLElement): Promise<void> {
@@ -15,6 +17,8 @@ async function route(root: HTMLElement): Promise<void> {
     .filter(Boolean)
     .map(decodeURIComponent);
   if (parts.length === 0) return projectsPage(root);
+  if (parts.length === 1 && parts[0] === "signin") return signInPage(root);
+  if (parts.length === 1 && parts[0] === "account") return accountPage(root);
   if (parts[0] === "projects" && parts.length === 2)
     return new Workspace(root, parts[1] ?? "").start();
   if (parts[0] === "projects" && parts[2] === "runs" && parts.length === 4) {

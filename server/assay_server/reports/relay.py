@@ -8,8 +8,6 @@ the sender lacks publishes them as an ``f`` frame. Pub/sub drops messages
 while a subscriber reconnects, so each room publishes its state vector when it
 opens and every ``RESYNC_INTERVAL`` seconds while it has peers. Kind ``x``
 (no payload) says the report was deleted, so every instance closes its room.
-Kind ``r`` carries the id of a revoked share link, so every instance closes
-the sockets that link opened.
 """
 
 from __future__ import annotations
@@ -31,7 +29,6 @@ log = logging.getLogger(__name__)
 FRAME = b"f"
 STATE_VECTOR = b"s"
 DELETED = b"x"
-REVOKED = b"r"
 INSTANCE_ID_BYTES = 8
 RESYNC_INTERVAL = 5.0
 #: Frames waiting to be published; beyond this the newest are dropped and the resync repairs.
@@ -83,9 +80,6 @@ class Relay:
     def announce_deleted(self, report_id: str) -> None:
         self._send(report_id, DELETED)
 
-    def announce_revoked(self, report_id: str, share_id: str) -> None:
-        self._send(report_id, REVOKED + share_id.encode())
-
     def _send(self, report_id: str, body: bytes) -> None:
         try:
             self.outbox.put_nowait((report_id, body))
@@ -128,11 +122,6 @@ class Relay:
                 room.apply_relayed(payload)
             elif kind == DELETED:
                 self.on_deleted(report_id)
-            elif kind == REVOKED:
-                closed = room.close_share(payload.decode())
-                log.info(
-                    "report %s: share link revoked elsewhere; %d sockets closed", report_id, closed
-                )
             elif kind == STATE_VECTOR:
                 missing = room.doc.get_update(payload)
                 if missing != wire.EMPTY_UPDATE:

@@ -35,8 +35,6 @@ class Peer(Protocol):
     user_name: str
     #: True for a view-only connection, whose document updates are rejected.
     read_only: bool
-    #: The share link that opened the connection, or None.
-    share_id: str | None
 
     def send(self, frame: bytes) -> None:
         """Queue ``frame`` for the client without waiting."""
@@ -160,6 +158,11 @@ class Room:
             self._replace_shadow()
             reason = str(exc) if isinstance(exc, SchemaError) else f"cannot decode it: {exc}"
             raise RejectedUpdate(f"report update rejected: {reason}") from None
+        except RuntimeError as exc:
+            # pycrdt 0.14 raises RuntimeError for an update that decodes but does not
+            # fit the document, such as one whose client id another client already used.
+            self._replace_shadow()
+            raise RejectedUpdate(f"report update rejected: cannot apply it: {exc}") from None
         if size > self.max_document_bytes:
             self._replace_shadow()
             raise RejectedUpdate(
@@ -236,7 +239,12 @@ class Room:
     # -- messages from other instances and from the server itself -----------
 
     def apply_relayed(self, frame: bytes) -> None:
-        """Apply a frame another instance accepted: send it on, store nothing."""
+        """Apply a frame another instance accepted: send it on, and store what was new here.
+
+        Storing it here too means the update survives when the instance that
+        accepted it crashes before its flush; the log then holds a copy per
+        instance until compaction folds them into the snapshot.
+        """
         message = wire.decode(frame)
         if message.type == wire.AWARENESS:
             for entry in wire.decode_awareness(message.payload):
@@ -246,6 +254,7 @@ class Room:
         update = message.payload
         self.shadow.apply_update(update)
         for change in self._apply(update):
+            self.pending.append(change)
             self._broadcast(wire.update_message(change))
 
     def edit(self, change: Callable[[Doc[Any]], None]) -> None:
@@ -259,13 +268,6 @@ class Room:
             frame = wire.update_message(update)
             self._broadcast(frame)
             self.on_local(frame)
-
-    def close_share(self, share_id: str) -> int:
-        """Close the connections that share link ``share_id`` opened; return how many."""
-        closing = [peer for peer in self.peers if peer.share_id == share_id]
-        for peer in closing:
-            peer.close(SHARE_REVOKED, "this share link was revoked or has expired")
-        return len(closing)
 
     def close(self, code: int, reason: str) -> None:
         """Close every peer's connection with ``code``, then forget the peers."""

@@ -208,16 +208,6 @@ class ReportRooms:
             await self.relay.unsubscribe(report_id)
         entry.room.close(4404, "report deleted")
 
-    def revoke_share(self, report_id: str, share_id: str) -> None:
-        """Close the sockets share link ``share_id`` opened, here and on every other instance."""
-        if self.relay is not None:
-            self.relay.announce_revoked(report_id, share_id)
-        entry = self.open.get(report_id)
-        closed = 0 if entry is None else entry.room.close_share(share_id)
-        log.info(
-            "report %s: share link %s revoked; %d sockets closed", report_id, share_id, closed
-        )
-
     async def close(self) -> None:
         """Write every room and close every socket with 1012, for a clean shutdown."""
         self.keepalive.cancel()

@@ -2,7 +2,7 @@
 
 A link's token carries 256 random bits and is returned once, when the link is
 created; the database keeps only its SHA-256. Revoking a link closes the
-sockets it opened on every instance (through the Redis relay).
+sockets it opened on every instance (see ``revocations``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from assay_server import access, schema
 from assay_server.api import context, respond
 from assay_server.auth import hash_key
 from assay_server.errors import BadRequest, NotFound
-from assay_server.reports.routes import json_body, require_member, rooms
+from assay_server.reports.routes import json_body, require_member
 from assay_server.reports.tables import report_shares, reports
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ async def share_endpoint(request: Request) -> Response:
             f"report {granted.report_id!r} has no share link {share_id!r}",
             code="share_not_found",
         )
-    rooms(request).revoke_share(granted.report_id, share_id)
+    await request.app.state.revocations.revoke(share_id)
     return Response(status_code=204)
 
 

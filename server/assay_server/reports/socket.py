@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 MAX_QUEUED_FRAMES = 10_000
 #: The close code for a client that reads too slowly (1013, "try again later").
 TOO_SLOW = 1013
+LINK_ENDED = "this share link was revoked or has expired"
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,6 @@ class SocketPeer:
         else:
             self.user_name = "anonymous"
         self.read_only = not granted.can_edit
-        #: The share link that opened this socket, closed when the link is revoked.
-        self.share_id = None if granted.share is None else granted.share.share_id
         self.id = secrets.token_hex(4)
         self.queue: asyncio.Queue[bytes | Close] = asyncio.Queue()
         self.closing = False
@@ -84,6 +83,7 @@ async def serve(websocket: WebSocket, room: Room, peer: SocketPeer) -> None:
                 break
             frame = message.get("bytes")
             if frame is None:
+                metrics.ERRORS.labels("malformed").inc()
                 peer.close(1003, "report sockets take binary y-websocket messages only")
                 break
             receive(room, peer, frame)
@@ -91,9 +91,12 @@ async def serve(websocket: WebSocket, room: Room, peer: SocketPeer) -> None:
         pass
     finally:
         room.leave(peer)
-        with contextlib.suppress(TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
-            async with asyncio.timeout(5):
-                await sender
+        # Only a close by the server leaves frames worth sending. After the
+        # client left, the sender would wait for a frame that never comes.
+        if peer.closing:
+            with contextlib.suppress(TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
+                async with asyncio.timeout(5):
+                    await sender
         sender.cancel()
 
 
@@ -102,11 +105,13 @@ def receive(room: Room, peer: SocketPeer, frame: bytes) -> None:
         room.receive(peer, frame)
     except RejectedUpdate as exc:
         log.info("report %s connection %s: %s", room.report_id, peer.id, exc)
+        metrics.ERRORS.labels("rejected_update").inc()
         peer.send(wire.permission_denied(str(exc)))
     except Exception:
         log.exception(
             "report %s connection %s: handling a message failed", room.report_id, peer.id
         )
+        metrics.ERRORS.labels("internal").inc()
         peer.send(wire.permission_denied("internal server error; see the server log"))
 
 
@@ -116,9 +121,7 @@ def close_at_expiry(peer: SocketPeer, granted: access.ReportAccess) -> asyncio.T
         return None
     loop = asyncio.get_running_loop()
     delay = max(0.0, granted.share.expires_at - time.time())
-    return loop.call_later(
-        delay, peer.close, SHARE_REVOKED, "this share link was revoked or has expired"
-    )
+    return loop.call_later(delay, peer.close, SHARE_REVOKED, LINK_ENDED)
 
 
 async def report_socket(websocket: WebSocket) -> None:
@@ -143,11 +146,18 @@ async def report_socket(websocket: WebSocket) -> None:
         )
         metrics.SOCKETS.labels("report").inc()
         expiry = close_at_expiry(peer, granted)
+        forget = None
+        if granted.share is not None:
+            forget = websocket.app.state.revocations.register(
+                granted.share.share_id, lambda: peer.close(SHARE_REVOKED, LINK_ENDED)
+            )
         try:
             await serve(websocket, room, peer)
         finally:
             if expiry is not None:
                 expiry.cancel()
+            if forget is not None:
+                forget()
             metrics.SOCKETS.labels("report").dec()
             log.info("report %s connection %s closed", report_id, peer.id)
 

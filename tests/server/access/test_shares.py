@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,14 +12,18 @@ from typing import Any
 
 import httpx
 import pytest
-from pycrdt import Array, Map
-from reports.support import YClient, report_content, wait_for, yjs_url
+from pycrdt import Array, Doc, Map, Text
+from reports.support import NodeClient, YClient, report_content, wait_for, yjs_url
+from sqlalchemy import update
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 import assay
 from access.support import add_user, anonymous, error_code
 from assay import protocol
+from assay_server.database import Database
+from assay_server.ratelimit import SHARE_LOOKUPS
+from assay_server.reports.tables import report_shares
 from assay_server.settings import Settings
 from conftest import RunningServer, live_messages
 
@@ -29,28 +32,11 @@ SHARE_CLIENT = Path(__file__).with_name("share_client.cjs")
 HEALTHY = "summary.loss is finite"
 
 
-class ShareClient:
+class ShareClient(NodeClient):
     """``share_client.cjs``: a stock y-websocket provider holding only a share token."""
 
     def __init__(self, server: RunningServer, report_id: str, token: str) -> None:
-        node = shutil.which("node")
-        if node is None:
-            pytest.fail("node is missing; install Node.js 18 or newer (make install needs it too)")
-        self.process = subprocess.Popen(
-            [node, str(SHARE_CLIENT), yjs_url(server), report_id, token],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def next_event(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            assert self.process.stderr is not None
-            raise AssertionError(f"share client exited: {self.process.stderr.read()}")
-        return json.loads(line)  # type: ignore[no-any-return]
+        super().__init__(yjs_url(server), report_id, token, script=SHARE_CLIENT)
 
     def type_line(self, text: str) -> None:
         assert self.process.stdin is not None
@@ -378,17 +364,34 @@ def test_link_for_other_report_grants_nothing(
 
 def test_guessed_tokens_rejected(server: RunningServer, shared_project: dict[str, Any]) -> None:
     report_id = shared_project["report_id"]
-    create_share(server, report_id, role="view")
+    share = create_share(server, report_id, role="view")
     path = f"/api/v1/projects/{PROJECT}/reports/{report_id}"
-    statuses = set()
     with anonymous(server) as http:
-        for _ in range(200):
-            guess = secrets.token_urlsafe(32)
-            statuses.add(http.get(path, params={"share": guess}).status_code)
-        empty = http.get(path, params={"share": ""})
+        guesses = [
+            http.get(path, params={"share": secrets.token_urlsafe(32)})
+            for _ in range(SHARE_LOOKUPS)
+        ]
+        limited = http.get(path, params={"share": secrets.token_urlsafe(32)})
+        # Past the limit, even the real token waits, so guessing cannot go on at speed.
+        real = http.get(path, params={"share": share["token"]})
 
-    assert statuses == {401}
-    assert empty.status_code == 401
+    assert {response.status_code for response in guesses} == {401}
+    assert {error_code(response) for response in guesses} == {"invalid_share"}
+    assert limited.status_code == 429
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert real.status_code == 429
+
+
+def test_valid_link_requests_not_limited(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="view")
+    path = f"/api/v1/projects/{PROJECT}/reports/{report_id}"
+    with with_share(server, share["token"]) as http:
+        statuses = {http.get(path).status_code for _ in range(SHARE_LOOKUPS + 10)}
+
+    assert statuses == {200}
 
 
 def test_shares_listed_without_tokens(
@@ -466,17 +469,27 @@ def test_revoke_closes_socket_on_other_instance(
     share = create_share(first, report_id, role="view")
     viewer = share_clients(second, report_id, share["token"])
     assert viewer.next_event()["event"] == "synced"
+    live = live_socket(second, share["token"])
+    live.send(protocol.pack({"type": "subscribe", "cursors": {}}))
+    next_message(live, "subscribed")
 
     started = time.monotonic()
     with first.client() as http:
         revoked = http.delete(f"/api/v1/reports/{report_id}/shares/{share['id']}")
     closed = viewer.next_event()
     elapsed = time.monotonic() - started
+    with pytest.raises(ConnectionClosed) as live_closed:
+        next_message(live, "never sent")
+    live_elapsed = time.monotonic() - started
 
     assert revoked.status_code == 204
     assert closed["event"] == "closed"
     assert closed["code"] == 4403
     assert elapsed < 1.0
+    assert live_closed.value.rcvd is not None
+    assert live_closed.value.rcvd.code == 4403
+    assert live_elapsed < 1.0
+    live.close()
 
 
 def live_socket(server: RunningServer, token: str) -> Any:
@@ -521,8 +534,46 @@ def test_revoked_link_loses_live_socket(
     with live_socket(server, share["token"]) as socket:
         socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
         next_message(socket, "subscribed")
+        started = time.monotonic()
         with server.client() as http:
             http.delete(f"/api/v1/reports/{report_id}/shares/{share['id']}")
+        with pytest.raises(ConnectionClosed) as closed:
+            next_message(socket, "never sent")
+        elapsed = time.monotonic() - started
+
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4403
+    assert "revoked or has expired" in closed.value.rcvd.reason
+    assert elapsed < 1.0
+
+
+def revoke_in_database(server: RunningServer, share_id: str) -> None:
+    async def revoke() -> None:
+        database = Database(server.settings.resolved_database_url)
+        try:
+            async with database.transaction() as connection:
+                await connection.execute(
+                    update(report_shares)
+                    .where(report_shares.c.id == share_id)
+                    .values(revoked_at=time.time())
+                )
+        finally:
+            await database.close()
+
+    asyncio.run(revoke())
+
+
+def test_live_socket_checks_link_on_subscribe(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    """A link revoked while Redis dropped the message still loses the socket at its next use."""
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="view")
+    with live_socket(server, share["token"]) as socket:
+        socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
+        next_message(socket, "subscribed")
+        # Revoke in the database only, as if the revocation message were lost.
+        revoke_in_database(server, share["id"])
         socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
         with pytest.raises(ConnectionClosed) as closed:
             next_message(socket, "subscribed")
@@ -530,3 +581,39 @@ def test_revoked_link_loses_live_socket(
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4403
     assert "invalid, revoked or expired" in closed.value.rcvd.reason
+
+
+@pytest.mark.parametrize("sync_type", [1, 2])
+def test_view_socket_raw_updates_rejected(
+    server: RunningServer, shared_project: dict[str, Any], sync_type: int
+) -> None:
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="view")
+    before = report_content(server, report_id)
+    attacker = YClient(server, report_id, **{})
+    attacker.socket.close()
+    attacker.socket = connect(
+        f"{yjs_url(server)}/{report_id}?share={share['token']}", max_size=None, legacy=True
+    )
+    attacker.sync()
+    vandal = Doc()
+    vandal.get("title", type=Text).insert(0, "owned ")
+    update_frame = b"\x00" + bytes([sync_type]) + encode_payload(vandal.get_update())
+
+    attacker.socket.send(update_frame)
+    reason = attacker.next_denial()
+    attacker.close()
+
+    assert "may only view the report" in reason
+    assert report_content(server, report_id) == before
+
+
+def encode_payload(payload: bytes) -> bytes:
+    """Prefix ``payload`` with its length as a lib0 variable-length unsigned integer."""
+    length = len(payload)
+    prefix = bytearray()
+    while length > 0x7F:
+        prefix.append(0x80 | (length & 0x7F))
+        length >>= 7
+    prefix.append(length)
+    return bytes(prefix) + payload

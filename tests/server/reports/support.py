@@ -41,14 +41,17 @@ def yjs_url(server: RunningServer) -> str:
 
 
 class NodeClient:
-    """``yjs_client.cjs`` in a child process; each output line is a JSON event."""
+    """A Node client script, ``yjs_client.cjs`` by default, in a child process.
 
-    def __init__(self, *args: str) -> None:
+    Each line it prints is a JSON event.
+    """
+
+    def __init__(self, *args: str, script: Path = NODE_CLIENT) -> None:
         node = shutil.which("node")
         if node is None:
             pytest.fail("node is missing; install Node.js 18 or newer (make install needs it too)")
         self.process = subprocess.Popen(
-            [node, str(NODE_CLIENT), *args],
+            [node, str(script), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

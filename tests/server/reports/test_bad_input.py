@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +13,7 @@ from pycrdt import Array, Doc, Map, Text, create_update_message
 from websockets.exceptions import ConnectionClosed
 
 from conftest import RunningServer
-from reports.support import YClient, add_markdown, report_content
+from reports.support import YClient, add_markdown, report_content, wait_for
 
 Change = Callable[[Doc[Any]], None]
 
@@ -187,6 +188,66 @@ def test_truncated_updates_rejected(room: tuple[RunningServer, str]) -> None:
 
     assert report_content(server, report_id)["blocks"] == []
     client.close()
+
+
+def test_reused_client_id_rejected(room: tuple[RunningServer, str]) -> None:
+    server, report_id = room
+    client = YClient(server, report_id)
+    client.sync()
+    first: Doc[Any] = Doc(client_id=7)
+    first.get("title", type=Text).insert(0, "Draft: ")
+    client.send_update(first.get_update())
+    # A second client with the same id: its block map claims the id of the title's text.
+    second: Doc[Any] = Doc(client_id=7)
+    add_markdown(second, "m", "clashes")
+
+    client.send_update(second.get_update())
+    reason = client.next_denial()
+    client.edit(lambda doc: add_markdown(doc, "after", "still editable"))
+    content = report_content(server, report_id)
+
+    assert reason.startswith("report update rejected: cannot apply it: ")
+    assert content["title"] == "Draft: Findings"
+    assert [b["id"] for b in content["blocks"]] == ["after"]
+    client.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pycrdt 0.14 shows an update that starts past its client's next clock, "
+    "where Yjs keeps it pending, and the room stores nothing for it",
+)
+def test_update_with_clock_gap_stored_as_shown(room: tuple[RunningServer, str]) -> None:
+    server, report_id = room
+    client = YClient(server, report_id)
+    client.sync()
+    # Client 6 inserts "x" into the title at clock 64, though its clocks 0 to 63
+    # never arrived: one struct, client 6, clock 64, a string in root "title".
+    update = b"\x01\x01\x06\x40\x04\x01\x05title\x01x\x00"
+
+    client.send_update(update)
+    client.edit(lambda doc: add_markdown(doc, "after", "flushed"))
+    wait_for(
+        lambda: "flushed" in str(stored_log(server, report_id).get("blocks", type=Array).to_py()),
+        what="the edits to be stored",
+    )
+    room_content = report_content(server, report_id)
+    stored = stored_log(server, report_id)
+    client.close()
+
+    assert room_content["title"] == str(stored.get("title", type=Text))
+
+
+def stored_log(server: RunningServer, report_id: str) -> Doc[Any]:
+    """Replay the report's stored update log (the test stays under the compaction size)."""
+    with sqlite3.connect(server.settings.data_dir / "assay.db") as connection:
+        rows = connection.execute(
+            'SELECT "update" FROM report_updates WHERE report_id = ? ORDER BY id', (report_id,)
+        ).fetchall()
+    doc: Doc[Any] = Doc()
+    for (update,) in rows:
+        doc.apply_update(update)
+    return doc
 
 
 def test_huge_update_rejected(room: tuple[RunningServer, str]) -> None:

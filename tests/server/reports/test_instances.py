@@ -12,6 +12,7 @@ from websockets.exceptions import ConnectionClosed
 
 import assay
 from assay_server.settings import Settings
+from conftest import RunningServer, ThreadServer
 from reports.support import PROJECT, YClient, add_markdown, create_report, wait_for, yjs_url
 
 
@@ -95,3 +96,39 @@ def test_delete_closes_sockets_on_other_instance(
     assert deleted.status_code == 204
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4404
+
+
+def test_relayed_edit_survives_sigkill_of_origin(
+    postgres_settings: Settings,
+    start_server: Any,
+    server_process: Any,
+    tmp_path: Path,
+) -> None:
+    # The origin never flushes on its own, so only the other instance can store the edit.
+    origin = server_process(dataclasses.replace(postgres_settings, report_flush_interval=3600.0))
+    origin.start()
+    other = ThreadServer(postgres_settings)
+    second = other.start()
+    assay.init(PROJECT, server=second.url, api_key=second.api_key, spool_dir=tmp_path).finish()
+    report_id = create_report(second)["id"]
+    origin_view = RunningServer(origin.url, second.api_key, postgres_settings)
+    writer = YClient(origin_view, report_id)
+    watcher = YClient(second, report_id)
+    writer.sync()
+    watcher.sync()
+
+    writer.edit(lambda doc: add_markdown(doc, "a", "accepted by the origin"))
+
+    def relayed() -> bool:
+        watcher.pump()
+        return block_texts(watcher) == ["accepted by the origin"]
+
+    wait_for(relayed, what="the edit to reach the other instance")
+    origin.kill()
+    watcher.close()
+    other.stop()
+    restarted = start_server(postgres_settings)
+    reader = YClient(restarted, report_id)
+    reader.sync()
+    assert block_texts(reader) == ["accepted by the origin"]
+    reader.close()

@@ -10,6 +10,17 @@
 //   node yjs_client.cjs bad URL REPORT_ID TOKEN
 //       adds a block of an unknown type and prints the server's rejection as
 //       {"event":"denied","reason":…}.
+//   node yjs_client.cjs append URL REPORT_ID TOKEN
+//       stays connected, reconnecting as y-websocket does, until its stdin
+//       closes. Prints {"event":"synced"} after each sync with the server and
+//       {"event":"texts","texts":[…]} with every block's text after each
+//       change. Each line read from stdin becomes a new markdown block.
+//   node yjs_client.cjs edit URL REPORT_ID TOKEN NAME
+//       edits on commands read from stdin, one a line: `start MS` makes an
+//       edit every MS milliseconds, `stop` stops, `state` prints
+//       {"event":"state",…}. Each edit inserts a unique token [NAME<k>]:
+//       into the markdown block "shared", into the title, or as a new block.
+//       See editCommands below for what `state` prints.
 //
 // Each line of output is one JSON object.
 const path = require("path");
@@ -90,7 +101,113 @@ if (mode === "write") {
     original(...args);
     process.exit(0);
   };
+} else if (mode === "append") {
+  const texts = () => content().blocks.map((block) => String(block.text ?? ""));
+  provider.on("sync", (synced) => {
+    if (synced) print({ event: "synced" });
+  });
+  doc.on("update", () => print({ event: "texts", texts: texts() }));
+  let input = "";
+  process.stdin.setEncoding("utf8");
+  process.stdin.on("data", (chunk) => {
+    input += chunk;
+    const lines = input.split("\n");
+    input = lines.pop();
+    lines.forEach((line) => addBlock("markdown", line));
+  });
+  process.stdin.on("end", () => process.exit(0));
+} else if (mode === "edit") {
+  editCommands(text);
 } else {
-  process.stderr.write(`unknown mode ${mode}; expected write, read or bad\n`);
+  process.stderr.write(
+    `unknown mode ${mode}; expected write, read, bad, append or edit\n`,
+  );
   process.exit(2);
+}
+
+// The edit mode, for the fault tests. `state` prints what this client made
+// (`made`: token, wall-clock ms, whether the socket was open), when it first
+// saw each other client's token (`seen`: token to wall-clock ms), its content
+// and whether the provider is connected and synced.
+function editCommands(name) {
+  const made = [];
+  const seen = {};
+  const own = `[${name}`;
+  let timer = null;
+  let count = 0;
+
+  const tokensIn = () => {
+    const { title, blocks } = content();
+    const texts = [title, ...blocks.map((block) => String(block.text ?? ""))];
+    return texts.join("").match(/\[[a-z]+\d+\]/g) ?? [];
+  };
+  doc.on("update", (update, origin) => {
+    if (origin !== provider) return;
+    const now = Date.now();
+    for (const token of tokensIn()) {
+      if (!token.startsWith(own) && !(token in seen)) seen[token] = now;
+    }
+  });
+
+  const blockText = (id) => {
+    for (const block of doc.getArray("blocks")) {
+      if (block.get("id") === id) return block.get("text");
+    }
+    return null;
+  };
+  const edit = () => {
+    const token = `[${name}${count}]`;
+    const kind = count % 8;
+    const shared = blockText("shared");
+    if (kind === 5) {
+      const title = doc.getText("title");
+      title.insert(title.length, token);
+    } else if (kind === 6 || shared === null) {
+      const block = new Y.Map();
+      block.set("id", `${name}${count}`);
+      block.set("type", "markdown");
+      block.set("text", new Y.Text(token));
+      doc.getArray("blocks").push([block]);
+    } else {
+      // Tokens go at either end, never inside another client's token.
+      shared.insert(count % 2 === 0 ? 0 : shared.length, token);
+    }
+    made.push([token, Date.now(), provider.wsconnected]);
+    count += 1;
+  };
+
+  const handle = (line) => {
+    const [command, argument] = line.trim().split(/\s+/);
+    if (command === "start") {
+      clearInterval(timer);
+      timer = setInterval(edit, Number(argument));
+      print({ event: "started" });
+    } else if (command === "stop") {
+      clearInterval(timer);
+      print({ event: "stopped", made: made.length });
+    } else if (command === "state") {
+      print({
+        event: "state",
+        made,
+        seen,
+        content: content(),
+        connected: provider.wsconnected,
+        synced: provider.synced,
+      });
+    } else if (command) {
+      print({ event: "error", message: `unknown command ${command}` });
+    }
+  };
+  let buffered = "";
+  process.stdin.setEncoding("utf8");
+  process.stdin.on("data", (chunk) => {
+    buffered += chunk;
+    let newline;
+    while ((newline = buffered.indexOf("\n")) >= 0) {
+      handle(buffered.slice(0, newline));
+      buffered = buffered.slice(newline + 1);
+    }
+  });
+  process.stdin.on("end", () => process.exit(0));
+  provider.on("status", ({ status }) => print({ event: status }));
 }

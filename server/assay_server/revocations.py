@@ -1,0 +1,107 @@
+"""Close the sockets of a revoked share link on every instance.
+
+Each instance keeps, per share-link id, a close callback for every socket
+the link opened here (report sockets and live sockets). Revoking a link
+closes its local sockets and, with Redis configured, publishes the link's id
+on ``{prefix}share-revoked``; every instance closes its own sockets of that
+link when the message arrives. Pub/sub drops messages while a subscriber
+reconnects, but a socket whose link is revoked also fails its next access
+check, and the token opens nothing new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import redis.asyncio as redis
+
+log = logging.getLogger(__name__)
+
+CloseSocket = Callable[[], None]
+
+
+class Revocations:
+    def __init__(self, redis_url: str | None, prefix: str) -> None:
+        self.sockets: dict[str, set[CloseSocket]] = {}
+        self.channel = f"{prefix}share-revoked"
+        self.client: redis.Redis | None = None
+        self.reader: asyncio.Task[None] | None = None
+        if redis_url is not None:
+            self.client = redis.Redis.from_url(
+                redis_url, socket_timeout=5, socket_connect_timeout=5
+            )
+            self.pubsub = self.client.pubsub()
+
+    async def start(self) -> None:
+        """Subscribe to the revocation channel, then read it in a task of its own."""
+        if self.client is None:
+            return
+        subscribed = True
+        try:
+            await self.pubsub.subscribe(self.channel)
+        except (redis.RedisError, OSError):
+            log.exception("subscribing to share-link revocations failed; the reader retries")
+            subscribed = False
+        self.reader = asyncio.create_task(self._read_forever(subscribed))
+
+    def register(self, share_id: str, close: CloseSocket) -> CloseSocket:
+        """Remember a socket of ``share_id``; return the function that forgets it again."""
+        closers = self.sockets.setdefault(share_id, set())
+        closers.add(close)
+
+        def forget() -> None:
+            closers.discard(close)
+            if not closers and self.sockets.get(share_id) is closers:
+                del self.sockets[share_id]
+
+        return forget
+
+    async def revoke(self, share_id: str) -> None:
+        """Close the link's sockets here, and ask every other instance to close theirs."""
+        closed = self.close_local(share_id)
+        log.info("share link %s revoked; %d sockets closed on this instance", share_id, closed)
+        if self.client is None:
+            return
+        try:
+            await self.client.publish(self.channel, share_id)
+        except (redis.RedisError, OSError):
+            # The other instances' sockets close at their next access check instead.
+            log.exception("share link %s: publishing the revocation to Redis failed", share_id)
+
+    def close_local(self, share_id: str) -> int:
+        closers = self.sockets.pop(share_id, set())
+        for close in list(closers):
+            close()
+        return len(closers)
+
+    async def _read_forever(self, subscribed: bool) -> None:
+        while True:
+            try:
+                if not subscribed:
+                    await self.pubsub.subscribe(self.channel)
+                    subscribed = True
+                message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+            except (redis.RedisError, OSError):
+                log.exception("reading share-link revocations from Redis failed; retrying in 1 s")
+                await asyncio.sleep(1)
+                continue
+            if message is not None:
+                share_id = message["data"].decode(errors="replace")
+                closed = self.close_local(share_id)
+                log.info(
+                    "share link %s revoked elsewhere; %d sockets closed on this instance",
+                    share_id,
+                    closed,
+                )
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reader
+        if self.client is not None:
+            await self.pubsub.aclose()
+            await self.client.aclose()
