@@ -30,6 +30,7 @@ from assay_server import schema, sessions
 from assay_server.auth import User, authenticate, bearer_token, hash_key
 from assay_server.context import ServerContext
 from assay_server.errors import Forbidden, NotFound, Unauthorized
+from assay_server.figures import X_METRIC_PREFIX
 from assay_server.reports.tables import report_shares, reports
 
 #: The query parameter that carries a share-link token.
@@ -122,7 +123,14 @@ def report_scope(report_id: str, doc: Doc[Any]) -> ReportScope:
             fields.update(_strings(run_set.get("sort")))
         for panel in block.get("panels") or []:
             if isinstance(panel, dict):
-                fields.update(_strings(panel.get("options")))
+                names = _strings(panel.get("options"))
+                fields.update(names)
+                # A line panel with x "metric:KEY" draws metric KEY as its x axis.
+                fields.update(
+                    name.removeprefix(X_METRIC_PREFIX)
+                    for name in names
+                    if name.startswith(X_METRIC_PREFIX)
+                )
     return ReportScope(report_id, frozenset(filters), frozenset(fields))
 
 

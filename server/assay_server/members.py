@@ -36,12 +36,16 @@ async def body_object(request: Request, example: str) -> dict[str, Any]:
 
 
 async def list_members(request: Request) -> Response:
-    """Return the owner and the members with their roles, owner first, then by name."""
+    """Return the owner and the members with their roles, owner first, then by name.
+
+    The response also contains the project's ``visibility`` and the caller's
+    own ``caller_role``, so that the members page shows admin controls only to admins.
+    """
     granted = await access.project_access(request)
     async with context(request).db.reading() as db:
         owner = (
             await db.execute(
-                select(schema.users.c.name)
+                select(schema.users.c.name, schema.projects.c.visibility)
                 .join(schema.projects, schema.projects.c.owner_id == schema.users.c.id)
                 .where(schema.projects.c.id == granted.project_id)
             )
@@ -54,7 +58,14 @@ async def list_members(request: Request) -> Response:
         )
         members = [{"name": owner.name, "role": "admin", "owner": True}]
         members += [{"name": row.name, "role": row.role, "owner": False} for row in rows]
-    return respond(request, {"members": members})
+    return respond(
+        request,
+        {
+            "members": members,
+            "visibility": owner.visibility,
+            "caller_role": granted.role.label,
+        },
+    )
 
 
 async def user_id(request: Request, name: str) -> int:

@@ -114,5 +114,6 @@ routes = [
     Route("/projects/{project}/runs/{run_id}", page),
     Route("/projects/{project}/reports", page),
     Route("/projects/{project}/reports/{report_id}", page),
+    Route("/projects/{project}/members", page),
     Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
 ]

@@ -1,6 +1,7 @@
 // The HTTP API client. Reads ask for msgpack, which keeps NaN and infinities as numbers.
 import { decode } from "@msgpack/msgpack";
 import type { Figure } from "plotly.js-dist-min";
+import { withShare } from "./share";
 
 export type Value =
   number | boolean | string | null | Value[] | { [key: string]: Value };
@@ -84,7 +85,10 @@ async function request(
   path: string,
   init: RequestInit = {},
 ): Promise<Response> {
-  const response = await fetch(path, { credentials: "same-origin", ...init });
+  const response = await fetch(withShare(path), {
+    credentials: "same-origin",
+    ...init,
+  });
   if (!response.ok) {
     let code = "http_error";
     let message = `${init.method ?? "GET"} ${path} failed with HTTP ${response.status}`;
@@ -130,7 +134,32 @@ export async function listRuns(name: string, filter = ""): Promise<Run[]> {
   const query = new URLSearchParams({ limit: "10000" });
   if (filter.trim()) query.set("filter", filter);
   const path = `${project(name)}/runs?${query.toString()}`;
-  return (await getPacked<{ runs: Run[] }>(path)).runs;
+  return (await getPacked<{ runs: Partial<Run>[] }>(path)).runs.map(
+    completeRun,
+  );
+}
+
+/**
+ * Fill in the fields that runs listed through a share link leave out (only
+ * metadata and the config and summary keys the report draws are sent), so
+ * that panels read them as missing values instead of failing.
+ */
+function completeRun(run: Partial<Run>): Run {
+  return {
+    id: run.id ?? "",
+    project: run.project ?? "",
+    name: run.name ?? run.id ?? "",
+    state: run.state ?? "",
+    config: run.config ?? {},
+    summary: run.summary ?? {},
+    tags: run.tags ?? [],
+    group: run.group ?? null,
+    notes: run.notes ?? null,
+    created_at: run.created_at ?? 0,
+    heartbeat_at: run.heartbeat_at ?? 0,
+    finished_at: run.finished_at ?? null,
+    exit_code: run.exit_code ?? null,
+  };
 }
 
 export async function getRun(name: string, runId: string): Promise<Run> {

@@ -1,6 +1,7 @@
 // The bar at the top of every page, and the live connection's status badge.
 import { signOut } from "./api";
 import { h } from "./dom";
+import { shareToken } from "./share";
 
 export function topBar(...extra: HTMLElement[]): HTMLElement {
   const signOutButton = h(
@@ -18,8 +19,11 @@ export function topBar(...extra: HTMLElement[]): HTMLElement {
     h("a", { href: "/", class: "brand" }, "assay"),
     h("span", { class: "spacer" }),
     ...extra,
-    h("a", { href: "/account", class: "account-link" }, "Account"),
-    signOutButton,
+    // A page opened through a share link may have no account or session.
+    shareToken === null
+      ? h("a", { href: "/account", class: "account-link" }, "Account")
+      : null,
+    shareToken === null ? signOutButton : null,
   );
 }
 

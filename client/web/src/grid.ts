@@ -61,6 +61,8 @@ export class PanelGrid {
     private readonly extraTools: (
       panel: PanelLayout,
     ) => HTMLElement[] = () => [],
+    /** Whether the panels have no move, resize and remove buttons. */
+    private readonly readOnly = false,
   ) {}
 
   views(): PanelView[] {
@@ -151,21 +153,21 @@ export class PanelGrid {
       panel.h = Math.min(Math.max(panel.h + step, MIN_HEIGHT), MAX_HEIGHT);
       this.edited();
     };
-    const tools = h(
-      "div",
-      { class: "panel-tools" },
-      button("◀", "move earlier", () => move(-1)),
-      button("▶", "move later", () => move(1)),
-      button("⇤", "narrower", () => widen(-1)),
-      button("⇥", "wider", () => widen(1)),
-      button("⤒", "shorter", () => heighten(-1)),
-      button("⤓", "taller", () => heighten(1)),
-      button("✕", "remove", () => {
-        this.layout.panels.splice(index(), 1);
-        this.edited();
-      }),
-      ...this.extraTools(panel),
-    );
+    const tools = h("div", { class: "panel-tools" });
+    if (!this.readOnly)
+      tools.append(
+        button("◀", "move earlier", () => move(-1)),
+        button("▶", "move later", () => move(1)),
+        button("⇤", "narrower", () => widen(-1)),
+        button("⇥", "wider", () => widen(1)),
+        button("⤒", "shorter", () => heighten(-1)),
+        button("⤓", "taller", () => heighten(1)),
+        button("✕", "remove", () => {
+          this.layout.panels.splice(index(), 1);
+          this.edited();
+        }),
+      );
+    tools.append(...this.extraTools(panel));
     return h(
       "article",
       {

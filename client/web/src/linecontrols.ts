@@ -10,11 +10,12 @@ const DEFAULT_PARAMETER: Record<Method, number> = {
   gaussian: 5,
 };
 
-/** Build the controls; ``set`` receives each change of options. */
+/** Build the controls; ``set`` receives each change of options. With ``readOnly`` all are disabled. */
 export function lineControls(
   o: LineOptions,
   keys: string[],
   set: (changes: Partial<LineOptions>) => void,
+  readOnly = false,
 ): HTMLElement {
   const smoothing = h("select", {
     class: "smoothing",
@@ -55,6 +56,9 @@ export function lineControls(
     "relative",
     ...keys.filter((k) => k !== o.key).map((k) => `metric:${k}`),
   ];
+  // A page that may not list the keys, such as one opened by a share link,
+  // still shows the panel's own x axis.
+  if (!choices.includes(o.x)) choices.push(o.x);
   for (const choice of choices)
     x.append(h("option", { value: choice, selected: choice === o.x }, choice));
   x.addEventListener("change", () => set({ x: x.value }));
@@ -67,7 +71,7 @@ export function lineControls(
     box.addEventListener("change", () => set({ [name]: box.checked }));
     return h("label", {}, box, ` ${label}`);
   };
-  return h(
+  const controls = h(
     "div",
     { class: "panel-controls" },
     smoothing,
@@ -76,4 +80,9 @@ export function lineControls(
     check("log_x", "log x"),
     check("log_y", "log y"),
   );
+  if (readOnly)
+    controls
+      .querySelectorAll<HTMLInputElement | HTMLSelectElement>("input, select")
+      .forEach((control) => (control.disabled = true));
+  return controls;
 }

@@ -2,6 +2,7 @@
 import Plotly from "plotly.js-dist-min";
 import type { PlotElement, Trace } from "plotly.js-dist-min";
 import { getFigure, type FigureResponse, type PanelLayout } from "./api";
+import { resizePlot } from "./plotresize";
 import { h, throttle } from "./dom";
 import type { PanelView } from "./grid";
 import type { PointsMessage } from "./live";
@@ -24,6 +25,8 @@ export interface LineContext {
   /** Metric keys that can serve as x. */
   keys(): string[];
   save(): void;
+  /** Whether the smoothing, axis and scale controls are disabled. */
+  readOnly?: boolean;
 }
 
 export class LinePanel implements PanelView {
@@ -69,8 +72,7 @@ export class LinePanel implements PanelView {
   }
 
   resize(): void {
-    if (this.plot.classList.contains("js-plotly-plot"))
-      void Plotly.Plots.resize(this.plot);
+    if (this.plot.classList.contains("js-plotly-plot")) resizePlot(this.plot);
   }
 
   destroy(): void {
@@ -234,6 +236,11 @@ export class LinePanel implements PanelView {
       this.context.save();
       this.refresh();
     };
-    return lineControls(this.options, this.context.keys(), set);
+    return lineControls(
+      this.options,
+      this.context.keys(),
+      set,
+      this.context.readOnly ?? false,
+    );
   }
 }

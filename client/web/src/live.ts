@@ -1,6 +1,7 @@
 // The live socket (docs/live.md): subscribe with cursors, reconnect with back-off, resync.
 import { decode, encode } from "@msgpack/msgpack";
 import type { Value } from "./api";
+import { withShare } from "./share";
 
 export interface PointsMessage {
   type: "points";
@@ -89,6 +90,11 @@ export class LiveConnection {
       this.socket.send(encode({ type: "watch", runsets }));
   }
 
+  /** Subscribe again with the current cursors, so the server adds the streams of new runs. */
+  resubscribe(): void {
+    if (this.socket?.readyState === WebSocket.OPEN) this.subscribe();
+  }
+
   /** Drop the connection as a network failure would; for tests of reconnection. */
   dropForTest(): void {
     this.socket?.close();
@@ -96,7 +102,10 @@ export class LiveConnection {
 
   private connect(): void {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const url = `${scheme}//${location.host}/api/v1/projects/${encodeURIComponent(this.project)}/live`;
+    const path = withShare(
+      `/api/v1/projects/${encodeURIComponent(this.project)}/live`,
+    );
+    const url = `${scheme}//${location.host}${path}`;
     const socket = new WebSocket(url);
     socket.binaryType = "arraybuffer";
     this.socket = socket;

@@ -3,6 +3,7 @@ import "./style.css";
 import "./report.css";
 import { accountPage } from "./account";
 import { h } from "./dom";
+import { MembersPage } from "./memberspage";
 import { projectsPage } from "./projects";
 import { ReportPage } from "./reportpage";
 import { reportsPage } from "./reportlist";
@@ -23,6 +24,8 @@ async function route(root: HTMLElement): Promise<void> {
   if (parts[0] === "projects" && parts[2] === "runs" && parts.length === 4) {
     return new RunPage(root, parts[1] ?? "", parts[3] ?? "").start();
   }
+  if (parts[0] === "projects" && parts[2] === "members" && parts.length === 3)
+    return new MembersPage(root, parts[1] ?? "").start();
   if (parts[0] === "projects" && parts[2] === "reports" && parts.length === 3)
     return reportsPage(root, parts[1] ?? "");
   if (parts[0] === "projects" && parts[2] === "reports" && parts.length === 4)

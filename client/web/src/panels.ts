@@ -3,6 +3,7 @@ import Plotly from "plotly.js-dist-min";
 import type { PanelLayout, Run } from "./api";
 import { runColour } from "./colours";
 import { formatValue, h } from "./dom";
+import { resizePlot } from "./plotresize";
 import type { PanelView } from "./grid";
 import { fieldValue } from "./runtable";
 
@@ -51,8 +52,7 @@ abstract class RunsPanel implements PanelView {
   }
 
   resize(): void {
-    if (this.plot.classList.contains("js-plotly-plot"))
-      void Plotly.Plots.resize(this.plot);
+    if (this.plot.classList.contains("js-plotly-plot")) resizePlot(this.plot);
   }
 
   destroy(): void {

@@ -1,5 +1,6 @@
 // The reports HTTP API: create, list, rename and delete reports, and save versions.
 import { ApiError } from "./api";
+import { withShare } from "./share";
 
 export interface ReportSummary {
   id: string;
@@ -8,6 +9,11 @@ export interface ReportSummary {
   created_by: string;
   created_at: number;
   updated_at: number;
+}
+
+/** A report as ``GET`` returns it, with whether the caller may change it. */
+export interface ReportDetail extends ReportSummary {
+  can_edit: boolean;
 }
 
 export interface Version {
@@ -24,12 +30,13 @@ const reports = (project: string): string =>
 const report = (project: string, id: string): string =>
   `${reports(project)}/${encodeURIComponent(id)}`;
 
-async function send<T>(
+/** Send a JSON request and return its parsed answer; raise ``ApiError`` with the server's message. */
+export async function send<T>(
   path: string,
   method: string,
-  body?: Record<string, string>,
+  body?: Record<string, unknown>,
 ): Promise<T> {
-  const response = await fetch(path, {
+  const response = await fetch(withShare(path), {
     method,
     credentials: "same-origin",
     headers: body ? { "Content-Type": "application/json" } : {},
@@ -59,8 +66,8 @@ export async function listReports(project: string): Promise<ReportSummary[]> {
 export async function getReport(
   project: string,
   id: string,
-): Promise<ReportSummary> {
-  return send<ReportSummary>(report(project, id), "GET");
+): Promise<ReportDetail> {
+  return send<ReportDetail>(report(project, id), "GET");
 }
 
 export async function createReport(

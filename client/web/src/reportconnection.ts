@@ -2,6 +2,7 @@
 import * as decoding from "lib0/decoding";
 import { WebsocketProvider } from "y-websocket";
 import * as Y from "yjs";
+import { shareToken } from "./share";
 
 const MESSAGE_AUTH = 2;
 const PERMISSION_DENIED = 0;
@@ -12,8 +13,11 @@ export interface RoomHandlers {
   status(state: RoomState): void;
   /** The first sync with the server finished: the document shows the stored report. */
   synced(): void;
-  /** Called when the server rejected an edit or closed the room for good, with its message. */
-  error(reason: string): void;
+  /**
+   * Called when the server rejected an edit (``code`` null) or closed the room
+   * for good (``code`` is the close code), with its message.
+   */
+  error(reason: string, code: number | null): void;
 }
 
 /** Derive a colour from a person's name, the same on every screen, for cursors and name tags. */
@@ -41,7 +45,10 @@ export function connectRoom(
     doc,
     // BroadcastChannel would sync tabs of one browser with each other past the
     // server, which then checks nothing they send.
-    { disableBc: true },
+    {
+      disableBc: true,
+      params: shareToken === null ? {} : { share: shareToken },
+    },
   );
   const { color, light } = personColour(userName);
   provider.awareness.setLocalStateField("user", {
@@ -52,7 +59,7 @@ export function connectRoom(
   provider.messageHandlers[MESSAGE_AUTH] = (_encoder, decoder) => {
     // The server reports a rejected update as "permission denied" with a reason.
     if (decoding.readVarUint(decoder) !== PERMISSION_DENIED) return;
-    handlers.error(decoding.readVarString(decoder));
+    handlers.error(decoding.readVarString(decoder), null);
   };
   provider.on("status", ({ status }) => handlers.status(status));
   provider.on("sync", (synced: boolean) => {
@@ -61,6 +68,7 @@ export function connectRoom(
   provider.on("closed", ({ code, reason }) =>
     handlers.error(
       `The server closed the report (code ${code}${reason ? `: ${reason}` : ""}).`,
+      code,
     ),
   );
   return provider;

@@ -86,7 +86,10 @@ export function readRunSet(map: Y.Map<unknown>): RunSet {
 }
 
 export function readPanel(map: Y.Map<unknown>): PanelLayout {
-  const panel = map.toJSON() as PanelLayout;
+  // Y.Map.toJSON returns stored JSON values by reference, and the grid
+  // changes a panel's options in place, so they are copied: a change made in
+  // place would alter the document's value without an update to send.
+  const panel = structuredClone(map.toJSON()) as PanelLayout;
   panel.options = (panel.options ?? {}) as Record<string, Value>;
   return panel;
 }
@@ -135,4 +138,23 @@ export function moveItem(
 /** Find the index of the block or panel with ``id``, or -1. */
 export function indexOf(list: Y.Array<Y.Map<unknown>>, id: string): number {
   return list.toArray().findIndex((item) => item.get("id") === id);
+}
+
+/** Return the metrics that the line panels of ``doc`` draw, as y or as x, sorted. */
+export function drawnMetrics(doc: Y.Doc): string[] {
+  const metrics = new Set<string>();
+  for (const block of blockList(doc).toArray()) {
+    if (blockType(block) !== "panel_grid") continue;
+    const panels = block.get("panels");
+    if (!(panels instanceof Y.Array)) continue;
+    for (const map of panels.toArray() as Y.Map<unknown>[]) {
+      const panel = readPanel(map);
+      if (panel.type !== "line") continue;
+      const { key, x } = panel.options;
+      if (typeof key === "string" && key) metrics.add(key);
+      if (typeof x === "string" && x.startsWith("metric:"))
+        metrics.add(x.slice("metric:".length));
+    }
+  }
+  return [...metrics].sort();
 }

@@ -57,6 +57,8 @@ export class PanelGridBlock {
       this.layout,
       (panel) => this.createView(panel),
       () => this.writePanels(),
+      () => [],
+      context.readOnly,
     );
     const form = context.readOnly
       ? null
@@ -94,6 +96,11 @@ export class PanelGridBlock {
         if (!seen.has(run.id)) seen.set(run.id, run);
     }
     return [...seen.values()];
+  }
+
+  /** Return the filter text of each run set, trimmed as the server compares them. */
+  filters(): string[] {
+    return this.runSets.toArray().map((map) => readRunSet(map).filter.trim());
   }
 
   points(message: PointsMessage): void {
@@ -209,6 +216,7 @@ export class PanelGridBlock {
           runsets: () => [],
           keys: () => this.context.keys(),
           save,
+          readOnly: this.context.readOnly,
         });
       case "scatter":
         return new ScatterPanel(panel, { runs });

@@ -5,13 +5,18 @@ import { ApiError, listKeys } from "./api";
 import { textEditor } from "./blockeditor";
 import { statusBadge, topBar } from "./chrome";
 import { h } from "./dom";
-import { LiveConnection } from "./live";
+import {
+  LiveConnection,
+  type MembersMessage,
+  type MembershipMessage,
+} from "./live";
 import { BlockView } from "./reportblocks";
-import { getReport, whoAmI } from "./reportapi";
+import { getReport, whoAmI, type ReportDetail } from "./reportapi";
 import { VersionList } from "./reportversions";
 import { connectRoom } from "./reportconnection";
 import {
   blockList,
+  drawnMetrics,
   headingBlock,
   markdownBlock,
   panelGridBlock,
@@ -19,6 +24,15 @@ import {
   type Block,
 } from "./reportdoc";
 import { newRunSet } from "./runsetbar";
+import { shareToken } from "./share";
+import { shareButton } from "./sharedialog";
+
+/** The name other editors see beside the cursor of someone who opened a share link. */
+const LINK_VISITOR = "Guest with a link";
+/** The name shown for a visitor of a public project who is not signed in. */
+const ANONYMOUS_VISITOR = "Guest";
+/** The close code of a report socket whose share link was revoked or expired. */
+const CLOSE_ACCESS_LOST = 4403;
 
 export class ReportPage {
   readonly doc = new Y.Doc();
@@ -32,6 +46,12 @@ export class ReportPage {
   });
   private readonly badge = statusBadge();
   private keys: string[] = [];
+  /** Whether the caller may only read: a view link, or a viewer of the project. */
+  private readOnly = true;
+  /** The run-set filters last sent in a ``watch``, as JSON, to send only changes. */
+  private watched = "";
+  /** The runs of the watched run sets, from the last ``members`` message. */
+  private memberIds: Set<string> | null = null;
 
   constructor(
     private readonly root: HTMLElement,
@@ -40,28 +60,39 @@ export class ReportPage {
   ) {}
 
   async start(): Promise<void> {
+    let report: ReportDetail;
     let user: string;
     try {
-      await getReport(this.project, this.reportId);
-      user = (await whoAmI()).name;
+      report = await getReport(this.project, this.reportId);
+      // whoami returns 401 to a link holder without an account, so it is not called.
+      user = shareToken === null ? await userName() : LINK_VISITOR;
     } catch (error) {
-      if (!(error instanceof ApiError) || error.status !== 404) throw error;
-      this.root.replaceChildren(
-        topBar(),
-        h(
-          "main",
-          {},
-          h("h1", {}, "Report not found"),
-          h("p", {}, error.message),
-        ),
-      );
-      return;
+      if (!(error instanceof ApiError)) throw error;
+      if (error.status === 404) {
+        this.showFailure("Report not found", error.message);
+        return;
+      }
+      if (error.code === "invalid_share") {
+        this.showFailure("This share link no longer works", error.message);
+        return;
+      }
+      throw error;
     }
+    this.readOnly = !report.can_edit;
+    document.body.dataset.readOnly = String(this.readOnly);
+    // Both are read before the room connects, because the first sync draws
+    // the blocks, and line panels build their x-axis choices from the keys.
+    // Metric keys offer other x axes and line panels to add; a share link may not list them.
+    this.keys = shareToken === null ? await listKeys(this.project) : [];
+    const share =
+      shareToken === null && !this.readOnly
+        ? await shareButton(this.reportId)
+        : null;
     this.provider = connectRoom(this.reportId, this.doc, user, {
       status: (state) =>
         this.badge.set(state === "connected" ? "subscribed" : state),
       synced: () => this.synced(),
-      error: (reason) => this.showRoomError(reason),
+      error: (reason, code) => this.showRoomError(reason, code),
     });
     this.live = new LiveConnection(this.project, {
       subscribed: () => this.refreshGrids(),
@@ -69,33 +100,88 @@ export class ReportPage {
         this.gridViews().forEach((grid) => grid.points(message)),
       event: (message) =>
         this.gridViews().forEach((grid) => grid.event(message)),
+      members: (message) => this.membersChanged(message),
+      membership: (message) => this.membershipChanged(message),
       status: (state) => {
         document.body.dataset.runsLive = state;
       },
     });
-    this.keys = await listKeys(this.project);
-    this.build(this.provider);
+    this.build(this.provider, share);
     (window as unknown as { assayReport: ReportPage }).assayReport = this;
   }
 
-  private build(provider: WebsocketProvider): void {
+  /**
+   * Follow a fresh member list, sent after each ``watch``. When it names a run
+   * the socket does not stream yet (an edit link changed a filter),
+   * subscribe again: the server then streams the points of every run the
+   * report's run sets select now.
+   */
+  private membersChanged(message: MembersMessage): void {
+    const known = this.memberIds;
+    this.memberIds = new Set(Object.values(message.runsets).flat());
+    if (known === null) return;
+    if ([...this.memberIds].some((id) => !known.has(id)))
+      this.live?.resubscribe();
+    else this.refreshGrids();
+  }
+
+  /** Follow runs entering or leaving the run sets, which a link's socket learns only from membership messages. */
+  private membershipChanged(message: MembershipMessage): void {
+    const changes = Object.values(message.changes);
+    const entered = changes.flatMap((change) => change.entered);
+    entered.forEach((id) => this.memberIds?.add(id));
+    // The new subscription's "subscribed" message refreshes the grids.
+    if (entered.length > 0) this.live?.resubscribe();
+    else if (changes.some((change) => change.left.length > 0))
+      this.refreshGrids();
+  }
+
+  private showFailure(title: string, reason: string): void {
+    this.root.replaceChildren(
+      topBar(),
+      h(
+        "main",
+        { class: "report-failure" },
+        h("h1", {}, title),
+        h("p", {}, reason),
+      ),
+    );
+  }
+
+  private build(provider: WebsocketProvider, share: HTMLElement | null): void {
     const title = textEditor(titleText(this.doc), provider.awareness, {
       placeholder: "Untitled report",
       singleLine: true,
+      readOnly: this.readOnly,
     });
-    const reportsLink = h(
-      "a",
-      {
-        href: `/projects/${encodeURIComponent(this.project)}/reports`,
-        class: "reports-link",
-      },
-      "Reports",
-    );
+    // A share link opens no other page of the project, so it gets no link to the list.
+    const reportsLink =
+      shareToken === null
+        ? h(
+            "a",
+            {
+              href: `/projects/${encodeURIComponent(this.project)}/reports`,
+              class: "reports-link",
+            },
+            "Reports",
+          )
+        : null;
+    const notice = this.readOnly
+      ? h(
+          "p",
+          { class: "read-only-notice", role: "note" },
+          "Read-only: you can read this report and follow its charts, but not change it.",
+        )
+      : null;
     this.root.replaceChildren(
-      topBar(reportsLink, this.badge.element),
+      topBar(
+        ...[reportsLink, share].filter((item) => item !== null),
+        this.badge.element,
+      ),
       h(
         "main",
         { class: "report" },
+        notice,
         h("div", { class: "report-title" }, title.dom),
         this.messages,
         this.blocksElement,
@@ -103,16 +189,46 @@ export class ReportPage {
       ),
     );
     blockList(this.doc).observe(() => this.renderBlocks());
+    if (shareToken !== null)
+      this.doc.getArray("blocks").observeDeep(() => this.watchRunSets());
+  }
+
+  /**
+   * Watch the membership of every run set of the report's grids. Only a share
+   * link needs it: its live socket gets no run events, so ``membership``
+   * messages are how it learns of runs that enter or leave the run sets.
+   */
+  private watchRunSets(): void {
+    if (this.live === null || shareToken === null) return;
+    const filters = [
+      ...new Set(this.gridViews().flatMap((grid) => grid.filters())),
+    ].sort();
+    const watched = JSON.stringify(filters);
+    if (watched === this.watched) return;
+    this.watched = watched;
+    this.live.watch(
+      Object.fromEntries(filters.map((filter, index) => [`f${index}`, filter])),
+    );
   }
 
   private synced(): void {
     this.renderBlocks();
     if (this.live === null || document.body.dataset.loaded) return;
     this.live.start();
+    this.watchRunSets();
     document.body.dataset.loaded = "1";
   }
 
   private toolbar(): HTMLElement {
+    const versions = new VersionList(
+      this.project,
+      this.reportId,
+      (text, isError) =>
+        isError ? this.showError(text) : this.showMessage(text),
+      this.readOnly,
+    );
+    if (this.readOnly)
+      return h("div", { class: "report-tools" }, versions.element);
     const add = (label: string, create: () => Block): HTMLElement =>
       h(
         "button",
@@ -123,12 +239,6 @@ export class ReportPage {
         },
         label,
       );
-    const versions = new VersionList(
-      this.project,
-      this.reportId,
-      (text, isError) =>
-        isError ? this.showError(text) : this.showMessage(text),
-    );
     return h(
       "div",
       { class: "report-tools" },
@@ -151,21 +261,26 @@ export class ReportPage {
       view.element.remove();
       this.views.delete(block);
     }
-    for (const block of blocks) {
+    blocks.forEach((block, index) => {
       let view = this.views.get(block);
       if (!view) {
         view = new BlockView(block, {
           project: this.project,
-          keys: () => this.keys,
-          // NOTE: every signed-in user may edit every report until share links
-          // bring view-only roles, so the read-only views are not yet used or tested.
-          readOnly: false,
+          // A share link may not list the project's metric keys, but it may
+          // draw every metric the report draws already.
+          keys: () =>
+            shareToken === null ? this.keys : drawnMetrics(this.doc),
+          readOnly: this.readOnly,
           awareness: this.provider!.awareness,
         });
         this.views.set(block, view);
       }
-      this.blocksElement.append(view.element);
-    }
+      // Moving an element in the DOM takes the focus from an input inside it,
+      // and with it the text typed so far, so blocks in place stay put.
+      const current = this.blocksElement.children.item(index);
+      if (current !== view.element)
+        this.blocksElement.insertBefore(view.element, current);
+    });
     this.blocksElement.dataset.count = String(blocks.length);
   }
 
@@ -188,10 +303,30 @@ export class ReportPage {
   }
 
   /** Show a room error. After one, this page may no longer match the server's document. */
-  private showRoomError(reason: string): void {
+  private showRoomError(reason: string, code: number | null): void {
     console.warn("report room error", reason);
+    if (code === CLOSE_ACCESS_LOST && shareToken !== null) {
+      this.live?.stop();
+      document.body.dataset.linkRevoked = "1";
+      this.showError(
+        "This share link no longer works: it was revoked or has expired. " +
+          "Ask the report's owner for a new link.",
+      );
+      return;
+    }
     this.showError(
       `${reason} Reload the page to see the report as the server stores it.`,
     );
+  }
+}
+
+/** Return the signed-in user's name, or a guest name for a visitor of a public project. */
+async function userName(): Promise<string> {
+  try {
+    return (await whoAmI()).name;
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401)
+      return ANONYMOUS_VISITOR;
+    throw error;
   }
 }

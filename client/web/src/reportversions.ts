@@ -15,6 +15,8 @@ export class VersionList {
     private readonly project: string,
     private readonly reportId: string,
     private readonly report: (message: string, isError: boolean) => void,
+    /** Whether the list has no "Save version" and "Restore" buttons. */
+    private readonly readOnly = false,
   ) {
     const save = h(
       "button",
@@ -31,7 +33,12 @@ export class VersionList {
     details.addEventListener("toggle", () => {
       if (details.open) void this.load();
     });
-    this.element = h("span", { class: "version-tools" }, save, details);
+    this.element = h(
+      "span",
+      { class: "version-tools" },
+      readOnly ? null : save,
+      details,
+    );
   }
 
   private async save(): Promise<void> {
@@ -82,7 +89,7 @@ export class VersionList {
       "li",
       { "data-version-id": version.id },
       `${formatTime(version.created_at)} by ${version.created_by}${label}: ${version.title} `,
-      restore,
+      this.readOnly ? null : restore,
     );
   }
 }

@@ -38,23 +38,26 @@ export class RunSetBar {
   ) {}
 
   render(status: (id: string) => RunSetStatus): void {
-    const wanted = new Set<string>();
-    for (const map of this.runSets.toArray()) {
+    const maps = this.runSets.toArray();
+    const wanted = new Set(maps.map((map) => readRunSet(map).id));
+    for (const [id, row] of this.rows) {
+      if (wanted.has(id)) continue;
+      row.remove();
+      this.rows.delete(id);
+    }
+    maps.forEach((map, index) => {
       const runSet = readRunSet(map);
-      wanted.add(runSet.id);
       let row = this.rows.get(runSet.id);
       if (!row) {
         row = this.row(map, runSet);
         this.rows.set(runSet.id, row);
       }
       this.fill(row, runSet, status(runSet.id));
-      this.element.append(row);
-    }
-    for (const [id, row] of this.rows) {
-      if (wanted.has(id)) continue;
-      row.remove();
-      this.rows.delete(id);
-    }
+      // Moving a row in the DOM takes the focus from its inputs, and the
+      // blur commits a filter half typed, so rows in place stay put.
+      const current = this.element.children.item(index);
+      if (current !== row) this.element.insertBefore(row, current);
+    });
     if (!this.readOnly && !this.element.querySelector(".add-run-set"))
       this.element.append(this.addButton());
     const add = this.element.querySelector(".add-run-set");

@@ -181,6 +181,14 @@ export class Workspace {
           },
           "Reports",
         ),
+        h(
+          "a",
+          {
+            href: `/projects/${encodeURIComponent(this.project)}/members`,
+            class: "reports-link members-link",
+          },
+          "Members",
+        ),
         this.badge.element,
       ),
       h(

@@ -127,6 +127,9 @@ async def report_endpoint(request: Request) -> Response:
         content = to_json(room.doc)
     data = await report_data(request, report_id)
     data["content"] = content
+    # The browser app hides its editing controls when this is false; the
+    # report socket and the routes reject a read-only caller's changes anyway.
+    data["can_edit"] = granted.can_edit
     return respond(request, data)
 
 
