@@ -19,7 +19,11 @@ def sweep(sqlite_server: RunningServer, page: Page, tmp_path: Path) -> Page:
     """A workspace with three finished runs of different lr, depth and final loss."""
     for index, (lr, depth, loss) in enumerate([(0.1, 2, 0.9), (0.01, 4, 0.4), (0.001, 8, 0.2)]):
         config = {"lr": lr, "depth": depth}
-        with start_run(sqlite_server, tmp_path, PROJECT, name=f"r{index}", config=config) as run:
+        # Fixed ids, so that no random id contains the "r1" the search test types.
+        run_id = f"sweep-{index}"
+        with start_run(
+            sqlite_server, tmp_path, PROJECT, id=run_id, name=f"r{index}", config=config
+        ) as run:
             run.log({"loss": loss}, step=0)
     sign_in(page, sqlite_server, f"/projects/{PROJECT}")
     page.wait_for_selector("body[data-live=subscribed]")
