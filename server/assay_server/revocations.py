@@ -2,11 +2,11 @@
 
 Each instance keeps, per share-link id, a close callback for every socket
 the link opened here (report sockets and live sockets). Revoking a link
-closes its local sockets and, with Redis configured, publishes the link's id
-on ``{prefix}share-revoked``; every instance closes its own sockets of that
-link when the message arrives. Pub/sub drops messages while a subscriber
-reconnects, but a socket whose link is revoked also fails its next access
-check, and the token opens nothing new.
+closes its local sockets. With Redis configured, it also publishes the
+link's id on ``{prefix}share-revoked``, and every instance closes its own
+sockets of that link when the message arrives. Pub/sub drops messages while
+a subscriber reconnects. A live socket whose link is revoked then fails its
+next access check, and the token opens nothing new.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ class Revocations:
         try:
             await self.client.publish(self.channel, share_id)
         except (redis.RedisError, OSError):
-            # The other instances' sockets close at their next access check instead.
+            # NOTE: other instances' live sockets close at their next subscribe, but
+            # their report sockets stay open until the client reconnects.
             log.exception("share link %s: publishing the revocation to Redis failed", share_id)
 
     def close_local(self, share_id: str) -> int:
