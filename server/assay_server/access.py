@@ -308,6 +308,18 @@ async def find_share(connection: AsyncConnection, token: str) -> ShareGrant | No
     return ShareGrant(row.id, row.report_id, int(row.project_id), row.role, row.expires_at)
 
 
+async def share_is_live(connection: AsyncConnection, share_id: str) -> bool:
+    """Return whether share link ``share_id`` is neither revoked nor expired."""
+    found = await connection.scalar(
+        select(report_shares.c.id).where(
+            report_shares.c.id == share_id,
+            report_shares.c.revoked_at.is_(None),
+            or_(report_shares.c.expires_at.is_(None), report_shares.c.expires_at > time.time()),
+        )
+    )
+    return found is not None
+
+
 async def share_grant(connection: HTTPConnection) -> ShareGrant | None:
     """The share link of the request's ``share`` parameter; None when there is none.
 

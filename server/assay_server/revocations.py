@@ -5,8 +5,9 @@ the link opened here (report sockets and live sockets). Revoking a link
 closes its local sockets. With Redis configured, it also publishes the
 link's id on ``{prefix}share-revoked``, and every instance closes its own
 sockets of that link when the message arrives. Pub/sub drops messages while
-a subscriber reconnects. A live socket whose link is revoked then fails its
-next access check, and the token opens nothing new.
+a subscriber reconnects. A socket whose link is revoked then fails its next
+check (a live socket's next subscribe, a report socket's check every few
+seconds), and the token opens nothing new.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ class Revocations:
         try:
             await self.client.publish(self.channel, share_id)
         except (redis.RedisError, OSError):
-            # NOTE: other instances' live sockets close at their next subscribe, but
-            # their report sockets stay open until the client reconnects.
+            # Other instances close the link's sockets at their next check instead:
+            # live sockets at their next subscribe, report sockets within seconds.
             log.exception("share link %s: publishing the revocation to Redis failed", share_id)
 
     def close_local(self, share_id: str) -> int:

@@ -9,11 +9,12 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from assay_server import access, metrics
-from assay_server.api import error_response
+from assay_server.api import context, error_response
 from assay_server.errors import AssayError
 from assay_server.reports import wire
 from assay_server.reports.room import SHARE_REVOKED, RejectedUpdate, Room
@@ -26,6 +27,8 @@ MAX_QUEUED_FRAMES = 10_000
 #: The close code for a client that reads too slowly (1013, "try again later").
 TOO_SLOW = 1013
 LINK_ENDED = "this share link was revoked or has expired"
+#: Seconds between database checks that a share link's socket is still allowed.
+RECHECK_INTERVAL = 5.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,25 @@ def receive(room: Room, peer: SocketPeer, frame: bytes) -> None:
         peer.send(wire.permission_denied("internal server error; see the server log"))
 
 
+async def recheck_share(websocket: WebSocket, peer: SocketPeer, share_id: str) -> None:
+    """Close ``peer`` once its share link is revoked or expired, checking every few seconds.
+
+    This covers a revocation whose Redis message this instance missed.
+    """
+    while True:
+        await asyncio.sleep(RECHECK_INTERVAL)
+        try:
+            async with context(websocket).db.reading() as connection:
+                live = await access.share_is_live(connection, share_id)
+        except (SQLAlchemyError, OSError):
+            log.exception("connection %s: checking share link %s failed", peer.id, share_id)
+            continue
+        if not live:
+            log.info("connection %s: share link %s no longer valid; closing", peer.id, share_id)
+            peer.close(SHARE_REVOKED, LINK_ENDED)
+            return
+
+
 def close_at_expiry(peer: SocketPeer, granted: access.ReportAccess) -> asyncio.TimerHandle | None:
     """Schedule closing a share link's socket when the link expires; None for no expiry."""
     if granted.share is None or granted.share.expires_at is None:
@@ -147,10 +169,12 @@ async def report_socket(websocket: WebSocket) -> None:
         metrics.SOCKETS.labels("report").inc()
         expiry = close_at_expiry(peer, granted)
         forget = None
+        recheck = None
         if granted.share is not None:
             forget = websocket.app.state.revocations.register(
                 granted.share.share_id, lambda: peer.close(SHARE_REVOKED, LINK_ENDED)
             )
+            recheck = asyncio.create_task(recheck_share(websocket, peer, granted.share.share_id))
         try:
             await serve(websocket, room, peer)
         finally:
@@ -158,6 +182,8 @@ async def report_socket(websocket: WebSocket) -> None:
                 expiry.cancel()
             if forget is not None:
                 forget()
+            if recheck is not None:
+                recheck.cancel()
             metrics.SOCKETS.labels("report").dec()
             log.info("report %s connection %s closed", report_id, peer.id)
 

@@ -23,6 +23,7 @@ from access.support import add_user, anonymous, error_code
 from assay import protocol
 from assay_server.database import Database
 from assay_server.ratelimit import SHARE_LOOKUPS
+from assay_server.reports.socket import RECHECK_INTERVAL
 from assay_server.reports.tables import report_shares
 from assay_server.settings import Settings
 from conftest import RunningServer, live_messages
@@ -617,3 +618,22 @@ def encode_payload(payload: bytes) -> bytes:
         length >>= 7
     prefix.append(length)
     return bytes(prefix) + payload
+
+
+def test_report_socket_checks_link_again(
+    server: RunningServer, shared_project: dict[str, Any], share_clients: Any
+) -> None:
+    """A revocation whose message this instance missed still closes the socket."""
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="view")
+    viewer = share_clients(server, report_id, share["token"])
+    assert viewer.next_event()["event"] == "synced"
+
+    started = time.monotonic()
+    revoke_in_database(server, share["id"])
+    closed = viewer.next_event(timeout=RECHECK_INTERVAL + 5)
+    elapsed = time.monotonic() - started
+
+    assert closed["event"] == "closed"
+    assert closed["code"] == 4403
+    assert elapsed < RECHECK_INTERVAL + 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 import shutil
 import subprocess
 import time
@@ -58,8 +59,17 @@ class NodeClient:
             text=True,
         )
 
-    def next_event(self) -> dict[str, Any]:
+    def next_event(self, timeout: float | None = None) -> dict[str, Any]:
+        """Return the next event; with ``timeout``, fail when none arrives in that many seconds.
+
+        The timeout looks at the pipe, not at Python's buffer, so use it only
+        when no earlier line can be waiting there.
+        """
         assert self.process.stdout is not None
+        if timeout is not None:
+            ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+            if not ready:
+                raise AssertionError(f"no event from the node client within {timeout} s")
         line = self.process.stdout.readline()
         if not line:
             assert self.process.stderr is not None
