@@ -23,9 +23,10 @@ from assay_server import access, filters, history, metrics, runs
 from assay_server.auth import User
 from assay_server.context import ServerContext
 from assay_server.downsample import MIN_SAMPLES
-from assay_server.errors import AssayError, BadRequest, Forbidden, Unauthorized
+from assay_server.errors import AssayError, BadRequest, Forbidden, TooManyRequests, Unauthorized
 from assay_server.ingest import IngestConnection
 from assay_server.runset_shape import FilterRejected
+from assay_server.socket_limits import socket_owner
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ def error_response(request: HTTPConnection, exc: Exception) -> Response:
         # A rejected filter names the 1-based column, so editors can point at it.
         error["column"] = column
     response = respond(request, {"error": error}, exc.status)
+    if isinstance(exc, TooManyRequests):
+        response.headers["Retry-After"] = str(exc.retry_after)
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="assay"'
     return response
@@ -195,14 +198,20 @@ def int_param(request: Request, name: str, default: int | None, low: int, high: 
 
 
 async def ingest(websocket: WebSocket) -> None:
+    limits = websocket.app.state.sockets
     try:
         user = await authenticated(websocket)
+        owner = socket_owner(websocket, user)
+        limits.acquire(owner)
     except AssayError as exc:
         # Rejecting the handshake, rather than accepting and closing, keeps
         # clients from reconnecting at once in a loop.
         await websocket.send_denial_response(error_response(websocket, exc))
         return
-    await IngestConnection(websocket, context(websocket), user).serve()
+    try:
+        await IngestConnection(websocket, context(websocket), user).serve()
+    finally:
+        limits.release(owner)
 
 
 routes = [

@@ -48,6 +48,7 @@ from assay_server.reports.rooms import ReportRooms, RoomSettings
 from assay_server.revocations import Revocations
 from assay_server.security_headers import SecurityHeadersMiddleware
 from assay_server.settings import Settings
+from assay_server.socket_limits import SocketLimits
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
         app.state.revocations = Revocations(settings.redis_url, settings.redis_prefix)
         await app.state.revocations.start()
         app.state.limits = Limits.create(settings)
+        app.state.sockets = SocketLimits(settings.max_sockets_per_user)
         reaper = asyncio.create_task(reap_crashed_runs(context))
         log.info("assay server ready on %s:%s", settings.host, settings.port)
         try:

@@ -24,6 +24,7 @@ from assay_server.bus import BUS_ERRORS
 from assay_server.errors import AssayError
 from assay_server.live import STREAMS_LOST, LiveHub, ResyncNeeded, Subscriber, batch_frame
 from assay_server.membership_socket import MembershipWatch
+from assay_server.socket_limits import socket_owner
 
 log = logging.getLogger(__name__)
 
@@ -315,14 +316,21 @@ def is_entry_id(value: str) -> bool:
 
 
 async def live(websocket: WebSocket) -> None:
+    limits = websocket.app.state.sockets
     try:
         granted = await access.project_access(websocket, allow_share=True)
+        share_id = None if granted.share is None else granted.share.share_id
+        owner = socket_owner(websocket, granted.user, share_id)
+        limits.acquire(owner)
     except AssayError as exc:
         await websocket.send_denial_response(error_response(websocket, exc))
         return
     hub = websocket.app.state.hub
     connection = LiveConnection(websocket, hub, granted.project_id, granted.scope, granted.share)
-    await connection.serve()
+    try:
+        await connection.serve()
+    finally:
+        limits.release(owner)
 
 
 routes = [WebSocketRoute("/api/v1/projects/{project}/live", live)]

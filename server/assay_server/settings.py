@@ -86,6 +86,12 @@ class Settings:
         "Bytes of live updates queued for one browser socket; a socket that falls "
         "further behind is told to reload.",
     )
+    max_sockets_per_user: int = _field(
+        1000,
+        "ASSAY_MAX_SOCKETS_PER_USER",
+        "Websockets (ingest, live and report together) that one user, share link or "
+        "anonymous address may hold open on one instance; more are rejected with 429.",
+    )
     max_filter_length: int = _field(
         10_000,
         "ASSAY_MAX_FILTER_LENGTH",
@@ -185,6 +191,11 @@ class Settings:
             raise SettingsError(
                 f"ASSAY_LIVE_QUEUE_BYTES must be a positive number of bytes, "
                 f"got {self.live_queue_bytes!r}"
+            )
+        if self.max_sockets_per_user <= 0:
+            raise SettingsError(
+                "ASSAY_MAX_SOCKETS_PER_USER must be a positive number of sockets, "
+                f"got {self.max_sockets_per_user!r}"
             )
         if self.shutdown_timeout <= 0:
             raise SettingsError(

@@ -19,6 +19,7 @@ from assay_server.errors import AssayError
 from assay_server.reports import wire
 from assay_server.reports.room import SHARE_REVOKED, RejectedUpdate, Room
 from assay_server.reports.rooms import ReportRooms
+from assay_server.socket_limits import socket_owner
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +150,28 @@ def close_at_expiry(peer: SocketPeer, granted: access.ReportAccess) -> asyncio.T
 async def report_socket(websocket: WebSocket) -> None:
     report_id = websocket.path_params["report_id"]
     rooms: ReportRooms = websocket.app.state.reports
+    limits = websocket.app.state.sockets
     try:
         granted = await access.report_access(websocket, report_id)
+        share_id = None if granted.share is None else granted.share.share_id
+        owner = socket_owner(websocket, granted.user, share_id)
+        limits.acquire(owner)
     except AssayError as exc:
         # Rejecting the handshake, rather than accepting and closing, keeps
         # y-websocket from reconnecting at once in a loop.
         await websocket.send_denial_response(error_response(websocket, exc))
         return
+    try:
+        await serve_report(websocket, rooms, granted)
+    finally:
+        limits.release(owner)
+
+
+async def serve_report(
+    websocket: WebSocket, rooms: ReportRooms, granted: access.ReportAccess
+) -> None:
+    """Accept the socket and serve it in the report's room until it closes."""
+    report_id = granted.report_id
     async with rooms.use(report_id) as room:
         await websocket.accept()
         peer = SocketPeer(websocket, granted)
