@@ -20,12 +20,13 @@ def start_server(
     database_url: str | None = None,
     redis_url: str | None = None,
     redis_prefix: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the server on ``port`` with the admin API key ``key``; its log goes to ``data_dir``.
 
     Without ``database_url`` it uses embedded SQLite in ``data_dir``, and without
     ``redis_url`` its in-process bus. A fresh random Redis key prefix is used
-    unless ``redis_prefix`` is given.
+    unless ``redis_prefix`` is given. ``extra_env`` sets further ``ASSAY_*`` settings.
     """
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", port)) == 0:
@@ -36,6 +37,7 @@ def start_server(
         "ASSAY_PORT": str(port),
         "ASSAY_DATA_DIR": str(data_dir),
         "ASSAY_LOG_LEVEL": "warning",
+        **(extra_env or {}),
     }
     if database_url:
         env["ASSAY_DATABASE_URL"] = database_url
