@@ -291,7 +291,7 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
             config.database_url,
             config.redis_url,
             config.redis_prefix,
-            # Every socket and run uses one API key, so one user holds them all.
+            # Every socket and run uses one API key, so they all count against one user.
             {"ASSAY_MAX_SOCKETS_PER_USER": str(config.sockets + config.runs + 100)},
         )
         try:

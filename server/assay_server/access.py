@@ -135,7 +135,7 @@ def report_scope(report_id: str, doc: Doc[Any]) -> ReportScope:
 
 
 def _strings(value: Any) -> set[str]:
-    """Every string inside ``value``, a JSON-like tree."""
+    """Collect every string inside ``value``, a JSON-like tree."""
     if isinstance(value, str):
         return {value}
     if isinstance(value, dict):
@@ -161,7 +161,7 @@ def _context(connection: HTTPConnection) -> ServerContext:
 
 
 async def optional_user(connection: HTTPConnection) -> User | None:
-    """The user whose credentials the request carries, or None when it carries none.
+    """Return the user whose credentials the request carries, or None when it carries none.
 
     Credentials are an ``Authorization: Bearer KEY`` header, for websockets
     also a ``token`` query parameter (browsers cannot set headers there), or
@@ -190,7 +190,7 @@ async def optional_user(connection: HTTPConnection) -> User | None:
 async def role_in_project(
     connection: AsyncConnection, user: User | None, project_id: int, owner_id: int, public: bool
 ) -> Role | None:
-    """The role of ``user`` (None: anonymous) in a project, or None when it has none."""
+    """Return the role of ``user`` (None: anonymous) in a project, or None when it has none."""
     if user is not None and (user.is_admin or user.id == owner_id):
         return Role.ADMIN
     if user is not None:
@@ -284,7 +284,7 @@ async def _shared_project(
 
 
 async def find_share(connection: AsyncConnection, token: str) -> ShareGrant | None:
-    """The live share link whose token is ``token``: not revoked, not expired."""
+    """Return the share link whose token is ``token``, unless it is revoked or expired."""
     now = time.time()
     row = (
         await connection.execute(
@@ -321,7 +321,7 @@ async def share_is_live(connection: AsyncConnection, share_id: str) -> bool:
 
 
 async def share_grant(connection: HTTPConnection) -> ShareGrant | None:
-    """The share link of the request's ``share`` parameter; None when there is none.
+    """Return the share link of the request's ``share`` parameter, or None without one.
 
     Raise ``Unauthorized`` for a token that is unknown, revoked or expired.
     """
@@ -346,7 +346,7 @@ async def share_grant(connection: HTTPConnection) -> ShareGrant | None:
 
 @dataclass(frozen=True)
 class ReportAccess:
-    """What the caller may do with one report: view it, and edit it or not."""
+    """The caller's rights on one report: viewing always, and editing or not."""
 
     report_id: str
     project_id: int
@@ -405,7 +405,7 @@ async def report_access(
 
 
 def visible_to(user_id: int) -> ColumnElement[bool]:
-    """A WHERE clause on ``projects``: those ``user_id`` owns, is a member of, or public ones."""
+    """Build a WHERE clause on ``projects``: owned by ``user_id``, joined by them, or public."""
     members = select(schema.project_members.c.project_id).where(
         schema.project_members.c.user_id == user_id
     )

@@ -24,6 +24,7 @@ from assay_server.bus import BUS_ERRORS
 from assay_server.errors import AssayError
 from assay_server.live import STREAMS_LOST, LiveHub, ResyncNeeded, Subscriber, batch_frame
 from assay_server.membership_socket import MembershipWatch
+from assay_server.revocations import LINK_ENDED
 from assay_server.socket_limits import socket_owner
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ MAX_ENTRY_PART = 2**64 - 1
 CLOSE_UNAVAILABLE = 1011
 #: Close code when the credentials no longer allow the project (member removed, link revoked).
 CLOSE_ACCESS_LOST = 4403
-LINK_ENDED = "this share link was revoked or has expired"
 
 
 class LiveConnection:

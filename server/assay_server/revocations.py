@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 CloseSocket = Callable[[], None]
 
+#: The close reason of a socket whose share link was revoked or expired.
+LINK_ENDED = "this share link was revoked or has expired"
+
 
 class Revocations:
     def __init__(self, redis_url: str | None, prefix: str) -> None:

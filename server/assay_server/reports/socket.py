@@ -19,6 +19,7 @@ from assay_server.errors import AssayError
 from assay_server.reports import wire
 from assay_server.reports.room import SHARE_REVOKED, RejectedUpdate, Room
 from assay_server.reports.rooms import ReportRooms
+from assay_server.revocations import LINK_ENDED
 from assay_server.socket_limits import socket_owner
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 MAX_QUEUED_FRAMES = 10_000
 #: The close code for a client that reads too slowly (1013, "try again later").
 TOO_SLOW = 1013
-LINK_ENDED = "this share link was revoked or has expired"
 #: Seconds between database checks that a share link's socket is still allowed.
 RECHECK_INTERVAL = 5.0
 
