@@ -259,7 +259,10 @@ class Sender(threading.Thread):
             self.disconnected_since = time.monotonic()
             log.warning("assay run %s lost its connection (%s); retrying", self._run_id, reason)
         self.attempts += 1
-        ceiling = min(self.options.backoff_max, self.options.backoff_base * 2**self.attempts)
+        # The exponent is capped because past 2**1023 the float product
+        # overflows, which stopped the sender after about four hours of outage.
+        growth = 2.0 ** min(self.attempts, 60)
+        ceiling = min(self.options.backoff_max, self.options.backoff_base * growth)
         self.next_attempt = time.monotonic() + random.uniform(0, ceiling)
 
     def _stop_on(self, error: AssayError) -> None:

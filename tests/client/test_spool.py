@@ -118,6 +118,41 @@ def test_batches_spooled_while_away_are_sent_on_return(
     assert run.spool.batch_files() == []
 
 
+def test_sender_survives_many_failed_attempts(
+    sqlite_settings: Settings,
+    start_server: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # With the default back-off, a thousand attempts take hours of outage, so
+    # the test sets tiny delays.
+    port = closed_port()
+    options = assay.SenderOptions(flush_interval=0.02, backoff_base=1e-5, backoff_max=1e-4)
+    run = assay.init(
+        "away",
+        server=f"http://127.0.0.1:{port}",
+        api_key=sqlite_settings.bootstrap_api_key,
+        spool_dir=tmp_path,
+        init_timeout=0.1,
+        settings=options,
+    )
+    run.log({"loss": 1.0})
+    deadline = time.monotonic() + 60
+    while run._sender.attempts < 1_500 and run._sender.is_alive():
+        assert time.monotonic() < deadline, f"only {run._sender.attempts} attempts in 60 s"
+        time.sleep(0.05)
+    alive = run._sender.is_alive()
+
+    server = start_server(sqlite_settings, port)
+    run.finish(timeout=30)
+    state, rows = history(server, "away", run.id)
+
+    assert alive
+    assert "failed; retrying" not in caplog.text
+    assert state == "finished"
+    assert len(rows) == 1
+
+
 def wait_for_files(run: assay.Run) -> None:
     deadline = time.monotonic() + 10
     while not run.spool.batch_files():
