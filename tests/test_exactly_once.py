@@ -100,6 +100,47 @@ def test_resent_batch_is_acknowledged_not_stored_twice(
     assert len(rows) == 2
 
 
+@pytest.mark.parametrize("exit_code", [0, 3])
+def test_late_hello_keeps_run_ended(server: RunningServer, exit_code: int) -> None:
+    from assay import protocol
+    from assay._connection import IngestClient
+
+    hello = {
+        "type": "hello",
+        "protocol": protocol.PROTOCOL_VERSION,
+        "project": "faults",
+        "session": 77,
+        "resume": "allow",
+        "run": {"id": f"ended-{exit_code}"},
+    }
+    client = IngestClient(server.url, server.api_key)
+    client.open(hello)
+    client.send(protocol.pack({"type": "finish", "exit_code": exit_code}))
+    finished = client.receive(10)
+    client.close()
+    with assay.Api(server=server.url, api_key=server.api_key) as api:
+        ended = api.run("faults", f"ended-{exit_code}")
+
+    # A connection the SDK gave up on before it finished can deliver its hello late.
+    late = IngestClient(server.url, server.api_key)
+    welcome = late.open(hello)
+    late.close()
+    with assay.Api(server=server.url, api_key=server.api_key) as api:
+        after_late = api.run("faults", f"ended-{exit_code}")
+    revived = IngestClient(server.url, server.api_key)
+    revived.open({**hello, "session": 78})
+    revived.close()
+    with assay.Api(server=server.url, api_key=server.api_key) as api:
+        after_new_session = api.run("faults", f"ended-{exit_code}")
+
+    assert finished["state"] == ended.state == ("finished" if exit_code == 0 else "failed")
+    assert welcome["type"] == "welcome"
+    assert after_late.state == ended.state
+    assert after_late.exit_code == exit_code
+    assert after_late.finished_at == ended.finished_at
+    assert after_new_session.state == "running"
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_sigkill_of_server_loses_no_point(
     backend: str, request: pytest.FixtureRequest, server_process: Any, tmp_path: Path
@@ -119,13 +160,14 @@ def test_sigkill_of_server_loses_no_point(
         run.log({"loss": step * 1e-3, "acc": 1 - step * 1e-5})
         if step % 250 == 249:
             time.sleep(0.005)  # paces the producer so that batches are in flight
-        if step == 10_000:
-            wait_until(lambda: bool(run._sender.unacked), timeout=30)
-            # Counted just before the kill, since an acknowledgement already on
-            # the wire can still empty the list while the server dies.
+        if step >= 10_000 and not in_flight_at_kill:
+            # The producer goes on until batches are in flight. They are
+            # counted before the kill because an acknowledgement on the wire
+            # can still empty the list.
             in_flight_at_kill = len(run._sender.unacked)
-            process.kill()
-            process.start()
+            if in_flight_at_kill:
+                process.kill()
+                process.start()
     run.finish(timeout=120)
 
     rows, stats = stored_points(process.url, str(settings.bootstrap_api_key), "faults", run.id)

@@ -145,7 +145,7 @@ class IngestConnection:
                 "group": spec.group,
             }
             await self._publish_event("run.created", data)
-        elif self.run.previous_state != runs.RUNNING:
+        elif self.run.previous_state != self.run.state:
             await self._publish_state(self.run.previous_state)
 
     async def _dispatch(self, message: dict[str, Any]) -> None:

@@ -50,6 +50,8 @@ class AttachedRun:
     created: bool
     previous_state: str | None
     next_step: int
+    #: The state after the hello: running, or the ended state it kept.
+    state: str = RUNNING
 
 
 async def ensure_project(
@@ -138,6 +140,20 @@ async def attach_run(
             f"run {spec.run_id!r} already exists in project {spec.project!r}; "
             "pass resume='allow' or resume='must' to continue it, or choose another id",
             code="run_exists",
+        )
+    if existing.session == spec.session and existing.state in (FINISHED, FAILED):
+        # This session has already finished the run, so the hello comes from a
+        # connection its SDK gave up on, or from an SDK resending a finish
+        # whose reply it lost. Reviving the run here would undo the finish.
+        return AttachedRun(
+            existing.pk,
+            project_id,
+            spec.project,
+            spec.run_id,
+            False,
+            existing.state,
+            int(existing.next_step),
+            existing.state,
         )
     changes: dict[str, Any] = {"state": RUNNING, "heartbeat_at": now, "session": spec.session}
     changes.update(
