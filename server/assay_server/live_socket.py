@@ -21,9 +21,10 @@ from assay.protocol import ProtocolError
 from assay_server import access, metrics, runs, schema
 from assay_server.api import context, error_response
 from assay_server.bus import BUS_ERRORS
-from assay_server.errors import AssayError
+from assay_server.errors import AssayError, NotFound
 from assay_server.live import STREAMS_LOST, LiveHub, ResyncNeeded, Subscriber, batch_frame
 from assay_server.membership_socket import MembershipWatch
+from assay_server.reports.follow import ReportFollow
 from assay_server.revocations import LINK_ENDED
 from assay_server.socket_limits import socket_owner
 
@@ -37,6 +38,10 @@ MAX_ENTRY_PART = 2**64 - 1
 CLOSE_UNAVAILABLE = 1011
 #: Close code when the credentials no longer allow the project (member removed, link revoked).
 CLOSE_ACCESS_LOST = 4403
+#: The messages a browser may send; each one checks the credentials again.
+MESSAGE_TYPES = ("subscribe", "watch", "follow")
+#: Longer than any report id the server hands out.
+MAX_REPORT_ID_LENGTH = 64
 
 
 class LiveConnection:
@@ -47,10 +52,12 @@ class LiveConnection:
         project_id: int,
         scope: access.ReportScope | None = None,
         share: access.ShareGrant | None = None,
+        project: str = "",
     ) -> None:
         self.websocket = websocket
         self.hub = hub
         self.project_id = project_id
+        self.project = project
         #: For a share link: its report's run sets, which narrow what the socket may watch.
         self.scope = scope
         self.share = share
@@ -62,6 +69,7 @@ class LiveConnection:
         # Control messages and stream entries come from two tasks; one send at a time.
         self.send_lock = asyncio.Lock()
         self.membership: MembershipWatch | None = None
+        self.follow: ReportFollow | None = None
 
     async def serve(self) -> None:
         await self.websocket.accept()
@@ -84,6 +92,8 @@ class LiveConnection:
             self.hub.remove(self.subscriber)
             if self.membership is not None:
                 await self.membership.close()
+            if self.follow is not None:
+                await self.follow.stop()
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
@@ -112,10 +122,13 @@ class LiveConnection:
         except ProtocolError as exc:
             await self._send({"type": "error", "code": exc.code, "message": exc.message})
             return
-        if message["type"] in ("watch", "subscribe") and not await self._still_allowed():
+        if message["type"] in MESSAGE_TYPES and not await self._still_allowed():
             return
         if message["type"] == "watch":
             await self._watch_runsets(message)
+            return
+        if message["type"] == "follow":
+            await self._follow(message)
             return
         if message["type"] != "subscribe":
             await self._send(
@@ -123,7 +136,7 @@ class LiveConnection:
                     "type": "error",
                     "code": "unknown_type",
                     "message": f"unknown message type {message['type']!r}; "
-                    "expected subscribe or watch",
+                    "expected subscribe, watch or follow",
                 }
             )
             return
@@ -210,6 +223,52 @@ class LiveConnection:
                 app_state.context.settings.max_filter_length,
             )
         await self.membership.handle(message)
+
+    async def _follow(self, message: dict[str, Any]) -> None:
+        report_id = message.get("report")
+        if report_id is not None and not (
+            isinstance(report_id, str) and 0 < len(report_id) <= MAX_REPORT_ID_LENGTH
+        ):
+            await self._send(
+                {
+                    "type": "error",
+                    "code": "invalid_follow",
+                    "message": f"follow 'report' must be a report id of 1 to "
+                    f"{MAX_REPORT_ID_LENGTH} characters, or null to stop following; "
+                    f"got {report_id!r:.80}",
+                }
+            )
+            return
+        if self.follow is None:
+            app_state = self.websocket.app.state
+            self.follow = ReportFollow(
+                app_state.membership,
+                app_state.reports,
+                context(self.websocket).db,
+                self.project_id,
+                self.project,
+                self._send,
+                self.id,
+                context(self.websocket).settings.max_filter_length,
+                scoped=self.scope is not None,
+            )
+        if report_id is None:
+            await self.follow.stop()
+            return
+        if self.scope is not None and report_id != self.scope.report_id:
+            await self._send(
+                {
+                    "type": "error",
+                    "code": "outside_report",
+                    "message": f"this share link follows only its own report, not {report_id!r}",
+                }
+            )
+            return
+        try:
+            await self.follow.start(report_id)
+        except NotFound as exc:
+            log.info("live connection %s cannot follow report %r: %s", self.id, report_id, exc)
+            await self._send({"type": "error", "code": exc.code, "message": exc.message})
 
     async def _subscribe(self, cursors: dict[str, str]) -> None:
         self.hub.remove(self.subscriber)
@@ -326,7 +385,9 @@ async def live(websocket: WebSocket) -> None:
         await websocket.send_denial_response(error_response(websocket, exc))
         return
     hub = websocket.app.state.hub
-    connection = LiveConnection(websocket, hub, granted.project_id, granted.scope, granted.share)
+    connection = LiveConnection(
+        websocket, hub, granted.project_id, granted.scope, granted.share, granted.project
+    )
     try:
         await connection.serve()
     finally:

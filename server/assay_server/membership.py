@@ -41,6 +41,10 @@ class Watcher(Protocol):
 
     def deliver(self, changes: Changes, event_time: float) -> None: ...
 
+    def run_changed(self, run_id: str) -> None:
+        """Note that an event changed the run, whether or not its memberships changed."""
+        ...
+
 
 @dataclass(eq=False)
 class WatchedFilter:
@@ -114,6 +118,12 @@ class MembershipEngine:
             for runset_id in watched.watchers.get(watcher, ()):
                 found[runset_id] = sorted(watched.members)
         return found
+
+    def run(self, project_id: int, run_id: str) -> dict[str, Any] | None:
+        """Return the run from the engine's copy, with ``project`` left empty, or None."""
+        project = self.projects.get(project_id)
+        cached = project.runs.get(run_id) if project is not None else None
+        return cached.run if cached is not None else None
 
     def unwatch(self, watcher: Watcher) -> None:
         for project_id, project in list(self.projects.items()):
@@ -251,6 +261,8 @@ class MembershipEngine:
                     changes[runset_id] = {"entered": [], "left": [], change: [run_id]}
         for watcher, changes in outgoing.items():
             watcher.deliver(changes, event_time)
+        for watcher in {w for watched in project.filters.values() for w in watched.watchers}:
+            watcher.run_changed(run_id)
 
 
 def _text(value: Any) -> str:

@@ -76,6 +76,10 @@ class MembershipWatch:
             return
         self.queue.put_nowait(changes)
 
+    def run_changed(self, run_id: str) -> None:
+        # The browser reads changed runs from the run events it subscribes to.
+        pass
+
     async def close(self) -> None:
         self.engine.unwatch(self)
         if self.sender is not None:
