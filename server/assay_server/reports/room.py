@@ -53,6 +53,10 @@ class RejectedUpdate(ValueError):
     """An update or message the room did not apply; the text is sent to its sender."""
 
 
+class MissingEdits(ValueError):
+    """An update that builds on edits of a client that the document does not have."""
+
+
 class Room:
     """The document of one report on this instance, and the peers editing it.
 
@@ -152,11 +156,13 @@ class Room:
         try:
             self._touched = []
             self.shadow.apply_update(update)
+            self._check_clocks()
             self._check_touched()
             size = self._shadow_bytes(len(update))
         except ValueError as exc:
             self._replace_shadow()
-            reason = str(exc) if isinstance(exc, SchemaError) else f"cannot decode it: {exc}"
+            known = isinstance(exc, (SchemaError, MissingEdits))
+            reason = str(exc) if known else f"cannot decode it: {exc}"
             raise RejectedUpdate(f"report update rejected: {reason}") from None
         except RuntimeError as exc:
             # pycrdt 0.14 raises RuntimeError for an update that decodes but does not
@@ -168,6 +174,14 @@ class Room:
             raise RejectedUpdate(
                 f"report update rejected: the document would be {size} bytes, over the "
                 f"limit of {self.max_document_bytes}; remove content or start a new report"
+            )
+
+    def _check_clocks(self) -> None:
+        gaps = wire.clients_without_clocks(self.shadow.get_state())
+        if gaps:
+            raise MissingEdits(
+                f"it starts past the next clock of client {gaps[0]}, so the edits it "
+                "builds on are missing; sync the document and send the update again"
             )
 
     def _check_touched(self) -> None:

@@ -136,6 +136,23 @@ def read_state(decoder: Reader) -> str:
     return text
 
 
+def clients_without_clocks(state: bytes) -> list[int]:
+    """Return the clients that an encoded state vector gives clock 0.
+
+    A client's clock counts the structs integrated from it, so clock 0 marks a
+    client known only through a gap. pycrdt 0.14 integrates an update that
+    starts past clock 0 of a client it has never seen, where Yjs keeps such an
+    update pending.
+    """
+    decoder = Reader(state)
+    found = []
+    for _ in range(decoder.read_uint("state vector length")):
+        client = decoder.read_uint("client id")
+        if decoder.read_uint("clock") == 0:
+            found.append(client)
+    return found
+
+
 def encode_awareness(entries: list[AwarenessEntry]) -> bytes:
     """Encode entries as a complete awareness message (type 1)."""
     payload = bytearray(write_var_uint(len(entries)))
