@@ -17,6 +17,8 @@ MSGPACK = "application/msgpack"
 #: request head that carries a URL is capped by servers and proxies (often at 8
 #: to 64 KiB).
 MAX_URL_FILTER_BYTES = 4096
+#: The maximum number of runs the server returns in one page.
+MAX_PER_PAGE = 10_000
 
 
 class Api:
@@ -50,22 +52,37 @@ class Api:
 
     # NOTE: the server returns at most its default page of 1,000 runs, and this
     # method does not page yet, so larger projects come back incomplete.
-    def runs(self, project: str, filter: str | None = None) -> list[ApiRun]:
-        """Return the runs of ``project``, newest first.
+    def runs(self, project: str, filter: str | None = None, per_page: int = 1000) -> list[ApiRun]:
+        """Return every run of ``project``, newest first, fetched ``per_page`` at a time.
 
         With ``filter``, return only the runs it selects, for example
         ``"summary.loss is nan or state = crashed"``; docs/runsets.md describes
         the language. An invalid filter, or one longer than the server's
         ``ASSAY_MAX_FILTER_LENGTH``, raises the server's 400 error as
-        ``ServerError``, whose message names the column.
+        ``ServerError``, whose message names the column. Runs created while
+        the pages are read are left out, and none is returned twice.
         """
+        if not 1 <= per_page <= MAX_PER_PAGE:
+            raise ValueError(f"per_page must be from 1 to {MAX_PER_PAGE}, got {per_page!r}")
         path = f"/api/v1/projects/{_segment(project)}/runs"
-        if filter is not None and len(quote(filter, safe="")) > MAX_URL_FILTER_BYTES:
-            found = self._request("POST", path + "/query", json={"filter": filter})["runs"]
-        else:
-            params = None if filter is None else {"filter": filter}
-            found = self._get(path, params=params)["runs"]
-        return [ApiRun(self, data) for data in found]
+        long_filter = filter is not None and len(quote(filter, safe="")) > MAX_URL_FILTER_BYTES
+        found: list[ApiRun] = []
+        cursor: str | None = None
+        while True:
+            if long_filter:
+                body = {"filter": filter, "limit": per_page, "cursor": cursor}
+                page = self._request("POST", path + "/query", json=body)
+            else:
+                params: dict[str, Any] = {"limit": per_page}
+                if filter is not None:
+                    params["filter"] = filter
+                if cursor is not None:
+                    params["cursor"] = cursor
+                page = self._get(path, params=params)
+            found.extend(ApiRun(self, data) for data in page["runs"])
+            cursor = page.get("next")
+            if cursor is None:
+                return found
 
     def run(self, project: str, run_id: str) -> ApiRun:
         return ApiRun(self, self._get(_run_path(project, run_id)))

@@ -116,12 +116,15 @@ async def list_runs(request: Request) -> Response:
     granted = await access.project_access(request, allow_share=True)
     limit = int_param(request, "limit", 1000, 1, MAX_PAGE)
     offset = int_param(request, "offset", 0, 0, MAX_INT)
+    cursor = request.query_params.get("cursor")
     text = request.query_params.get("filter")
     check_shared_filter(granted, text)
     run_filter = parse_run_filter(request, text)
     async with context(request).db.reading() as db:
-        found = await runs.list_runs(db, request.path_params["project"], limit, offset, run_filter)
-    return respond(request, {"runs": narrow_runs(granted, found)})
+        found, following = await runs.list_runs_page(
+            db, request.path_params["project"], limit, offset, run_filter, cursor
+        )
+    return respond(request, {"runs": narrow_runs(granted, found), "next": following})
 
 
 def check_shared_filter(granted: access.ProjectAccess, text: str | None) -> None:

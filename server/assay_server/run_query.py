@@ -30,26 +30,37 @@ from assay_server.runset_routes import body_limit
 
 
 async def query_runs(request: Request) -> Response:
-    """Return ``{"runs": [...]}`` for a body ``{"filter": TEXT, "limit": N, "offset": N}``."""
+    """Return ``{"runs": [...], "next": CURSOR}`` for a body ``{"filter": TEXT, "limit": N}``.
+
+    The body may also hold ``offset``, and ``cursor``, the ``next`` of an earlier page.
+    """
     granted = await access.project_access(request, allow_share=True)
     body = await read_json(request, body_limit(context(request).settings))
     if body is None:
         body = {}
-    if not isinstance(body, dict) or set(body) - {"filter", "limit", "offset"}:
+    if not isinstance(body, dict) or set(body) - {"filter", "limit", "offset", "cursor"}:
         raise BadRequest(
             'the body must be a JSON object such as {"filter": "state = failed", '
-            '"limit": 100, "offset": 0}'
+            '"limit": 100, "cursor": null}'
         )
     text = body.get("filter")
     if text is not None and not isinstance(text, str):
         raise BadRequest(f"'filter' must be a string or null, got {text!r:.60}")
     limit = _integer(body, "limit", 1000, 1, MAX_PAGE)
     offset = _integer(body, "offset", 0, 0, MAX_INT)
+    cursor = body.get("cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise BadRequest(
+            f"'cursor' must be the 'next' string of an earlier page, or null; got {cursor!r:.60}",
+            code="invalid_cursor",
+        )
     check_shared_filter(granted, text)
     run_filter = parse_run_filter(request, text)
     async with context(request).db.reading() as db:
-        found = await runs.list_runs(db, request.path_params["project"], limit, offset, run_filter)
-    return respond(request, {"runs": narrow_runs(granted, found)})
+        found, following = await runs.list_runs_page(
+            db, request.path_params["project"], limit, offset, run_filter, cursor
+        )
+    return respond(request, {"runs": narrow_runs(granted, found), "next": following})
 
 
 def _integer(body: dict[str, Any], name: str, default: int, low: int, high: int) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from assay.protocol import tag_floats, untag_floats
 from assay_server import access, filters, schema
 from assay_server.auth import User
-from assay_server.errors import Conflict, Forbidden, NotFound
+from assay_server.errors import BadRequest, Conflict, Forbidden, NotFound
 from assay_server.sql import insert_or_ignore
 
 RUNNING = "running"
@@ -317,8 +319,31 @@ async def list_runs(
     run_filter: filters.Node | None = None,
 ) -> list[dict[str, Any]]:
     """Return a page of the project's runs, newest first; only those ``run_filter`` selects."""
+    found, _ = await list_runs_page(connection, project, limit, offset, run_filter)
+    return found
+
+
+async def list_runs_page(
+    connection: AsyncConnection,
+    project: str,
+    limit: int,
+    offset: int,
+    run_filter: filters.Node | None = None,
+    after: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Return a page of runs, newest first, and the cursor of the next page or None.
+
+    ``after`` is a cursor from an earlier page: the page starts after the run
+    it names, so runs created between two requests shift nothing.
+    """
     pid = await project_id(connection, project)
     query = select(schema.runs).where(schema.runs.c.project_id == pid)
+    if after is not None:
+        created_at, pk = decode_cursor(after)
+        query = query.where(
+            (schema.runs.c.created_at < created_at)
+            | ((schema.runs.c.created_at == created_at) & (schema.runs.c.pk < pk))
+        )
     if run_filter is not None:
         await filters.prepare_connection(connection, run_filter)
         query = query.where(filters.to_sql(run_filter, connection.dialect.name))
@@ -330,7 +355,33 @@ async def list_runs(
         )
     ).all()
     summaries = await _summaries(connection, [row.pk for row in rows])
-    return [run_dict(project, row, summaries.get(row.pk, {})) for row in rows]
+    found = [run_dict(project, row, summaries.get(row.pk, {})) for row in rows]
+    # A full page may have more runs after it; a short one is the last.
+    following = encode_cursor(rows[-1].created_at, rows[-1].pk) if len(rows) == limit else None
+    return found, following
+
+
+def encode_cursor(created_at: float, pk: int) -> str:
+    """Return the opaque cursor of the page that starts after the run ``(created_at, pk)``."""
+    text = f"{float(created_at)!r}/{pk}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, int]:
+    """Return the ``(created_at, pk)`` a cursor names; raise ``BadRequest`` for any other text."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created_text, pk_text = base64.urlsafe_b64decode(padded).decode().split("/")
+        created_at, pk = float(created_text), int(pk_text)
+    except ValueError:
+        created_at, pk = math.nan, -1
+    if not math.isfinite(created_at) or not 0 <= pk < 2**63:
+        raise BadRequest(
+            f"invalid cursor {cursor!r:.60}; pass the 'next' value of the previous page "
+            "unchanged, or leave the cursor out to start from the newest run",
+            code="invalid_cursor",
+        )
+    return created_at, pk
 
 
 async def get_run(connection: AsyncConnection, project: str, run_id: str) -> dict[str, Any]:
