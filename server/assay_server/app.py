@@ -76,6 +76,7 @@ def create_bus(settings: Settings) -> Bus:
         settings.redis_prefix,
         settings.live_stream_length,
         settings.event_stream_length,
+        settings.stream_idle_ttl,
     )
 
 

@@ -194,13 +194,17 @@ class LocalBus(StreamNames):
 #: session, which the hash ``{stream}:published`` stores per session. It is one
 #: script so that two connections publishing the same batch cannot both pass the
 #: check. Lua compares numbers as doubles, which is exact for every seq below 2**53.
+#: Each append restarts both keys' expiry, so Redis deletes them once the run
+#: has been idle for the TTL.
 PUBLISH_ONCE = """
 local highest = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '-1')
 if tonumber(ARGV[3]) <= highest then
     return 0
 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 4))
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
 """
 
@@ -208,8 +212,11 @@ return 1
 class RedisBus(StreamNames):
     """Streams in Redis, shared by every instance of the server."""
 
-    def __init__(self, url: str, prefix: str, live_length: int, event_length: int) -> None:
+    def __init__(
+        self, url: str, prefix: str, live_length: int, event_length: int, idle_ttl: int = 86_400
+    ) -> None:
         super().__init__(prefix)
+        self.idle_ttl = idle_ttl
         # Timeouts keep a hung Redis from holding up acknowledgements forever.
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         # Blocking reads get a connection of their own, with room for the block time.
@@ -223,17 +230,16 @@ class RedisBus(StreamNames):
         pairs = [item for pair in fields.items() for item in pair]
         appended: Any = await self._publish_once(
             keys=[stream, stream + ":published"],
-            args=[self.live_length, fields["session"], fields["seq"], *pairs],
+            args=[self.live_length, fields["session"], fields["seq"], self.idle_ttl, *pairs],
         )
         return bool(appended)
 
     async def publish_event(self, project_id: int, event: dict[str, Any]) -> None:
-        await self.client.xadd(
-            self.event_stream(project_id),
-            event,  # type: ignore[arg-type]
-            maxlen=self.event_length,
-            approximate=True,
-        )
+        stream = self.event_stream(project_id)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.xadd(stream, event, maxlen=self.event_length, approximate=True)  # type: ignore[arg-type]
+            pipe.expire(stream, self.idle_ttl)
+            await pipe.execute()
 
     async def read_many(self, cursors: dict[str, str], block_ms: int) -> list[StreamEntry]:
         response: Any = await self.reader.xread(cursors, block=block_ms or None)  # type: ignore[arg-type]

@@ -26,6 +26,10 @@ class Setting:
     help: str
 
 
+#: Redis accepts larger expiries, but a stream idle for a year serves no live view.
+MAX_STREAM_IDLE_TTL = 365 * 86_400
+
+
 def _field(default: Any, env: str, help: str) -> Any:
     return field(default=default, metadata={"env": env, "help": help})
 
@@ -79,6 +83,12 @@ class Settings:
         100_000,
         "ASSAY_EVENT_STREAM_LENGTH",
         "Approximate number of events kept in each project's Redis event stream.",
+    )
+    stream_idle_ttl: int = _field(
+        86_400,
+        "ASSAY_STREAM_IDLE_TTL",
+        "Seconds after its last entry that Redis deletes a run's live stream or a "
+        "project's event stream; the database keeps everything.",
     )
     live_queue_bytes: int = _field(
         32 * 1024 * 1024,
@@ -191,6 +201,11 @@ class Settings:
             raise SettingsError(
                 f"ASSAY_LIVE_QUEUE_BYTES must be a positive number of bytes, "
                 f"got {self.live_queue_bytes!r}"
+            )
+        if not 1 <= self.stream_idle_ttl <= MAX_STREAM_IDLE_TTL:
+            raise SettingsError(
+                f"ASSAY_STREAM_IDLE_TTL must be a whole number of seconds from 1 to "
+                f"{MAX_STREAM_IDLE_TTL}, got {self.stream_idle_ttl!r}"
             )
         if self.max_sockets_per_user <= 0:
             raise SettingsError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,27 @@ async def test_batch_published_once_per_seq(bus: Bus) -> None:
         (7, 3),
         (8, 0),
     ]
+
+
+async def test_idle_streams_expire(redis_url: str, redis_prefix: str) -> None:
+    bus = RedisBus(redis_url, redis_prefix, 100, 100, idle_ttl=2)
+    stream = bus.live_stream(1, "r")
+    keys = [stream, stream + ":published", bus.event_stream(1)]
+    await bus.publish_batch(1, "r", {"seq": 0, "session": 7, "body": b"x"})
+    await bus.publish_event(1, {"type": "run.created", "run_id": "r", "data": b"", "time": 1})
+    ttls = [await bus.client.ttl(key) for key in keys]
+    await asyncio.sleep(1.2)
+    # An entry appended later restarts the expiry of its stream only.
+    await bus.publish_batch(1, "r", {"seq": 1, "session": 7, "body": b"x"})
+    await asyncio.sleep(1.2)
+    present = [await bus.client.exists(key) for key in keys]
+    await asyncio.sleep(2.2)
+    left = [await bus.client.exists(key) for key in keys]
+    await bus.close()
+
+    assert all(0 < ttl <= 2 for ttl in ttls), ttls
+    assert present == [1, 1, 0]
+    assert left == [0, 0, 0]
 
 
 def _text(value: Any) -> str:
