@@ -7,11 +7,13 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from playwright.sync_api import Dialog, Page
+from playwright.sync_api import Browser, Dialog, Page
 
 from conftest import RunningServer
+from userkeys import add_user
 from web.browsing import sign_in, start_run
 from web.reports import PROJECT, create_report, document_json, editor_text
+from web.sharing import close_page, sign_in_as
 
 
 @pytest.fixture
@@ -52,6 +54,34 @@ def test_list_creates_renames_deletes(
     assert after_delete == []
     assert editor_text(page, ".report-title") == "Fresh findings"
     assert report_titles(sqlite_server) == ["Fresh findings"]
+
+
+def test_viewer_list_has_no_edit_controls(
+    browser: Browser, sqlite_server: RunningServer, project: str
+) -> None:
+    create_report(sqlite_server, "Read me")
+    key = add_user(sqlite_server, "vera")
+    with sqlite_server.client() as client:
+        added = client.put(f"/api/v1/projects/{PROJECT}/members/vera", json={"role": "viewer"})
+        admin_list = client.get(f"/api/v1/projects/{PROJECT}/reports").json()
+    with httpx.Client(base_url=sqlite_server.url, timeout=30) as client:
+        headers = {"Authorization": f"Bearer {key}"}
+        viewer_list = client.get(f"/api/v1/projects/{PROJECT}/reports", headers=headers).json()
+    page = sign_in_as(browser, sqlite_server, key, f"/projects/{PROJECT}/reports")
+    listed = page.locator("table.reports tbody tr").all_inner_texts()
+    notice = page.locator(".read-only-notice").inner_text()
+    controls = page.locator(
+        "button.create-report, input.new-report-title, button.rename-report, button.delete-report"
+    ).count()
+    close_page(page)
+
+    assert added.status_code == 200, added.text
+    assert admin_list["can_edit"] is True
+    assert viewer_list["can_edit"] is False
+    assert len(listed) == 1
+    assert "Read me" in listed[0]
+    assert "needs the editor role" in notice
+    assert controls == 0
 
 
 def test_cancelled_delete_keeps_report(

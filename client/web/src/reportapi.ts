@@ -58,9 +58,18 @@ export async function send<T>(
   return (response.status === 204 ? null : await response.json()) as T;
 }
 
+/** The reports of a project, and whether the caller may create, rename and delete them. */
+export interface ReportList {
+  reports: ReportSummary[];
+  can_edit: boolean;
+}
+
+export async function reportList(project: string): Promise<ReportList> {
+  return send<ReportList>(reports(project), "GET");
+}
+
 export async function listReports(project: string): Promise<ReportSummary[]> {
-  return (await send<{ reports: ReportSummary[] }>(reports(project), "GET"))
-    .reports;
+  return (await reportList(project)).reports;
 }
 
 export async function getReport(

@@ -5,8 +5,8 @@ import { formatTime, h } from "./dom";
 import {
   createReport,
   deleteReport,
-  listReports,
   renameReport,
+  reportList,
   type ReportSummary,
 } from "./reportapi";
 
@@ -24,8 +24,9 @@ export async function reportsPage(
       reason instanceof Error ? reason.message : String(reason);
   };
   let reports: ReportSummary[];
+  let canEdit: boolean;
   try {
-    reports = await listReports(project);
+    ({ reports, can_edit: canEdit } = await reportList(project));
   } catch (reason) {
     if (!(reason instanceof ApiError) || reason.status !== 404) throw reason;
     root.replaceChildren(
@@ -54,7 +55,9 @@ export async function reportsPage(
       .then((report) => location.assign(reportUrl(project, report.id)))
       .catch(fail);
   });
-  const rows = reports.map((report) => reportRow(project, report, fail));
+  const rows = reports.map((report) =>
+    reportRow(project, report, fail, canEdit),
+  );
   const table = reports.length
     ? h(
         "table",
@@ -76,7 +79,16 @@ export async function reportsPage(
     : h(
         "p",
         {},
-        "No reports yet. Create one here, or with Add to report on a workspace panel.",
+        canEdit
+          ? "No reports yet. Create one here, or with Add to report on a workspace panel."
+          : "No reports yet.",
+      );
+  const controls = canEdit
+    ? h("div", { class: "new-report" }, title, create)
+    : h(
+        "p",
+        { class: "read-only-notice", role: "note" },
+        "Read-only: you can read these reports, but creating, renaming and deleting them needs the editor role.",
       );
   const workspace = h(
     "a",
@@ -89,7 +101,7 @@ export async function reportsPage(
       "main",
       { class: "reports-page" },
       h("h1", {}, `Reports of ${project}`),
-      h("div", { class: "new-report" }, title, create),
+      controls,
       error,
       table,
     ),
@@ -101,6 +113,7 @@ function reportRow(
   project: string,
   report: ReportSummary,
   fail: (reason: unknown) => void,
+  canEdit: boolean,
 ): HTMLElement {
   const link = h(
     "a",
@@ -143,7 +156,7 @@ function reportRow(
     h("td", {}, link),
     h("td", {}, report.created_by),
     h("td", {}, formatTime(report.updated_at)),
-    h("td", {}, rename, remove),
+    h("td", {}, ...(canEdit ? [rename, remove] : [])),
   );
   return row;
 }

@@ -97,7 +97,11 @@ async def reports_endpoint(request: Request) -> Response:
     if request.method == "GET":
         async with database.reading() as connection:
             rows = await store.list_reports(connection, project_id)
-        return respond(request, {"reports": [store.report_json(row, project) for row in rows]})
+        # The browser app shows the create, rename and delete controls only
+        # when this is true. The routes check the role again on each change.
+        can_edit = granted.role is not None and granted.role >= access.Role.EDITOR
+        reports = [store.report_json(row, project) for row in rows]
+        return respond(request, {"reports": reports, "can_edit": can_edit})
     title = text_field(
         await json_body(request), "title", "Untitled report", store.MAX_TITLE_LENGTH
     )
