@@ -515,7 +515,29 @@ def test_existing_run_without_resume_is_fatal(
     assert_server_carries_on(server, bystander)
 
 
-# API keys. NOTE: a revoked key is not tested, because no API revokes a key yet.
+# API keys.
+
+
+def test_revoked_key_rejected_at_handshake(
+    server: RunningServer, bystander: ClientConnection
+) -> None:
+    with server.client() as http:
+        created = http.post("/api/v1/me/keys", json={"name": "ci job"}).json()
+        with connect_raw(server, {"Authorization": f"Bearer {created['key']}"}) as before:
+            before.send(protocol.pack(build_hello("before-revoke")))
+            welcome = receive(before)
+        revoked = http.delete(f"/api/v1/me/keys/{created['id']}")
+
+    with pytest.raises(InvalidStatus) as rejected:
+        connect_raw(server, {"Authorization": f"Bearer {created['key']}"})
+    body = json.loads(rejected.value.response.body)
+
+    assert welcome["type"] == "welcome"
+    assert revoked.status_code == 200
+    assert rejected.value.response.status_code == 401
+    assert body["error"]["code"] == "invalid_api_key"
+    assert "revoked" in body["error"]["message"]
+    assert_server_carries_on(server, bystander)
 
 
 @pytest.mark.parametrize(
