@@ -169,15 +169,24 @@ def _login(args: argparse.Namespace) -> int:
         server = input("Server URL: ").strip()
     server = _credentials.normalize_server(server)
     api_key = args.api_key or (None if args.name else os.environ.get("ASSAY_API_KEY"))
+    revoked = None
     if api_key:
         credentials = _credentials.Credentials(server, api_key)
     else:
         name = args.name or input("Name: ").strip()
-        credentials = login_with_password(server, name, read_password(args.password_stdin))
+        login = login_with_password(
+            server,
+            name,
+            read_password(args.password_stdin),
+            replaces=_credentials.stored_key(server),
+        )
+        credentials, revoked = login.credentials, login.revoked_prefix
     with Api(credentials.server, credentials.api_key) as api:
         user = api.whoami()
     path = _credentials.store(credentials)
     print(f"Logged in to {credentials.server} as {user['name']}; saved in {path}")
+    if revoked is not None:
+        print(f"Revoked the API key {revoked}… that this login replaces")
     return 0
 
 

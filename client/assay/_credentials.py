@@ -71,6 +71,20 @@ def store(credentials: Credentials) -> Path:
     return path
 
 
+def stored_key(server: str) -> str | None:
+    """Return the API key stored in the credentials file for ``server``, or None.
+
+    Only the file counts here, never ``ASSAY_API_KEY``.
+    """
+    try:
+        stored = _stored()
+    except ConfigurationError:
+        return None
+    if stored.get("server", "").rstrip("/") != server:
+        return None
+    return stored.get("api_key")
+
+
 def _stored() -> dict[str, str]:
     path = credentials_file()
     try:

@@ -223,6 +223,80 @@ def test_login_with_password_stores_key(
     assert session_count(sqlite_server.settings) == 0
 
 
+def login_as(server: RunningServer, name: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    return main(["login", "--server", server.url, "--name", name, "--password-stdin"])
+
+
+def live_keys(server: RunningServer, key: str) -> list[str]:
+    """Return the prefixes of the live API keys of ``key``'s user."""
+    with server.client(key) as client:
+        keys = client.get("/api/v1/me/keys").json()["keys"]
+    return [record["prefix"] for record in keys if record["revoked_at"] is None]
+
+
+def test_login_again_revokes_replaced_key(
+    sqlite_server: RunningServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    add_user(sqlite_server, "alice")
+    monkeypatch.setenv("ASSAY_CONFIG_DIR", str(tmp_path))
+    path = tmp_path / "credentials.json"
+    login_as(sqlite_server, "alice", monkeypatch)
+    first = json.loads(path.read_text())["api_key"]
+    capsys.readouterr()
+
+    exit_code = login_as(sqlite_server, "alice", monkeypatch)
+    second = json.loads(path.read_text())["api_key"]
+    output = capsys.readouterr().out
+
+    assert exit_code == 0
+    assert second != first
+    assert live_keys(sqlite_server, second) == [second[:10]]
+    assert f"Revoked the API key {first[:10]}" in output
+    with assay.Api(server=sqlite_server.url, api_key=first) as replaced:
+        with pytest.raises(assay.AuthenticationError):
+            replaced.whoami()
+
+
+def test_login_keeps_other_users_key(
+    sqlite_server: RunningServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    add_user(sqlite_server, "alice")
+    add_user(sqlite_server, "bob")
+    monkeypatch.setenv("ASSAY_CONFIG_DIR", str(tmp_path))
+    login_as(sqlite_server, "alice", monkeypatch)
+    alice_key = json.loads((tmp_path / "credentials.json").read_text())["api_key"]
+    capsys.readouterr()
+
+    exit_code = login_as(sqlite_server, "bob", monkeypatch)
+
+    assert exit_code == 0
+    assert live_keys(sqlite_server, alice_key) == [alice_key[:10]]
+    assert "Revoked" not in capsys.readouterr().out
+
+
+def test_login_keeps_environment_key(
+    sqlite_server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_user(sqlite_server, "alice")
+    monkeypatch.setenv("ASSAY_CONFIG_DIR", str(tmp_path / "first"))
+    login_as(sqlite_server, "alice", monkeypatch)
+    ci_key = json.loads((tmp_path / "first" / "credentials.json").read_text())["api_key"]
+    monkeypatch.setenv("ASSAY_CONFIG_DIR", str(tmp_path / "second"))
+    monkeypatch.setenv("ASSAY_API_KEY", ci_key)
+
+    exit_code = login_as(sqlite_server, "alice", monkeypatch)
+
+    assert exit_code == 0
+    assert ci_key[:10] in live_keys(sqlite_server, ci_key)
+
+
 def test_login_with_wrong_password_stores_nothing(
     sqlite_server: RunningServer,
     tmp_path: Path,
