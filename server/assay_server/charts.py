@@ -241,7 +241,13 @@ async def line_figure(request: Request) -> Response:
         pks = await run_pks(db, project, [run["id"] for run in chosen])
         with_times = spec.x in (figures.X_TIME, figures.X_RELATIVE)
         every_run = await history.read_runs_series(
-            db, list(pks.values()), keys, min_step, max_step, with_times=with_times
+            db,
+            list(pks.values()),
+            keys,
+            min_step,
+            max_step,
+            with_times=with_times,
+            samples=overview_samples(spec, samples),
         )
         for run in chosen:
             found = every_run.get(pks[run["id"]], {})
@@ -291,16 +297,28 @@ async def runset_line_figure(request: Request, project: str, spec: figures.LineS
     with_times = spec.x in (figures.X_TIME, figures.X_RELATIVE)
     async with context(request).db.reading() as db:
         project_id = await runs.project_id(db, project)
-        for runset_id in runset_ids:
-            row = await runsets.get_runset(db, project_id, runset_id)
-            document = runsets.runset_document(row)
+        documents = [
+            runsets.runset_document(await runsets.get_runset(db, project_id, runset_id))
+            for runset_id in runset_ids
+        ]
+        # A run read once serves every set that draws it, and a grouped set
+        # aggregates every point, so overviews serve only figures without one.
+        any_grouped = any(document["grouping"]["keys"] for document in documents)
+        overview = None if any_grouped else overview_samples(spec, samples)
+        for document in documents:
             members = await runset_members(db, project, document)
             grouped = bool(document["grouping"]["keys"])
             chosen = members[: GROUPED_RUNS if grouped else LINES_PER_RUNSET]
             unread = [run for run in chosen if run["id"] not in read]
             pks = await run_pks(db, project, [run["id"] for run in unread])
             every_run = await history.read_runs_series(
-                db, list(pks.values()), keys, min_step, max_step, with_times=with_times
+                db,
+                list(pks.values()),
+                keys,
+                min_step,
+                max_step,
+                with_times=with_times,
+                samples=overview,
             )
             for run in unread:
                 read[run["id"]] = (run, every_run.get(pks[run["id"]], {}))
@@ -333,6 +351,15 @@ async def runset_line_figure(request: Request, project: str, spec: figures.LineS
         },
     }
     return Response(orjson.dumps(document), media_type="application/json")
+
+
+def overview_samples(spec: figures.LineSpec, samples: int) -> int | None:
+    """Return ``samples`` when a figure may read chunk overviews, else None.
+
+    A metric on the x axis is looked up at each step of the drawn metric, so
+    both must be read whole.
+    """
+    return samples if spec.x_key is None else None
 
 
 def run_line(

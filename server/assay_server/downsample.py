@@ -18,6 +18,21 @@ from assay_server.batch import Float64Array, Int64Array, UInt8Array
 MIN_SAMPLES = 8
 
 
+def overview(values: Float64Array, kinds: UInt8Array, bucket: int) -> Int64Array:
+    """Return the sorted positions of each ``bucket``-point bucket's extremes and firsts.
+
+    Every point that is the minimum, the maximum or the first NaN, +Inf,
+    -Inf or null of its small bucket is kept, so spikes and non-finite points
+    survive. A later ``downsample`` of these points draws the shape that a
+    ``downsample`` of every point draws, except that its bucket edges fall
+    between small buckets.
+    """
+    count = len(values)
+    if count <= 2 * bucket:
+        return np.arange(count)
+    return _bucket_points(values, _Classes(values, kinds), -(-count // bucket))
+
+
 def downsample(values: Float64Array, kinds: UInt8Array, samples: int) -> Int64Array:
     """Return the sorted positions of at most ``samples`` points to keep."""
     count = len(values)

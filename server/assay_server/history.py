@@ -16,19 +16,27 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Double, bindparam, case, delete, select, update
+from sqlalchemy import Double, bindparam, case, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from assay import protocol
 from assay_server import schema
 from assay_server.batch import Batch, Column, Float64Array, Int64Array, UInt8Array
-from assay_server.downsample import downsample
+from assay_server.downsample import downsample, overview
 from assay_server.sql import insert_or_ignore
 
 #: A metric is compacted once it has this many chunks.
 COMPACT_AFTER = 64
 #: Compaction merges neighbouring chunks up to this many points.
 CHUNK_TARGET = 16_384
+#: A chunk's overview keeps a few points of each bucket of this many points.
+OVERVIEW_BUCKET = 32
+#: Chunks of fewer points get no overview: reading them whole costs little.
+OVERVIEW_MIN_POINTS = 4 * OVERVIEW_BUCKET
+#: A chart of ``samples`` points reads overviews only of a metric with at least
+#: this many times as many points, so that the overview still has more points
+#: than the chart keeps (an overview keeps about 2 of every OVERVIEW_BUCKET).
+OVERVIEW_MIN_RATIO = 4 * OVERVIEW_BUCKET
 
 
 class Series:
@@ -187,8 +195,37 @@ def _summary_params(metric_id: int, column: Column) -> dict[str, Any]:
     }
 
 
-def _chunk_row(metric_id: int, column: Column) -> dict[str, Any]:
+def overview_fields(
+    steps: Int64Array, times: Float64Array, values: Float64Array, kinds: UInt8Array
+) -> dict[str, Any]:
+    """Return a chunk's overview columns, all null for a small chunk or a repeated step.
+
+    A chunk with a step logged twice keeps the later value when read whole,
+    which its overview could miss, so it has none.
+    """
+    if len(steps) < OVERVIEW_MIN_POINTS or not bool(np.all(steps[1:] > steps[:-1])):
+        return {
+            "overview_count": None,
+            "overview_steps": None,
+            "overview_values": None,
+            "overview_kinds": None,
+            "overview_times": None,
+        }
+    keep = overview(values, kinds, OVERVIEW_BUCKET)
+    kept_kinds = kinds[keep]
     return {
+        "overview_count": len(keep),
+        "overview_steps": steps[keep].astype("<i8").tobytes(),
+        "overview_values": values[keep].astype("<f8").tobytes(),
+        "overview_kinds": kept_kinds.tobytes() if kept_kinds.any() else None,
+        "overview_times": times[keep].astype("<f8").tobytes(),
+    }
+
+
+def _chunk_row(metric_id: int, column: Column) -> dict[str, Any]:
+    kinds = np.zeros(column.count, np.uint8) if column.kinds is None else column.kinds
+    return {
+        **overview_fields(column.steps, column.times, column.values, kinds),
         "metric_id": metric_id,
         "count": column.count,
         "step_min": int(column.steps.min()),
@@ -225,47 +262,94 @@ async def read_runs_series(
     max_step: int | None = None,
     *,
     with_times: bool = True,
+    samples: int | None = None,
 ) -> dict[int, dict[str, Series]]:
     """Read whole metrics of several runs in two queries, keyed by run pk, then metric key.
 
     Without ``with_times`` the wall-clock column is not read, and every
     returned time is NaN: a third less to read for charts drawn against steps.
+    With ``samples``, for a chart that keeps that many points of each whole
+    metric, a long metric is read from its chunks' overviews where they have
+    one: only the points such a chart can keep.
     """
     if not run_pks:
         return {}
-    query = select(schema.metrics.c.id, schema.metrics.c.key, schema.metrics.c.run_pk).where(
-        schema.metrics.c.run_pk.in_(list(run_pks))
-    )
+    m = schema.metrics.c
+    query = select(m.id, m.key, m.run_pk, m.count.label("points"))
+    query = query.where(m.run_pk.in_(list(run_pks)))
     if keys is not None:
-        query = query.where(schema.metrics.c.key.in_(list(keys)))
+        query = query.where(m.key.in_(list(keys)))
     metrics = {row.id: row for row in (await connection.execute(query)).all()}
     if not metrics:
         return {}
-    columns = [
-        schema.chunks.c.metric_id,
-        schema.chunks.c.count.label("points"),
-        schema.chunks.c.steps,
-        schema.chunks.c["values"].label("payload"),
-        schema.chunks.c.kinds,
-    ]
-    if with_times:
-        columns.append(schema.chunks.c.times)
-    chunk_query = (
-        select(*columns)
-        .where(schema.chunks.c.metric_id.in_(list(metrics)))
-        .order_by(schema.chunks.c.metric_id, schema.chunks.c.id)
-    )
-    if min_step is not None:
-        chunk_query = chunk_query.where(schema.chunks.c.step_max >= min_step)
-    if max_step is not None:
-        chunk_query = chunk_query.where(schema.chunks.c.step_min <= max_step)
-    rows = (await connection.execute(chunk_query)).all()
+    long: set[int] = set()
+    if samples is not None and min_step is None and max_step is None:
+        threshold = OVERVIEW_MIN_RATIO * samples
+        long = {metric_id for metric_id, row in metrics.items() if row.points >= threshold}
+    read = {metric_id: metric_id in long for metric_id in metrics}
     found: dict[int, dict[str, Series]] = {}
-    for metric_id, chunks in itertools.groupby(rows, key=lambda row: row.metric_id):
-        metric = metrics[metric_id]
-        series = Series.from_chunks(list(chunks), with_times=with_times)
-        found.setdefault(metric.run_pk, {})[metric.key] = series.between(min_step, max_step)
+    while read:
+        rows = await _read_chunks(connection, read, min_step, max_step, with_times)
+        read = {}
+        for metric_id, group in itertools.groupby(rows, key=lambda row: row.metric_id):
+            chunks = list(group)
+            if long and metric_id in long and not _ascending(chunks):
+                # A step logged in two chunks keeps the later value, which an
+                # overview may miss, so this metric is read whole.
+                read[metric_id] = False
+                continue
+            metric = metrics[metric_id]
+            series = Series.from_chunks(chunks, with_times=with_times)
+            found.setdefault(metric.run_pk, {})[metric.key] = series.between(min_step, max_step)
+        long = set()
     return {pk: dict(sorted(by_key.items())) for pk, by_key in found.items()}
+
+
+async def _read_chunks(
+    connection: AsyncConnection,
+    metrics: dict[int, bool],
+    min_step: int | None,
+    max_step: int | None,
+    with_times: bool,
+) -> list[Any]:
+    """Read the chunks of ``metrics``, as overviews where the flag is True and one exists."""
+    c = schema.chunks.c
+    rows: list[Any] = []
+    for use_overview in (False, True):
+        chosen = [metric_id for metric_id, flag in metrics.items() if flag is use_overview]
+        if not chosen:
+            continue
+        columns: list[Any]
+        if use_overview:
+            columns = [
+                func.coalesce(c.overview_count, c.count).label("points"),
+                func.coalesce(c.overview_steps, c.steps).label("steps"),
+                func.coalesce(c.overview_values, c["values"]).label("payload"),
+                case((c.overview_count.is_(None), c.kinds), else_=c.overview_kinds).label("kinds"),
+            ]
+            if with_times:
+                columns.append(func.coalesce(c.overview_times, c.times).label("times"))
+        else:
+            columns = [c.count.label("points"), c.steps, c["values"].label("payload"), c.kinds]
+            if with_times:
+                columns.append(c.times)
+        query = (
+            select(c.metric_id, c.step_min, c.step_max, *columns)
+            .where(c.metric_id.in_(chosen))
+            .order_by(c.metric_id, c.id)
+        )
+        if min_step is not None:
+            query = query.where(c.step_max >= min_step)
+        if max_step is not None:
+            query = query.where(c.step_min <= max_step)
+        rows.extend((await connection.execute(query)).all())
+    rows.sort(key=lambda row: row.metric_id)
+    return rows
+
+
+def _ascending(chunks: Sequence[Any]) -> bool:
+    """Return whether each chunk's steps all come after the previous chunk's."""
+    return all(later.step_min > earlier.step_max for earlier, later in itertools.pairwise(chunks))
 
 
 def history_rows(series: dict[str, Series], samples: int | None) -> list[dict[str, Any]]:
@@ -351,12 +435,22 @@ async def _merge_chunks(connection: AsyncConnection, chunk_ids: list[int]) -> No
         for row in rows
     ]
     merged_kinds = np.concatenate(kinds)
+    steps = b"".join(row.steps for row in rows)
+    values = b"".join(row._mapping["values"] for row in rows)
+    times = b"".join(row.times for row in rows)
+    summary = overview_fields(
+        np.frombuffer(steps, "<i8"),
+        np.frombuffer(times, "<f8"),
+        np.frombuffer(values, "<f8"),
+        merged_kinds,
+    )
     lows = [row.value_min for row in rows if row.value_min is not None]
     highs = [row.value_max for row in rows if row.value_max is not None]
     await connection.execute(
         update(schema.chunks)
         .where(c.id == chunk_ids[0])
         .values(
+            **summary,
             count=sum(row._mapping["count"] for row in rows),
             step_min=min(row.step_min for row in rows),
             step_max=max(row.step_max for row in rows),
@@ -365,10 +459,10 @@ async def _merge_chunks(connection: AsyncConnection, chunk_ids: list[int]) -> No
             has_nan=any(row.has_nan for row in rows),
             has_inf=any(row.has_inf for row in rows),
             has_null=any(row.has_null for row in rows),
-            steps=b"".join(row.steps for row in rows),
-            values=b"".join(row._mapping["values"] for row in rows),
+            steps=steps,
+            values=values,
             kinds=merged_kinds.tobytes() if merged_kinds.any() else None,
-            times=b"".join(row.times for row in rows),
+            times=times,
         )
     )
     await connection.execute(delete(schema.chunks).where(c.id.in_(chunk_ids[1:])))

@@ -170,5 +170,12 @@ chunks = Table(
     Column("values", LargeBinary, nullable=False),
     Column("kinds", LargeBinary),
     Column("times", LargeBinary, nullable=False),
+    # The points of each bucket of OVERVIEW_BUCKET points that a downsampled
+    # chart can keep: null for a small chunk or one with a repeated step.
+    Column("overview_count", Integer),
+    Column("overview_steps", LargeBinary),
+    Column("overview_values", LargeBinary),
+    Column("overview_kinds", LargeBinary),
+    Column("overview_times", LargeBinary),
     Index("ix_chunks_metric_id_id", "metric_id", "id"),
 )

@@ -16,7 +16,7 @@ from assay_server import history, runs, schema
 from assay_server.auth import User
 from assay_server.batch import decode_batch
 from assay_server.database import Database
-from assay_server.downsample import MIN_SAMPLES, _bucket_points, _Classes, downsample
+from assay_server.downsample import MIN_SAMPLES, _bucket_points, _Classes, downsample, overview
 
 
 async def new_run(db: Database) -> int:
@@ -186,3 +186,108 @@ def test_downsample_keeps_spike_in_long_series() -> None:
     assert len(keep) <= 500
     assert 54_321 in keep
     assert 77_777 in keep
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    points=st.lists(st.tuples(values, kinds), min_size=1, max_size=2_000),
+    samples=st.integers(MIN_SAMPLES, 60),
+)
+def test_overview_then_downsample_keeps_extremes(
+    points: list[tuple[float, int]], samples: int
+) -> None:
+    payload = np.array([0.0 if kind == 1 else value for value, kind in points])
+    kind_array = np.array([kind for _, kind in points], dtype=np.uint8)
+    payload[kind_array == 2] = np.round(np.nan_to_num(payload[kind_array == 2]))
+
+    summary = overview(payload, kind_array, history.OVERVIEW_BUCKET)
+    keep = summary[downsample(payload[summary], kind_array[summary], samples)]
+
+    assert summary.tolist() == sorted(set(summary.tolist()))
+    assert len(keep) <= samples or len(keep) == len(summary)
+    assert keep[0] == 0
+    assert keep[-1] == len(points) - 1
+    ordered = ~((kind_array == 0) & np.isnan(payload)) & (kind_array != 1)
+    if ordered.any():
+        assert payload[keep][ordered[keep]].min() == payload[ordered].min()
+        assert payload[keep][ordered[keep]].max() == payload[ordered].max()
+    for mask in (
+        (kind_array == 0) & np.isnan(payload),
+        (kind_array == 0) & (payload == math.inf),
+        (kind_array == 0) & (payload == -math.inf),
+        kind_array == 1,
+    ):
+        assert mask[keep].any() == mask.any()
+
+
+def long_rows(first: int, count: int) -> list[Any]:
+    return [
+        (step, float(step), {"loss": math.sin(step / 100)}) for step in range(first, first + count)
+    ]
+
+
+async def read_long(db: Database, run_pk: int, samples: int | None) -> history.Series:
+    async with db.reading() as connection:
+        found = await history.read_runs_series(connection, [run_pk], ["loss"], samples=samples)
+    return found[run_pk]["loss"]
+
+
+async def test_long_metric_read_from_overviews(database: Database) -> None:
+    run_pk = await new_run(database)
+    for seq in range(3):
+        rows = long_rows(seq * 5_000, 5_000)
+        if seq == 1:
+            rows[1_234] = (6_234, 6_234.0, {"loss": 1e9})
+            rows[4_321] = (9_321, 9_321.0, {"loss": math.nan})
+        await store(database, run_pk, seq, rows)
+
+    whole = await read_long(database, run_pk, None)
+    summary = await read_long(database, run_pk, 100)
+    short_chart = await read_long(database, run_pk, 1_000)
+
+    assert len(whole.steps) == 15_000
+    assert len(short_chart.steps) == 15_000
+    assert 500 < len(summary.steps) < 1_500
+    assert summary.steps[0] == 0
+    assert summary.steps[-1] == 14_999
+    assert summary.values[summary.steps == 6_234].tolist() == [1e9]
+    assert math.isnan(summary.values[summary.steps == 9_321][0])
+    assert summary.times[summary.steps == 6_234].tolist() == [6_234.0]
+
+
+async def test_repeated_step_read_whole(database: Database) -> None:
+    run_pk = await new_run(database)
+    for seq in range(3):
+        await store(database, run_pk, seq, long_rows(seq * 5_000, 5_000))
+    await store(database, run_pk, 3, [(7_000, 1.0, {"loss": 123.0})])
+
+    summary = await read_long(database, run_pk, 100)
+
+    assert len(summary.steps) == 15_000
+    assert summary.values[summary.steps == 7_000].tolist() == [123.0]
+
+
+async def test_compaction_writes_overview(database: Database) -> None:
+    run_pk = await new_run(database)
+    for seq in range(70):
+        await store(database, run_pk, seq, long_rows(seq * 100, 100))
+
+    async def overviews() -> list[Any]:
+        async with database.reading() as connection:
+            rows = await connection.execute(
+                select(schema.chunks.c.overview_count).order_by(schema.chunks.c.id)
+            )
+            return [row.overview_count for row in rows]
+
+    before = await overviews()
+    async with database.transaction() as connection:
+        metric_ids = await history.compactable_metrics(connection, run_pk)
+        await history.compact_metric(connection, metric_ids[0])
+    after = await overviews()
+    summary = await read_long(database, run_pk, 50)
+
+    assert set(before) == {None}
+    assert len(after) == 1
+    assert after[0] is not None
+    assert after[0] < 7_000
+    assert len(summary.steps) == after[0]

@@ -38,4 +38,4 @@ async def test_downgrade_then_upgrade(database: Database) -> None:
         await connection.run_sync(downgrade)
     assert await database.revision() == "0005"
     await database.upgrade()
-    assert await database.revision() == "0006"
+    assert await database.revision() == "0007"
