@@ -144,7 +144,7 @@ export async function listRuns(name: string, filter = ""): Promise<Run[]> {
  * metadata and the config and summary keys the report draws are sent), so
  * that panels read them as missing values instead of failing.
  */
-function completeRun(run: Partial<Run>): Run {
+export function completeRun(run: Partial<Run>): Run {
   return {
     id: run.id ?? "",
     project: run.project ?? "",

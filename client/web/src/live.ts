@@ -1,6 +1,6 @@
 // The live socket (docs/live.md): subscribe with cursors, reconnect with back-off, resync.
 import { decode, encode } from "@msgpack/msgpack";
-import type { Value } from "./api";
+import type { Run, Value } from "./api";
 import { withShare } from "./share";
 
 export interface PointsMessage {
@@ -36,6 +36,28 @@ export interface MembershipMessage {
   changes: Record<string, { entered: string[]; left: string[] }>;
 }
 
+/** One run set of a followed report, with its members or the reason its filter was rejected. */
+export interface FollowedRunSet {
+  filter: string;
+  frozen: boolean;
+  members: string[];
+  error: { code: string; message: string; column: number } | null;
+}
+
+/**
+ * The runs of a followed report's run sets. ``grids`` maps every panel-grid
+ * block id to its run sets by id. ``runs`` contains every member when ``full``
+ * is true, and otherwise only members that are new to the socket or changed.
+ * Through a share link each run carries only some of its fields.
+ */
+export interface ReportRunsMessage {
+  type: "report_runs";
+  report: string;
+  full: boolean;
+  grids: Record<string, Record<string, FollowedRunSet>>;
+  runs: Record<string, Partial<Run>>;
+}
+
 export interface LiveHandlers {
   /** Called after each subscription; ``fresh`` means the page must reload what it shows. */
   subscribed(fresh: boolean): void;
@@ -44,6 +66,7 @@ export interface LiveHandlers {
   status(state: "connecting" | "subscribed" | "offline"): void;
   members?(message: MembersMessage): void;
   membership?(message: MembershipMessage): void;
+  reportRuns?(message: ReportRunsMessage): void;
 }
 
 interface LiveMessage {
@@ -66,6 +89,8 @@ export class LiveConnection {
   private fresh = true;
   /** The run-set filters to watch, sent again after each reconnection. */
   private watched: Record<string, string> | null = null;
+  /** The report to follow, sent again after each reconnection. */
+  private followed: string | null = null;
 
   constructor(
     private readonly project: string,
@@ -88,6 +113,16 @@ export class LiveConnection {
     this.watched = runsets;
     if (this.socket?.readyState === WebSocket.OPEN)
       this.socket.send(encode({ type: "watch", runsets }));
+  }
+
+  /**
+   * Follow a report, so that the server sends the runs of its run sets in
+   * ``report_runs`` messages and again whenever they change. ``null`` stops.
+   */
+  follow(reportId: string | null): void {
+    this.followed = reportId;
+    if (this.socket?.readyState === WebSocket.OPEN)
+      this.socket.send(encode({ type: "follow", report: reportId }));
   }
 
   /** Subscribe again with the current cursors, so the server adds the streams of new runs. */
@@ -114,6 +149,8 @@ export class LiveConnection {
       this.subscribe();
       if (this.watched !== null)
         socket.send(encode({ type: "watch", runsets: this.watched }));
+      if (this.followed !== null)
+        socket.send(encode({ type: "follow", report: this.followed }));
     };
     socket.onmessage = (event: MessageEvent<ArrayBuffer>) =>
       this.receive(event.data);
@@ -178,6 +215,9 @@ export class LiveConnection {
         break;
       case "membership":
         this.handlers.membership?.(message as unknown as MembershipMessage);
+        break;
+      case "report_runs":
+        this.handlers.reportRuns?.(message as unknown as ReportRunsMessage);
         break;
       case "resync":
         // The server dropped the subscription: start again from now, then reload.

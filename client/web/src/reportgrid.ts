@@ -1,19 +1,14 @@
 // A panel-grid block: its run sets and the workspace's panels drawing their runs, live.
 import * as Y from "yjs";
-import {
-  ApiError,
-  listRuns,
-  type Layout,
-  type PanelLayout,
-  type Run,
-} from "./api";
+import type { Layout, PanelLayout, Run } from "./api";
 import { addPanelForm } from "./addpanel";
 import { h } from "./dom";
 import { PanelGrid, type PanelView } from "./grid";
 import { LinePanel } from "./lineplot";
-import type { EventMessage, PointsMessage } from "./live";
+import type { FollowedRunSet, PointsMessage } from "./live";
 import { BarPanel, ParallelPanel, ScalarPanel, ScatterPanel } from "./panels";
 import {
+  blockId,
   indexOf,
   panelMap,
   readPanel,
@@ -30,6 +25,10 @@ export interface GridContext {
   project: string;
   keys(): string[];
   readOnly: boolean;
+  /** The run sets of a grid block by id, as the server last sent them, if it has. */
+  runSets(blockId: string): Record<string, FollowedRunSet> | undefined;
+  /** A run from the page's store of followed runs. */
+  run(id: string): Run | undefined;
 }
 
 export class PanelGridBlock {
@@ -39,9 +38,6 @@ export class PanelGridBlock {
   private readonly bar: RunSetBar;
   private readonly layout: Layout = { auto: false, panels: [], columns: [] };
   private readonly grid: PanelGrid;
-  /** Runs per run-set id, and the filter text they were fetched with. */
-  private readonly members = new Map<string, { filter: string; runs: Run[] }>();
-  private readonly errors = new Map<string, string>();
   private readonly observer = (): void => this.documentChanged();
   /** The runs the panels last drew, to redraw only when they change. */
   private drawn = "";
@@ -81,6 +77,11 @@ export class PanelGridBlock {
     this.documentChanged();
   }
 
+  /** The id of the grid's block, which keys its run sets in ``report_runs`` messages. */
+  get id(): string {
+    return blockId(this.block);
+  }
+
   destroy(): void {
     this.block.unobserveDeep(this.observer);
     this.grid.views().forEach((view) => view.destroy());
@@ -88,19 +89,17 @@ export class PanelGridBlock {
 
   /** Return the runs of the active run sets, each run once, in run-set order. */
   runs(): Run[] {
+    const followed = this.context.runSets(this.id) ?? {};
     const seen = new Map<string, Run>();
     for (const map of this.runSets.toArray()) {
       const runSet = readRunSet(map);
       if (!runSet.active) continue;
-      for (const run of this.members.get(runSet.id)?.runs ?? [])
-        if (!seen.has(run.id)) seen.set(run.id, run);
+      for (const id of followed[runSet.id]?.members ?? []) {
+        const run = this.context.run(id);
+        if (run !== undefined && !seen.has(id)) seen.set(id, run);
+      }
     }
     return [...seen.values()];
-  }
-
-  /** Return the filter text of each run set, trimmed as the server compares them. */
-  filters(): string[] {
-    return this.runSets.toArray().map((map) => readRunSet(map).filter.trim());
   }
 
   points(message: PointsMessage): void {
@@ -108,53 +107,47 @@ export class PanelGridBlock {
       if (view instanceof LinePanel) view.receive(message);
   }
 
-  /** Query again the run sets that are not frozen, after a run changed or the live socket resubscribed. */
-  event(_message: EventMessage | null): void {
-    void this.fetchRunSets(true);
+  /**
+   * Draw the runs that the page's store contains now, after a ``report_runs`` message.
+   * ``changed`` names the runs whose data the message brought.
+   */
+  runsChanged(changed: ReadonlySet<string>): void {
+    this.renderBar();
+    this.drawRuns(changed);
+  }
+
+  /** Fetch the data of every panel again, after the live socket subscribed. */
+  refresh(): void {
+    this.grid.views().forEach((view) => view.refresh());
   }
 
   private documentChanged(): void {
     this.renderBar();
-    void this.fetchRunSets(false);
     if (this.readPanels()) this.grid.render();
+    // Toggling a run set changes what is drawn without a message from the server.
+    this.drawRuns(new Set());
   }
 
   private renderBar(): void {
-    this.bar.render((id): RunSetStatus => ({
-      count: this.members.get(id)?.runs.length ?? null,
-      error: this.errors.get(id) ?? null,
-    }));
+    const followed = this.context.runSets(this.id) ?? {};
+    this.bar.render((id): RunSetStatus => {
+      const runSet = followed[id];
+      return {
+        count: runSet === undefined ? null : runSet.members.length,
+        error: runSet?.error?.message ?? null,
+      };
+    });
   }
 
-  /** Fetch the runs of run sets whose filter changed, or of all unfrozen ones when ``all``. */
-  private async fetchRunSets(all: boolean): Promise<void> {
-    const fetches = this.runSets.toArray().map(async (map) => {
-      const runSet = readRunSet(map);
-      const known = this.members.get(runSet.id);
-      const stale = known === undefined || known.filter !== runSet.filter;
-      if (!stale && !(all && !runSet.frozen)) return false;
-      try {
-        const runs = await listRuns(this.context.project, runSet.filter);
-        this.members.set(runSet.id, { filter: runSet.filter, runs });
-        this.errors.delete(runSet.id);
-      } catch (error) {
-        if (!(error instanceof ApiError)) throw error;
-        this.members.set(runSet.id, { filter: runSet.filter, runs: [] });
-        this.errors.set(runSet.id, error.message);
-      }
-      return true;
-    });
-    const fetched = (await Promise.all(fetches)).some(Boolean);
-    this.renderBar();
-    // Toggling a run set changes no filter but the runs drawn, so compare those.
-    const drawn = this.runs()
-      .map((run) => `${run.id}:${run.state}`)
-      .join(",");
-    if (fetched || drawn !== this.drawn) {
+  /** Refresh the panels when the drawn runs, their states or their data changed. */
+  private drawRuns(changed: ReadonlySet<string>): void {
+    const runs = this.runs();
+    const drawn = runs.map((run) => `${run.id}:${run.state}`).join(",");
+    if (drawn !== this.drawn || runs.some((run) => changed.has(run.id))) {
       this.drawn = drawn;
-      this.grid.views().forEach((view) => view.refresh());
+      this.refresh();
     }
-    this.element.dataset.runs = String(this.runs().length);
+    this.element.dataset.runs = String(runs.length);
   }
 
   /** Copy the document's panels into the grid's layout, and return whether anything changed. */

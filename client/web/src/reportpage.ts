@@ -1,15 +1,11 @@
 // The report page: the title, the blocks in order, and the tools to add blocks and save.
 import type { WebsocketProvider } from "y-websocket";
 import * as Y from "yjs";
-import { ApiError, listKeys } from "./api";
+import { ApiError, completeRun, listKeys, type Run } from "./api";
 import { textEditor } from "./blockeditor";
 import { statusBadge, topBar } from "./chrome";
 import { h } from "./dom";
-import {
-  LiveConnection,
-  type MembersMessage,
-  type MembershipMessage,
-} from "./live";
+import { LiveConnection, type ReportRunsMessage } from "./live";
 import { BlockView } from "./reportblocks";
 import { getReport, whoAmI, type ReportDetail } from "./reportapi";
 import { VersionList } from "./reportversions";
@@ -48,10 +44,15 @@ export class ReportPage {
   private keys: string[] = [];
   /** Whether the caller may only read: a view link, or a viewer of the project. */
   private readOnly = true;
-  /** The run-set filters last sent in a ``watch``, as JSON, to send only changes. */
-  private watched = "";
-  /** The runs of the watched run sets, from the last ``members`` message. */
-  private memberIds: Set<string> | null = null;
+  /** The runs of the followed report's run sets by id, from ``report_runs`` messages. */
+  private readonly runs = new Map<string, Run>();
+  /** Per grid block id, its run sets by id, from the last ``report_runs`` message. */
+  private grids: ReportRunsMessage["grids"] = {};
+  /**
+   * The runs whose points a share link's socket streams, which are the runs
+   * its report selected at the last subscribe. ``null`` until the first full message.
+   */
+  private streamed: Set<string> | null = null;
 
   constructor(
     private readonly root: HTMLElement,
@@ -95,13 +96,12 @@ export class ReportPage {
       error: (reason, code) => this.showRoomError(reason, code),
     });
     this.live = new LiveConnection(this.project, {
-      subscribed: () => this.refreshGrids(),
+      subscribed: () => this.gridViews().forEach((grid) => grid.refresh()),
       points: (message) =>
         this.gridViews().forEach((grid) => grid.points(message)),
-      event: (message) =>
-        this.gridViews().forEach((grid) => grid.event(message)),
-      members: (message) => this.membersChanged(message),
-      membership: (message) => this.membershipChanged(message),
+      // Run events reach the grids as ``report_runs`` messages of the follow.
+      event: () => undefined,
+      reportRuns: (message) => this.reportRunsReceived(message),
       status: (state) => {
         document.body.dataset.runsLive = state;
       },
@@ -110,30 +110,33 @@ export class ReportPage {
     (window as unknown as { assayReport: ReportPage }).assayReport = this;
   }
 
-  /**
-   * Follow a fresh member list, sent after each ``watch``. When it names a run
-   * the socket does not stream yet (an edit link changed a filter),
-   * subscribe again: the server then streams the points of every run the
-   * report's run sets select now.
-   */
-  private membersChanged(message: MembersMessage): void {
-    const known = this.memberIds;
-    this.memberIds = new Set(Object.values(message.runsets).flat());
-    if (known === null) return;
-    if ([...this.memberIds].some((id) => !known.has(id)))
-      this.live?.resubscribe();
-    else this.refreshGrids();
+  /** Store the runs of a ``report_runs`` message, and redraw the grids. */
+  private reportRunsReceived(message: ReportRunsMessage): void {
+    if (message.full) this.runs.clear();
+    for (const [id, run] of Object.entries(message.runs))
+      this.runs.set(id, completeRun({ ...run, id }));
+    this.grids = message.grids;
+    const changed = new Set(Object.keys(message.runs));
+    this.gridViews().forEach((grid) => grid.runsChanged(changed));
+    if (shareToken !== null) this.streamNewMembers(message.full);
   }
 
-  /** Follow runs entering or leaving the run sets, which a link's socket learns only from membership messages. */
-  private membershipChanged(message: MembershipMessage): void {
-    const changes = Object.values(message.changes);
-    const entered = changes.flatMap((change) => change.entered);
-    entered.forEach((id) => this.memberIds?.add(id));
-    // The new subscription's "subscribed" message refreshes the grids.
-    if (entered.length > 0) this.live?.resubscribe();
-    else if (changes.some((change) => change.left.length > 0))
-      this.refreshGrids();
+  /**
+   * Subscribe again when the run sets name a run that a share link's socket
+   * does not stream yet, so the server adds its points. The ``subscribed``
+   * message that follows refreshes the grids. A signed-in socket streams
+   * every run of the project, so it needs none of this.
+   */
+  private streamNewMembers(full: boolean): void {
+    const members = Object.values(this.grids).flatMap((runSets) =>
+      Object.values(runSets).flatMap((runSet) => runSet.members),
+    );
+    const streamed = this.streamed;
+    this.streamed = new Set([...(full ? [] : (streamed ?? [])), ...members]);
+    // A full message replies to the follow sent right after the subscribe,
+    // so the socket streams its members already.
+    if (full || streamed === null) return;
+    if (members.some((id) => !streamed.has(id))) this.live?.resubscribe();
   }
 
   private showFailure(title: string, reason: string): void {
@@ -189,33 +192,13 @@ export class ReportPage {
       ),
     );
     blockList(this.doc).observe(() => this.renderBlocks());
-    if (shareToken !== null)
-      this.doc.getArray("blocks").observeDeep(() => this.watchRunSets());
-  }
-
-  /**
-   * Watch the membership of every run set of the report's grids. Only a share
-   * link needs it: its live socket gets no run events, so ``membership``
-   * messages are how it learns of runs that enter or leave the run sets.
-   */
-  private watchRunSets(): void {
-    if (this.live === null || shareToken === null) return;
-    const filters = [
-      ...new Set(this.gridViews().flatMap((grid) => grid.filters())),
-    ].sort();
-    const watched = JSON.stringify(filters);
-    if (watched === this.watched) return;
-    this.watched = watched;
-    this.live.watch(
-      Object.fromEntries(filters.map((filter, index) => [`f${index}`, filter])),
-    );
   }
 
   private synced(): void {
     this.renderBlocks();
     if (this.live === null || document.body.dataset.loaded) return;
     this.live.start();
-    this.watchRunSets();
+    this.live.follow(this.reportId);
     document.body.dataset.loaded = "1";
   }
 
@@ -272,6 +255,8 @@ export class ReportPage {
             shareToken === null ? this.keys : drawnMetrics(this.doc),
           readOnly: this.readOnly,
           awareness: this.provider!.awareness,
+          runSets: (id) => this.grids[id],
+          run: (id) => this.runs.get(id),
         });
         this.views.set(block, view);
       }
@@ -288,10 +273,6 @@ export class ReportPage {
     return [...this.views.values()].flatMap((view) =>
       view.grid ? [view.grid] : [],
     );
-  }
-
-  private refreshGrids(): void {
-    this.gridViews().forEach((grid) => grid.event(null));
   }
 
   private showMessage(text: string): void {
