@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, Request
 
 from conftest import RunningServer
 from web.browsing import start_run
@@ -123,7 +124,7 @@ def test_new_run_appears_unless_frozen(
     second.wait_for_selector(".run-set:nth-child(2) .run-set-count:text('0 runs')")
     with start_run(sqlite_server, tmp_path, PROJECT, name="late-2") as ignored:
         ignored.log({"loss": 0.5}, step=0)
-    # The unfrozen run set counts late-2 once the page has handled its event.
+    # The unfrozen run set counts late-2 once the server sends its new members.
     second.wait_for_selector(".run-set:nth-child(2) .run-set-count:text('1 runs')")
 
     assert second.locator(".run-set").first.locator(".run-set-count").inner_text() == "3 runs"
@@ -161,3 +162,44 @@ def wait_for_points(page: Page, run_id: str, count: int) -> None:
         }""",
         arg=[f"line-{run_id}", count],
     )
+
+
+def test_grid_follows_document_edits(
+    pages: list[Page], runs: dict[str, str], sqlite_server: RunningServer, tmp_path: Path
+) -> None:
+    """The server sends the second page its runs: it lists none itself and never reloads."""
+    first, second = pages
+    listed: list[str] = []
+
+    def record_listing(request: Request) -> None:
+        if urlsplit(request.url).path.endswith("/runs"):
+            listed.append(request.url)
+
+    second.on("request", record_listing)
+    second.evaluate("() => { window.notReloaded = true; }")
+    followed = second.locator(".run-set").nth(0)
+    first.locator(".run-set input.run-set-filter").fill("config.lr >= 0.5")
+    first.locator(".run-set input.run-set-filter").press("Enter")
+    followed.locator(".run-set-count:text('1 runs')").wait_for()
+    wait_for_lines(second, [runs["wild"]])
+    first.click(".report-grid button.add-run-set")
+    frozen_row = first.locator(".run-set").nth(1)
+    frozen_row.locator("input.run-set-filter").fill("config.lr >= 0.5")
+    frozen_row.locator("input.run-set-filter").press("Enter")
+    frozen = second.locator(".run-set").nth(1)
+    frozen.locator(".run-set-count:text('1 runs')").wait_for()
+    frozen_row.locator("input.run-set-frozen").check()
+    # The page stores the run sets as the server last sent them.
+    second.wait_for_function(
+        """() => Object.values(window.assayReport.grids)
+            .some((runSets) => Object.values(runSets).some((runSet) => runSet.frozen))"""
+    )
+    with start_run(sqlite_server, tmp_path, PROJECT, name="wilder", config={"lr": 2.0}) as wilder:
+        wilder.log({"loss": 2.0}, step=0)
+    followed.locator(".run-set-count:text('2 runs')").wait_for()
+    wait_for_lines(second, [runs["wild"], wilder.id])
+
+    assert frozen.locator(".run-set-count").inner_text() == "1 runs"
+    assert second.locator(".report-grid").get_attribute("data-runs") == "2"
+    assert second.evaluate("() => window.notReloaded === true")
+    assert listed == []
