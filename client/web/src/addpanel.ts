@@ -18,6 +18,17 @@ export function linePanel(key: string): PanelLayout {
   };
 }
 
+/** The function that rebuilds the choices of each form that ``addPanelForm`` made. */
+const refills = new WeakMap<HTMLElement, () => void>();
+
+/**
+ * Rebuild the choices of an open "Add panel" form when the metric keys or run
+ * fields changed, keeping what is selected where it is still offered.
+ */
+export function refreshChoices(form: HTMLElement): void {
+  if (form instanceof HTMLDetailsElement && form.open) refills.get(form)?.();
+}
+
 /** A form that builds a panel from the current metric keys and run fields. */
 export function addPanelForm(
   keys: () => string[],
@@ -38,7 +49,18 @@ export function addPanelForm(
       element.append(h("option", { value: choice }, choice));
     return element;
   };
+  // The panel type and choices the inputs were built from, to rebuild only on a change.
+  const signature = (): string =>
+    JSON.stringify([type.value, keys(), fields()]);
+  let shownSignature = "";
   const fill = (): void => {
+    shownSignature = signature();
+    const selected = new Map(
+      [...inputs.querySelectorAll("select")].map((element) => [
+        element.name,
+        [...element.selectedOptions].map((option) => option.value),
+      ]),
+    );
     const kind = type.value;
     if (kind === "line") inputs.replaceChildren(select("key", keys()));
     if (kind === "scatter")
@@ -51,6 +73,13 @@ export function addPanelForm(
       );
     if (kind === "parallel")
       inputs.replaceChildren(select("fields", fields(), true));
+    for (const element of inputs.querySelectorAll("select")) {
+      const values = selected.get(element.name) ?? [];
+      const options = [...element.options];
+      if (!options.some((option) => values.includes(option.value))) continue;
+      for (const option of options)
+        option.selected = values.includes(option.value);
+    }
   };
   type.addEventListener("change", fill);
   const submit = h(
@@ -89,5 +118,8 @@ export function addPanelForm(
     submit,
   );
   details.addEventListener("toggle", fill);
+  refills.set(details, () => {
+    if (signature() !== shownSignature) fill();
+  });
   return details;
 }

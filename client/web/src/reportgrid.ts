@@ -1,7 +1,7 @@
 // A panel-grid block: its run sets and the workspace's panels drawing their runs, live.
 import * as Y from "yjs";
 import type { Layout, PanelLayout, Run } from "./api";
-import { addPanelForm } from "./addpanel";
+import { addPanelForm, refreshChoices } from "./addpanel";
 import { h } from "./dom";
 import { PanelGrid, type PanelView } from "./grid";
 import { LinePanel } from "./lineplot";
@@ -38,6 +38,8 @@ export class PanelGridBlock {
   private readonly bar: RunSetBar;
   private readonly layout: Layout = { auto: false, panels: [], columns: [] };
   private readonly grid: PanelGrid;
+  /** The "Add panel" form, or null when read-only. Its run fields change with the runs. */
+  private readonly form: HTMLElement | null;
   private readonly observer = (): void => this.documentChanged();
   /** The runs the panels last drew, to redraw only when they change. */
   private drawn = "";
@@ -56,7 +58,7 @@ export class PanelGridBlock {
       () => [],
       context.readOnly,
     );
-    const form = context.readOnly
+    this.form = context.readOnly
       ? null
       : addPanelForm(
           () => context.keys(),
@@ -65,7 +67,7 @@ export class PanelGridBlock {
         );
     this.element.append(
       this.bar.element,
-      h("div", { class: "grid-tools" }, form),
+      h("div", { class: "grid-tools" }, this.form),
       this.grid.element,
     );
     block.observeDeep(this.observer);
@@ -146,6 +148,7 @@ export class PanelGridBlock {
     if (drawn !== this.drawn || runs.some((run) => changed.has(run.id))) {
       this.drawn = drawn;
       this.refresh();
+      if (this.form !== null) refreshChoices(this.form);
     }
     this.element.dataset.runs = String(runs.length);
   }
