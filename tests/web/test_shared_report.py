@@ -107,7 +107,8 @@ def test_link_requests_carry_share(
     api = [url for url in page.requests if "/api/v1/" in url]  # type: ignore[attr-defined]
     sockets = page.sockets  # type: ignore[attr-defined]
 
-    assert len(api) >= 3
+    # The report and the line figure. The runs arrive on the live socket.
+    assert len(api) >= 2
     for url in api:
         assert parse_qs(urlsplit(url).query).get("share") == [share["token"]], url
         assert not any(path in url for path in NOT_FOR_LINKS), url
