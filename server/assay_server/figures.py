@@ -281,21 +281,22 @@ def marks_trace(
     # The position of the last drawable point at or before each point, -1 before the first.
     previous = np.maximum.accumulate(np.where(drawable, np.arange(len(drawable)), -1))
     first_drawable = np.flatnonzero(drawable)
-    y: list[float] = []
-    symbols: list[str] = []
-    texts: list[list[Any]] = []
-    for i in marked.tolist():
-        label = LABELS[points.labels[i]]
-        assert label is not None
-        anchor = int(previous[i])
-        if anchor < 0 and len(first_drawable):
-            anchor = int(first_drawable[0])
-        if anchor >= 0:
-            y.append(float(points.payload[anchor]))
-        else:
-            y.append(1.0 if spec.log_y else 0.0)
-        symbols.append(SYMBOLS[label])
-        texts.append([mark_text(label, points.value(i)), int(points.steps[i])])
+    anchors = previous[marked]
+    if len(first_drawable):
+        anchors[anchors < 0] = first_drawable[0]
+    fallback = 1.0 if spec.log_y else 0.0
+    y = np.where(anchors >= 0, points.payload[np.maximum(anchors, 0)], fallback).tolist()
+    labels = [LABELS[code] for code in points.labels[marked].tolist()]
+    symbols = [SYMBOLS[label] for label in labels if label is not None]
+    steps = points.steps[marked].tolist()
+    texts: list[list[Any]] = [
+        [
+            mark_text(label, points.value(i) if label == "nonpositive" else None),
+            step,
+        ]
+        for label, i, step in zip(labels, marked.tolist(), steps, strict=True)
+        if label is not None
+    ]
     return {
         "uid": f"marks-{run_id}",
         "x": points.x[marked].tolist(),

@@ -34,9 +34,9 @@ OVERVIEW_BUCKET = 32
 #: Chunks of fewer points get no overview: reading them whole costs little.
 OVERVIEW_MIN_POINTS = 4 * OVERVIEW_BUCKET
 #: A chart of ``samples`` points reads overviews only of a metric with at least
-#: this many times as many points, so that the overview still has more points
-#: than the chart keeps (an overview keeps about 2 of every OVERVIEW_BUCKET).
-OVERVIEW_MIN_RATIO = 4 * OVERVIEW_BUCKET
+#: this many times as many points. An overview keeps about 2 of every
+#: OVERVIEW_BUCKET points, so it still has twice the points the chart keeps.
+OVERVIEW_MIN_RATIO = OVERVIEW_BUCKET
 
 
 class Series:
