@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 import assay
 from assay._cli import main
@@ -57,6 +58,21 @@ def test_serve_reads_settings_from_environment(
     assert health.json() == {"status": "ok"}
     assert projects.status_code == 200
     assert (sqlite_settings.data_dir / "assay.db").exists()
+
+
+def test_serve_declines_websocket_compression(
+    sqlite_settings: Settings, server_process: Any
+) -> None:
+    process: ServerProcess = server_process(sqlite_settings)
+    process.start()
+    url = process.url.replace("http://", "ws://") + "/api/v1/ingest"
+    headers = {"Authorization": f"Bearer {sqlite_settings.bootstrap_api_key}"}
+
+    # The client offers permessage-deflate, as browsers and Node clients do.
+    with connect(url, additional_headers=headers, compression="deflate") as socket:
+        extensions = socket.response.headers.get("Sec-WebSocket-Extensions")
+
+    assert extensions is None
 
 
 def test_first_start_prints_generated_admin_key(tmp_path: Path) -> None:
