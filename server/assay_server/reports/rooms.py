@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycrdt import Doc
+from pycrdt import Doc, merge_updates
 
 from assay_server import metrics
 from assay_server.database import Database
@@ -153,6 +153,10 @@ class ReportRooms:
             updates, room.pending = room.pending, []
             if not updates:
                 return
+            if len(updates) > 1:
+                # One log row per flush keeps the log short, so the compaction,
+                # which replays the log in the event loop, runs rarely.
+                updates = [merge_updates(*updates)]
             try:
                 async with self.database.transaction() as connection:
                     rows = await store.append_updates(

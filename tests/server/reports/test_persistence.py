@@ -93,7 +93,17 @@ def test_log_compacts_into_snapshot(sqlite_settings: Settings, tmp_path: Path) -
     rooms.settings = dataclasses.replace(rooms.settings, compact_rows=5)
     report_id = new_report(running, tmp_path)
 
-    edit_and_close(running, report_id, *[f"paragraph {n}" for n in range(8)])
+    # A flush writes one row however many edits it holds, so each edit waits
+    # for its own flush.
+    for n in range(8):
+        before = stored_rows(sqlite_settings, "report_updates", report_id)
+        edit_and_close(running, report_id, f"paragraph {n}", prefix=f"p{n}-")
+        wait_for(
+            lambda before=before: (
+                stored_rows(sqlite_settings, "report_updates", report_id) != before
+            ),
+            what="the flush of one edit",
+        )
     wait_for(
         lambda: stored_rows(sqlite_settings, "report_snapshots", report_id) == 1,
         what="the compaction",
@@ -111,3 +121,22 @@ def test_log_compacts_into_snapshot(sqlite_settings: Settings, tmp_path: Path) -
     assert [block["text"] for block in content["blocks"]][-1] == "tail"
     assert len(content["blocks"]) == 9
     assert content["title"] == "Findings"
+
+
+def test_flush_stores_its_edits_as_one_row(sqlite_settings: Settings, tmp_path: Path) -> None:
+    # With no timed flush, the clean shutdown writes every edit in one flush.
+    slow = dataclasses.replace(sqlite_settings, report_flush_interval=3600)
+    server = ThreadServer(slow)
+    running = server.start()
+    report_id = new_report(running, tmp_path)
+
+    edit_and_close(running, report_id, *[f"paragraph {n}" for n in range(10)])
+    server.stop()
+    rows = stored_rows(sqlite_settings, "report_updates", report_id)
+    restarted = ThreadServer(sqlite_settings)
+    content = report_content(restarted.start(), report_id)
+    restarted.stop()
+
+    # The first row is the report's title, written when it was created.
+    assert rows == 2
+    assert [block["text"] for block in content["blocks"]] == [f"paragraph {n}" for n in range(10)]
