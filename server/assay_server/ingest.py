@@ -6,7 +6,6 @@ import asyncio
 import logging
 import math
 import re
-import secrets
 import time
 from typing import Any
 
@@ -16,7 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from assay import protocol
 from assay.protocol import ProtocolError
-from assay_server import history, metrics, runs
+from assay_server import history, logs, metrics, runs
 from assay_server.auth import User
 from assay_server.batch import Batch, decode_batch
 from assay_server.bus import event_fields
@@ -45,7 +44,7 @@ class IngestConnection:
         self.websocket = websocket
         self.context = context
         self.user = user
-        self.id = secrets.token_hex(4)
+        self.id = logs.connection_id()
         self.run: runs.AttachedRun | None = None
         self.session = 0
         self.metric_ids: dict[str, int] = {}

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from assay import protocol
 from assay.protocol import ProtocolError
-from assay_server import access, metrics, runs, schema
+from assay_server import access, logs, metrics, runs, schema
 from assay_server.api import context, error_response
 from assay_server.bus import BUS_ERRORS
 from assay_server.errors import AssayError, NotFound
@@ -63,7 +62,7 @@ class LiveConnection:
         self.share = share
         self.closer: asyncio.Task[None] | None = None
         self.subscriber = Subscriber(hub.queue_limit, hub.queue_bytes)
-        self.id = secrets.token_hex(4)
+        self.id = logs.connection_id()
         self.events = hub.bus.event_stream(project_id)
         self.watched: set[str] = set()
         # Control messages and stream entries come from two tasks; one send at a time.

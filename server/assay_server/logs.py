@@ -75,6 +75,16 @@ def current() -> dict[str, str]:
     return dict(_context.get() or {})
 
 
+def connection_id() -> str:
+    """Return the id ``LogContextMiddleware`` bound for this websocket, or a new one.
+
+    A socket's own log messages name it by this id, so they match the
+    ``connection`` field of every line logged while serving it.
+    """
+    bound = (_context.get() or {}).get("connection")
+    return bound if bound is not None else secrets.token_hex(4)
+
+
 def run_label(project: object, run_id: object) -> str | None:
     """Return ``project/run_id`` when both are valid names, as ingest logs them, else None."""
     if not isinstance(project, str) or not isinstance(run_id, str):

@@ -50,6 +50,8 @@ def test_json_lines_carry_ingest_ids(
     assert attached[0]["logger"] == "assay_server.ingest"
     assert attached[0]["run"] == f"logged/{run.id}"
     assert len(attached[0]["connection"]) == 8
+    # The message names the connection by the same id as the bound field.
+    assert f"ingest connection {attached[0]['connection']} attached" in attached[0]["message"]
     assert len(attached[0]["request"]) == 16
     assert len(finished) == 1
     assert finished[0]["connection"] == attached[0]["connection"]
@@ -228,3 +230,4 @@ def test_json_lines_carry_report_id(
     assert opened
     assert {entry.get("report") for entry in opened} == {report_id}
     assert all(len(entry["connection"]) == 8 for entry in opened)
+    assert all(f"connection {entry['connection']} " in entry["message"] for entry in opened)

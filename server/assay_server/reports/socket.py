@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from dataclasses import dataclass
 
@@ -13,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from assay_server import access, metrics
+from assay_server import access, logs, metrics
 from assay_server.api import context, error_response
 from assay_server.errors import AssayError
 from assay_server.reports import wire
@@ -50,7 +49,7 @@ class SocketPeer:
         else:
             self.user_name = "anonymous"
         self.read_only = not granted.can_edit
-        self.id = secrets.token_hex(4)
+        self.id = logs.connection_id()
         self.queue: asyncio.Queue[bytes | Close] = asyncio.Queue()
         self.closing = False
 
