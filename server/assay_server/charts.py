@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import orjson
+from pycrdt import Array
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
@@ -34,9 +35,11 @@ from assay_server import (
 )
 from assay_server.api import MAX_PAGE, context, int_param, respond
 from assay_server.downsample import MIN_SAMPLES, downsample
-from assay_server.errors import BadRequest, Forbidden
+from assay_server.errors import BadRequest, Forbidden, NotFound
 from assay_server.filters.tree import SummaryField
 from assay_server.history import Series
+from assay_server.reports import store as report_store
+from assay_server.reports.document import runset_spec
 
 #: At most this many runs per request; a chart with more lines is unreadable anyway.
 MAX_RUNS = 100
@@ -222,6 +225,8 @@ async def line_figure(request: Request) -> Response:
     granted = await access.project_access(request, allow_share=True)
     project = request.path_params["project"]
     spec = line_spec(request)
+    if request.query_params.get("report") is not None:
+        return await report_line_figure(request, granted, spec)
     if request.query_params.getlist("runsets"):
         if granted.scope is not None:
             raise Forbidden(
@@ -288,6 +293,74 @@ async def runset_line_figure(request: Request, project: str, spec: figures.LineS
         raise BadRequest(
             f"at most {runsets.MAX_RUNSETS} run sets per figure, got {len(runset_ids)}"
         )
+    async with context(request).db.reading() as db:
+        project_id = await runs.project_id(db, project)
+        documents = [
+            runsets.runset_document(await runsets.get_runset(db, project_id, runset_id))
+            for runset_id in runset_ids
+        ]
+    return await draw_runsets(request, project, spec, documents, None)
+
+
+async def report_line_figure(
+    request: Request, granted: access.ProjectAccess, spec: figures.LineSpec
+) -> Response:
+    """Return the figure of ``spec.key`` over the active run sets of one panel grid of a report.
+
+    ``report`` and ``grid`` (the grid block's id) name the grid. ``runs``,
+    when given, limits each run set to those runs, as the page draws them: a
+    frozen run set's members are the runs it kept.
+    """
+    report_id = request.query_params["report"]
+    grid_id = request.query_params.get("grid")
+    if not grid_id:
+        raise BadRequest("a report figure needs 'grid': the id of the panel-grid block")
+    if granted.scope is not None:
+        if report_id != granted.scope.report_id:
+            raise Forbidden(
+                f"this share link draws only its own report, not {report_id!r}",
+                code="outside_report",
+            )
+        for key in (spec.key, spec.x_key):
+            if key is not None and not granted.scope.allows_key(key):
+                raise Forbidden(
+                    f"this share link shows only the metrics its report draws, not {key!r}",
+                    code="outside_report",
+                )
+    async with context(request).db.reading() as db:
+        await report_store.find_report(db, report_id, granted.project_id)
+    doc = await request.app.state.reports.read_document(report_id)
+    block = next(
+        (
+            item
+            for item in doc.get("blocks", type=Array).to_py() or []
+            if isinstance(item, dict)
+            and item.get("type") == "panel_grid"
+            and item.get("id") == grid_id
+        ),
+        None,
+    )
+    if block is None:
+        raise NotFound(
+            f"report {report_id!r} has no panel grid {grid_id!r}", code="grid_not_found"
+        )
+    documents = [
+        runset_spec(run_set) for run_set in block.get("run_sets") or [] if run_set.get("active")
+    ]
+    chosen = request.query_params.getlist("runs")
+    return await draw_runsets(
+        request, granted.project, spec, documents, set(chosen) if chosen else None
+    )
+
+
+async def draw_runsets(
+    request: Request,
+    project: str,
+    spec: figures.LineSpec,
+    documents: list[dict[str, Any]],
+    allowed: set[str] | None,
+) -> Response:
+    """Return the figure of ``spec.key`` over run-set ``documents``, limited to ``allowed``."""
     samples = int_param(request, "samples", DEFAULT_SAMPLES, MIN_SAMPLES, MAX_SAMPLES)
     min_step, max_step = step_range(request)
     keys = [spec.key] if spec.x_key is None else [spec.key, spec.x_key]
@@ -295,18 +368,15 @@ async def runset_line_figure(request: Request, project: str, spec: figures.LineS
     # Each run's series is read once, even when several sets draw it.
     read: dict[str, tuple[dict[str, Any], dict[str, Series]]] = {}
     with_times = spec.x in (figures.X_TIME, figures.X_RELATIVE)
+    # A run read once serves every set that draws it, and a grouped set
+    # aggregates every point, so overviews serve only figures without one.
+    any_grouped = any(document["grouping"]["keys"] for document in documents)
+    overview = None if any_grouped else overview_samples(spec, samples)
     async with context(request).db.reading() as db:
-        project_id = await runs.project_id(db, project)
-        documents = [
-            runsets.runset_document(await runsets.get_runset(db, project_id, runset_id))
-            for runset_id in runset_ids
-        ]
-        # A run read once serves every set that draws it, and a grouped set
-        # aggregates every point, so overviews serve only figures without one.
-        any_grouped = any(document["grouping"]["keys"] for document in documents)
-        overview = None if any_grouped else overview_samples(spec, samples)
         for document in documents:
             members = await runset_members(db, project, document)
+            if allowed is not None:
+                members = [run for run in members if run["id"] in allowed]
             grouped = bool(document["grouping"]["keys"])
             chosen = members[: GROUPED_RUNS if grouped else LINES_PER_RUNSET]
             unread = [run for run in chosen if run["id"] not in read]

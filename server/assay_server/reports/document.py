@@ -15,6 +15,7 @@ from typing import Any
 
 from pycrdt import Array, Doc, Map, Text
 
+from assay_server import runset_shape
 from assay_server.errors import BadRequest
 from assay_server.layouts import check_layout
 
@@ -26,7 +27,6 @@ MAX_ID_LENGTH = 64
 MAX_TITLE_LENGTH = 500
 MAX_HEADING_LEVEL = 6
 RUN_SET_FIELDS = ("id", "name", "filter", "grouping", "sort", "colour", "active", "frozen")
-SORT_ORDERS = ("asc", "desc")
 
 
 class SchemaError(ValueError):
@@ -166,24 +166,51 @@ def check_run_set(run_set: Any, where: str, ids: set[str]) -> None:
         if not isinstance(values.get(name), bool):
             raise SchemaError(f"{where} {name!r} must be true or false, got {values.get(name)!r}")
     grouping = values.get("grouping")
-    if not isinstance(grouping, list) or not all(isinstance(k, str) for k in grouping):
-        raise SchemaError(f"{where} 'grouping' must be a list of config keys, got {grouping!r}")
+    if isinstance(grouping, list):
+        # The earlier form: a list of keys, aggregated by mean with a std band.
+        grouping = {"keys": grouping}
+    try:
+        runset_shape.check_grouping(grouping)
+    except BadRequest as exc:
+        raise SchemaError(f"{where} {exc.message}") from None
     check_sort(values.get("sort"), where)
 
 
 def check_sort(sort: Any, where: str) -> None:
     if sort is None:
         return
-    if (
-        not isinstance(sort, dict)
-        or set(sort) != {"key", "order"}
-        or not isinstance(sort["key"], str)
-        or sort["order"] not in SORT_ORDERS
-    ):
-        raise SchemaError(
-            f'{where} \'sort\' must be null or {{"key": string, "order": "asc" or '
-            f'"desc"}}, got {sort!r}'
-        )
+    if isinstance(sort, dict) and set(sort) == {"key", "order"}:
+        # The earlier form of {"field", "direction"}.
+        sort = {"field": sort["key"], "direction": sort["order"]}
+    try:
+        runset_shape.check_sort(sort)
+    except BadRequest as exc:
+        raise SchemaError(f"{where} {exc.message}") from None
+
+
+def runset_spec(run_set: dict[str, Any]) -> dict[str, Any]:
+    """Return a checked report run set in the workspace's model, earlier forms converted.
+
+    A null sort is the workspace's default, newest first.
+    """
+    grouping = run_set.get("grouping") or []
+    if isinstance(grouping, list):
+        grouping = {"keys": grouping}
+    sort = run_set.get("sort")
+    if sort is None:
+        sort = {"field": "created_at", "direction": "desc"}
+    elif set(sort) == {"key", "order"}:
+        sort = {"field": sort["key"], "direction": sort["order"]}
+    return {
+        "id": run_set["id"],
+        "name": run_set["name"],
+        "filter": run_set["filter"],
+        "grouping": runset_shape.check_grouping(grouping),
+        "sort": runset_shape.check_sort(sort),
+        "colour": run_set["colour"],
+        "active": run_set["active"],
+        "frozen": run_set["frozen"],
+    }
 
 
 def check_panels(panels: Array[Any], where: str) -> None:
