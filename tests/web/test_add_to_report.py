@@ -84,3 +84,40 @@ def test_panel_goes_to_new_report(
     assert page.locator(".block-markdown .rendered p .katex").count() == 1
     assert len(saved) == 1
     assert saved[0]["title"] == "Diverged runs at high learning rate"
+
+
+def test_grouped_run_set_carried_unchanged(
+    page: Page, sqlite_server: RunningServer, runs: dict[str, str]
+) -> None:
+    grouping = {"keys": ["config.lr"], "aggregate": "max", "band": "minmax"}
+    sort = {"field": "config.lr", "direction": "asc"}
+    with sqlite_server.client() as client:
+        created = client.post(
+            f"/api/v1/projects/{PROJECT}/runsets",
+            json={"name": "by lr", "grouping": grouping, "sort": sort},
+        )
+    assert created.status_code == 201, created.text
+    sign_in(page, sqlite_server, f"/projects/{PROJECT}")
+    page.wait_for_selector('.plot[data-key="loss"][data-revision]')
+    panel = page.locator('.panel[data-panel-type="line"]').first
+    panel.locator('button[data-action="add to report"]').click()
+    dialog = page.locator("dialog.add-to-report")
+    dialog.locator("input.report-title-input").fill("Grouped")
+    dialog.locator("button.confirm-add-to-report").click()
+    page.wait_for_url("**/reports/*")
+    page.wait_for_function(
+        """() => {
+            const plot = document.querySelector('.report-grid .plot[data-key="loss"]');
+            return (plot?.data ?? []).some((t) => String(t.uid).startsWith('group-'));
+        }"""
+    )
+    carried = document_json(page)["blocks"][0]["run_sets"][0]
+    uids = page.evaluate(
+        """() => document.querySelector('.report-grid .plot[data-key="loss"]')
+            .data.map((t) => t.uid)"""
+    )
+
+    assert carried["grouping"] == grouping
+    assert carried["sort"] == sort
+    assert carried["name"] == "by lr"
+    assert not any(uid.startswith("line-") for uid in uids)

@@ -85,6 +85,11 @@ def test_grid_edits_reach_other_editor(pages: list[Page], runs: dict[str, str]) 
     first.locator(".run-set input.run-set-filter").press("Enter")
     first.locator(".run-set input.run-set-active").check()
     wait_for_lines(second, [runs["wild"]])
+    # The figure reads the filter from the document at once, while the count
+    # waits for the server's next report_runs message.
+    second.wait_for_function(
+        "() => document.querySelector('.run-set .run-set-count').innerText === '1 runs'"
+    )
     panels = document_json(second)["blocks"][0]["panels"]
 
     assert unchecked is False

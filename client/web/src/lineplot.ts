@@ -22,6 +22,11 @@ export interface LineContext {
   runIds(): string[];
   /** The active run sets, in sidebar order; when there are any, they are drawn instead. */
   runsets(): string[];
+  /**
+   * In a report, the panel grid whose active run sets are drawn, and the runs
+   * they are limited to (the kept runs of frozen sets), or null for no limit.
+   */
+  reportGrid?(): { report: string; grid: string; runs: string[] | null };
   /** Metric keys that can serve as x. */
   keys(): string[];
   save(): void;
@@ -115,10 +120,17 @@ export class LinePanel implements PanelView {
     });
     if (o.log_x) query.set("log_x", "1");
     if (o.log_y) query.set("log_y", "1");
+    const grid = this.context.reportGrid?.();
     const runsets = this.context.runsets();
-    for (const id of runsets) query.append("runsets", id);
-    if (runsets.length === 0)
-      for (const runId of this.context.runIds()) query.append("runs", runId);
+    if (grid !== undefined) {
+      query.set("report", grid.report);
+      query.set("grid", grid.grid);
+      for (const runId of grid.runs ?? []) query.append("runs", runId);
+    } else {
+      for (const id of runsets) query.append("runsets", id);
+      if (runsets.length === 0)
+        for (const runId of this.context.runIds()) query.append("runs", runId);
+    }
     if (this.zoom) {
       query.set("min_step", String(this.zoom.min));
       query.set("max_step", String(this.zoom.max));

@@ -4,17 +4,38 @@ import type { PanelLayout, Value } from "./api";
 
 export type BlockType = "markdown" | "heading" | "panel_grid";
 
+/** A run set's grouping, the same model as a workspace run set's. */
+export interface Grouping {
+  keys: string[];
+  aggregate: string;
+  band: string;
+}
+
+/** A run set's sort, the same model as a workspace run set's. */
+export interface Sort {
+  field: string;
+  direction: "asc" | "desc";
+}
+
 export interface RunSet {
   id: string;
   name: string;
   /** Text in the run-set filter language. An empty filter selects every run. */
   filter: string;
-  grouping: string[];
-  sort: { key: string; order: "asc" | "desc" } | null;
+  grouping: Grouping;
+  /** Null for the default, newest first. */
+  sort: Sort | null;
   colour: string;
   active: boolean;
   frozen: boolean;
 }
+
+/** One line per run. */
+export const NO_GROUPING: Grouping = {
+  keys: [],
+  aggregate: "mean",
+  band: "std",
+};
 
 export type Block = Y.Map<unknown>;
 
@@ -82,7 +103,34 @@ export function panelGridBlock(
 }
 
 export function readRunSet(map: Y.Map<unknown>): RunSet {
-  return map.toJSON() as RunSet;
+  const stored = map.toJSON() as Record<string, unknown>;
+  return {
+    ...(stored as unknown as RunSet),
+    grouping: readGrouping(stored.grouping),
+    sort: readSort(stored.sort),
+  };
+}
+
+/** Read a grouping, also in the earlier form of a bare list of keys. */
+function readGrouping(value: unknown): Grouping {
+  if (Array.isArray(value)) return { ...NO_GROUPING, keys: value.map(String) };
+  if (value === null || typeof value !== "object") return { ...NO_GROUPING };
+  return { ...NO_GROUPING, ...(value as Partial<Grouping>) };
+}
+
+/** Read a sort, also in the earlier form of ``{key, order}``. */
+function readSort(value: unknown): Sort | null {
+  if (value === null || typeof value !== "object") return null;
+  const sort = value as Record<string, string>;
+  if ("key" in sort)
+    return {
+      field: sort.key ?? "",
+      direction: sort.order === "asc" ? "asc" : "desc",
+    };
+  return {
+    field: sort.field ?? "",
+    direction: sort.direction === "asc" ? "asc" : "desc",
+  };
 }
 
 export function readPanel(map: Y.Map<unknown>): PanelLayout {

@@ -18,11 +18,9 @@ import {
 import { fieldColumns } from "./runtable";
 import { RunSetBar, type RunSetStatus } from "./runsetbar";
 
-/** Line plots draw at most this many runs, as in the workspace. */
-const MAX_LINES = 20;
-
 export interface GridContext {
   project: string;
+  reportId: string;
   keys(): string[];
   readOnly: boolean;
   /** The run sets of a grid block by id, as the server last sent them, if it has. */
@@ -118,6 +116,17 @@ export class PanelGridBlock {
     this.drawRuns(changed);
   }
 
+  /**
+   * Return the runs of the active run sets when one of them is frozen, because
+   * the figure must draw the runs it kept. Return null when the filters decide.
+   */
+  private frozenLimit(): string[] | null {
+    const frozen = this.runSets
+      .toArray()
+      .some((map) => readRunSet(map).active && readRunSet(map).frozen);
+    return frozen ? this.runs().map((run) => run.id) : null;
+  }
+
   /** Fetch the data of every panel again, after the live socket subscribed. */
   refresh(): void {
     this.grid.views().forEach((view) => view.refresh());
@@ -204,12 +213,14 @@ export class PanelGridBlock {
       case "line":
         return new LinePanel(panel, {
           project: this.context.project,
-          runIds: () =>
-            runs()
-              .slice(0, MAX_LINES)
-              .map((run) => run.id),
+          runIds: () => runs().map((run) => run.id),
           // A report's run sets live in its document, not in the stored run sets.
           runsets: () => [],
+          reportGrid: () => ({
+            report: this.context.reportId,
+            grid: this.id,
+            runs: this.frozenLimit(),
+          }),
           keys: () => this.context.keys(),
           save,
           readOnly: this.context.readOnly,

@@ -249,6 +249,7 @@ export class ReportPage {
       if (!view) {
         view = new BlockView(block, {
           project: this.project,
+          reportId: this.reportId,
           // A share link may not list the project's metric keys, but it may
           // draw every metric the report draws already.
           keys: () =>

@@ -1,7 +1,13 @@
 // The run sets of a report's panel grid: toggle, rename, filter, freeze, add and remove.
 import * as Y from "yjs";
 import { h } from "./dom";
-import { newId, readRunSet, runSetMap, type RunSet } from "./reportdoc";
+import {
+  NO_GROUPING,
+  newId,
+  readRunSet,
+  runSetMap,
+  type RunSet,
+} from "./reportdoc";
 
 const COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
 
@@ -10,7 +16,7 @@ export function newRunSet(name: string, filter: string, index: number): RunSet {
     id: newId("s"),
     name,
     filter,
-    grouping: [],
+    grouping: { ...NO_GROUPING },
     sort: null,
     colour: COLOURS[index % COLOURS.length] ?? "#1f77b4",
     active: true,

@@ -73,8 +73,11 @@ export class RunTable {
     return this.search;
   }
 
-  sortOrder(): { key: string; order: "asc" | "desc" } {
-    return { key: this.sortColumn, order: this.descending ? "desc" : "asc" };
+  /** Return the table's sort as a run set's sort, in the filter language's field names. */
+  sortOrder(): { field: string; direction: "asc" | "desc" } {
+    const field =
+      this.sortColumn === "created" ? "created_at" : this.sortColumn;
+    return { field, direction: this.descending ? "desc" : "asc" };
   }
 
   /** The runs that match the search, in table order. */

@@ -217,8 +217,9 @@ export class Workspace {
     if (active.length > 0) {
       return active.map((runset, index) => ({
         ...newRunSet(runset.name, runset.filter, index),
-        grouping: runset.grouping.keys,
-        sort: { key: runset.sort.field, order: runset.sort.direction },
+        // The same model as the workspace's, so a report keeps it unchanged.
+        grouping: { ...runset.grouping, keys: [...runset.grouping.keys] },
+        sort: { ...runset.sort },
         colour: runset.colour,
       }));
     }
