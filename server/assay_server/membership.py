@@ -5,8 +5,9 @@ local browser watches, it keeps the project's runs in memory (``run_cache``)
 and one ``WatchedFilter`` per distinct filter, shared by every socket and run
 set that watch the same filter. A reader task follows the watched projects'
 event streams. On each event it updates the run, evaluates the run against
-each distinct filter once with ``filters.evaluate``, and hands the runs that
-entered or left to the watchers of the filters whose members changed.
+each distinct filter once, with the filter compiled by
+``filters.compile_predicate``, and hands the runs that entered or left to
+the watchers of the filters whose members changed.
 """
 
 from __future__ import annotations
@@ -66,8 +67,13 @@ class WatchedFilter:
             if isinstance(found.field, SummaryField) and found.field.statistic is not None
         )
 
+    @functools.cached_property
+    def predicate(self) -> filters.predicate.Predicate | None:
+        """Return the filter compiled once, as every run event evaluates it again."""
+        return None if self.node is None else filters.compile_predicate(self.node)
+
     def selects(self, cached: run_cache.CachedRun) -> bool:
-        return self.node is None or filters.evaluate(self.node, cached.run, cached.stats)
+        return self.predicate is None or self.predicate(cached.run, cached.stats)
 
 
 @dataclass(eq=False)

@@ -17,7 +17,7 @@ from assay_server.filters.errors import (
 )
 from assay_server.filters.formatter import format_filter
 from assay_server.filters.parser import MAX_FILTER_LENGTH, parse_filter
-from assay_server.filters.predicate import evaluate
+from assay_server.filters.predicate import compile_predicate, evaluate
 from assay_server.filters.sql import prepare_connection, to_sql
 from assay_server.filters.tree import Node
 
@@ -31,6 +31,7 @@ __all__ = [
     "RegexError",
     "UnknownFieldError",
     "check",
+    "compile_predicate",
     "evaluate",
     "format_filter",
     "parse_filter",

@@ -48,27 +48,66 @@ _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
+Predicate = Callable[[Mapping[str, Any], Stats], bool]
+
+
 def evaluate(node: Node, run: Mapping[str, Any], stats: Stats) -> bool:
     """Return whether ``node`` selects the run; ``node`` must pass ``check.check``."""
+    return compile_predicate(node)(run, stats)
+
+
+def compile_predicate(node: Node) -> Predicate:
+    """Return a function of a run and its statistics that evaluates ``node``.
+
+    The tree is walked once here rather than on every run, so a caller that
+    evaluates one filter over many runs compiles it once. (Nodes are not a
+    cache key: ``0``, ``0.0`` and ``false`` literals compare equal.)
+    """
     if isinstance(node, And):
-        return all(evaluate(operand, run, stats) for operand in node.operands)
+        operands = tuple(compile_predicate(operand) for operand in node.operands)
+        return lambda run, stats: all(operand(run, stats) for operand in operands)
     if isinstance(node, Or):
-        return any(evaluate(operand, run, stats) for operand in node.operands)
+        operands = tuple(compile_predicate(operand) for operand in node.operands)
+        return lambda run, stats: any(operand(run, stats) for operand in operands)
     if isinstance(node, Not):
-        return not evaluate(node.operand, run, stats)
-    value = field_value(node.field, run, stats)
+        inner = compile_predicate(node.operand)
+        return lambda run, stats: not inner(run, stats)
+    read = _reader(node.field)
     if isinstance(node, Comparison):
-        return _compare(value, node.operator, node.value)
+        compare, literal = _OPERATORS[node.operator], node.value
+        return lambda run, stats: _compare_with(read(run, stats), compare, literal)
     if isinstance(node, Membership):
-        return _membership(value, node.values, node.negated)
+        values, negated = node.values, node.negated
+        return lambda run, stats: _membership(read(run, stats), values, negated)
     if isinstance(node, Contains):
-        return _contains(value, node.value)
+        literal = node.value
+        return lambda run, stats: _contains(read(run, stats), literal)
     if isinstance(node, Match):
-        return _match(value, node.pattern)
+        pattern = node.pattern
+        return lambda run, stats: _match(read(run, stats), pattern)
     if isinstance(node, Is):
-        return _value_class(value, node.value_class)
+        value_class = node.value_class
+        return lambda run, stats: _value_class(read(run, stats), value_class)
     assert isinstance(node, Exists)
-    return value is not MISSING
+    return lambda run, stats: read(run, stats) is not MISSING
+
+
+def _reader(field: Field) -> Callable[[Mapping[str, Any], Stats], Any]:
+    """Return a function that reads ``field`` from a run, as ``field_value`` does."""
+    if isinstance(field, MetadataField):
+        name = field.name
+        return lambda run, stats: run[name]
+    if isinstance(field, ConfigField):
+        return lambda run, stats: field_value(field, run, stats)
+    metric, statistic = field.metric, field.statistic
+    if statistic is None:
+        return lambda run, stats: run["summary"].get(metric, MISSING)
+
+    def read_statistic(run: Mapping[str, Any], stats: Stats) -> Any:
+        found = stats.get(metric)
+        return MISSING if found is None else found[statistic]
+
+    return read_statistic
 
 
 def field_value(field: Field, run: Mapping[str, Any], stats: Stats) -> Any:
@@ -108,8 +147,12 @@ def _typed(value: Any, literal: Literal) -> tuple[Any, Any]:
 
 
 def _compare(value: Any, operator_text: str, literal: Literal) -> bool:
+    return _compare_with(value, _OPERATORS[operator_text], literal)
+
+
+def _compare_with(value: Any, compare: Callable[[Any, Any], bool], literal: Literal) -> bool:
     typed, expected = _typed(value, literal)
-    return typed is not None and _OPERATORS[operator_text](typed, expected)
+    return typed is not None and compare(typed, expected)
 
 
 def _membership(value: Any, values: tuple[Literal, ...], negated: bool) -> bool:
