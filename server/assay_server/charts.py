@@ -84,12 +84,7 @@ async def check_shared_runs(
     request: Request, scope: access.ReportScope, spec: figures.LineSpec
 ) -> None:
     """Raise ``Forbidden`` unless a share link's report draws the metrics and runs requested."""
-    for key in (spec.key, spec.x_key):
-        if key is not None and not scope.allows_key(key):
-            raise Forbidden(
-                f"this share link shows only the metrics its report draws, not {key!r}",
-                code="outside_report",
-            )
+    check_shared_keys(scope, spec)
     run_ids = set(request.query_params.getlist("runs"))
     if not run_ids:
         raise BadRequest("a share link's figure needs 'runs': the ids of the runs to draw")
@@ -103,6 +98,16 @@ async def check_shared_runs(
             f"this share link shows only the runs of its report's run sets, not {outside[0]!r}",
             code="outside_report",
         )
+
+
+def check_shared_keys(scope: access.ReportScope, spec: figures.LineSpec) -> None:
+    """Raise ``Forbidden`` unless a share link's report draws the figure's metrics."""
+    for key in (spec.key, spec.x_key):
+        if key is not None and not scope.allows_key(key):
+            raise Forbidden(
+                f"this share link shows only the metrics its report draws, not {key!r}",
+                code="outside_report",
+            )
 
 
 async def run_pks(db: AsyncConnection, project: str, run_ids: list[str]) -> dict[str, int]:
@@ -240,7 +245,6 @@ async def line_figure(request: Request) -> Response:
     samples = int_param(request, "samples", DEFAULT_SAMPLES, MIN_SAMPLES, MAX_SAMPLES)
     min_step, max_step = step_range(request)
     keys = [spec.key] if spec.x_key is None else [spec.key, spec.x_key]
-    lines: list[figures.RunLine] = []
     async with context(request).db.reading() as db:
         chosen = await chosen_runs(db, project, request.query_params.getlist("runs"), DEFAULT_RUNS)
         pks = await run_pks(db, project, [run["id"] for run in chosen])
@@ -254,16 +258,7 @@ async def line_figure(request: Request) -> Response:
             with_times=with_times,
             samples=overview_samples(spec, samples),
         )
-        for run in chosen:
-            found = every_run.get(pks[run["id"]], {})
-            main = found.get(spec.key)
-            lines.append(
-                figures.RunLine(
-                    run,
-                    None if main is None else sampled(main, samples),
-                    None if spec.x_key is None else found.get(spec.x_key),
-                )
-            )
+        lines = [run_line(run, every_run.get(pks[run["id"]], {}), spec, samples) for run in chosen]
     document = {
         "figure": figures.line_figure(lines, spec),
         "runs": {
@@ -321,12 +316,7 @@ async def report_line_figure(
                 f"this share link draws only its own report, not {report_id!r}",
                 code="outside_report",
             )
-        for key in (spec.key, spec.x_key):
-            if key is not None and not granted.scope.allows_key(key):
-                raise Forbidden(
-                    f"this share link shows only the metrics its report draws, not {key!r}",
-                    code="outside_report",
-                )
+        check_shared_keys(granted.scope, spec)
     async with context(request).db.reading() as db:
         await report_store.find_report(db, report_id, granted.project_id)
     doc = await request.app.state.reports.read_document(report_id)

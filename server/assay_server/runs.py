@@ -143,20 +143,28 @@ async def attach_run(
             "pass resume='allow' or resume='must' to continue it, or choose another id",
             code="run_exists",
         )
-    if existing.session == spec.session and existing.state in (FINISHED, FAILED):
-        # This session has already finished the run, so the hello comes from a
-        # connection its SDK gave up on, or from an SDK resending a finish
-        # whose reply it lost. Reviving the run here would undo the finish.
-        return AttachedRun(
-            existing.pk,
-            project_id,
-            spec.project,
-            spec.run_id,
-            False,
-            existing.state,
-            int(existing.next_step),
-            existing.state,
-        )
+    # A session that has already finished the run sends a hello only from a
+    # connection its SDK gave up on, or to resend a finish whose reply it lost.
+    # Reviving the run then would undo the finish.
+    ended = existing.session == spec.session and existing.state in (FINISHED, FAILED)
+    if not ended:
+        await _resume(connection, existing, spec, now)
+    return AttachedRun(
+        existing.pk,
+        project_id,
+        spec.project,
+        spec.run_id,
+        False,
+        existing.state,
+        int(existing.next_step),
+        existing.state if ended else RUNNING,
+    )
+
+
+async def _resume(
+    connection: AsyncConnection, existing: Row[Any], spec: RunSpec, now: float
+) -> None:
+    """Set an existing run running again, merging the hello's config and metadata."""
     changes: dict[str, Any] = {"state": RUNNING, "heartbeat_at": now, "session": spec.session}
     changes.update(
         finished_at=None,
@@ -173,15 +181,6 @@ async def attach_run(
         changes["notes"] = spec.notes
     await connection.execute(
         update(schema.runs).where(schema.runs.c.pk == existing.pk).values(**changes)
-    )
-    return AttachedRun(
-        existing.pk,
-        project_id,
-        spec.project,
-        spec.run_id,
-        False,
-        existing.state,
-        int(existing.next_step),
     )
 
 

@@ -101,25 +101,16 @@ special = st.sampled_from([math.nan, math.inf, -math.inf])
 values = st.one_of(st.floats(-1e6, 1e6), special)
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    points=st.lists(st.tuples(values, kinds), min_size=1, max_size=600),
-    samples=st.integers(MIN_SAMPLES, 120),
-)
-def test_downsample_keeps_extremes_and_specials(
-    points: list[tuple[float, int]], samples: int
-) -> None:
+def point_arrays(points: list[tuple[float, int]]) -> tuple[Any, Any]:
+    """Return the payloads and kinds of generated points; integer payloads are whole."""
     payload = np.array([0.0 if kind == 1 else value for value, kind in points])
     kind_array = np.array([kind for _, kind in points], dtype=np.uint8)
     payload[kind_array == 2] = np.round(np.nan_to_num(payload[kind_array == 2]))
+    return payload, kind_array
 
-    keep = downsample(payload, kind_array, samples)
-    kept = set(keep.tolist())
 
-    assert len(keep) <= max(samples, len(points) if len(points) <= samples else samples)
-    assert keep.tolist() == sorted(kept)
-    assert 0 in kept
-    assert len(points) - 1 in kept
+def assert_extremes_and_specials_kept(payload: Any, kind_array: Any, keep: Any) -> None:
+    """Check that ``keep`` has the extremes and one point of each non-finite kind present."""
     ordered = ~((kind_array == 0) & np.isnan(payload)) & (kind_array != 1)
     if ordered.any():
         assert payload[keep][ordered[keep]].min() == payload[ordered].min()
@@ -131,6 +122,26 @@ def test_downsample_keeps_extremes_and_specials(
         kind_array == 1,
     ):
         assert mask[keep].any() == mask.any()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    points=st.lists(st.tuples(values, kinds), min_size=1, max_size=600),
+    samples=st.integers(MIN_SAMPLES, 120),
+)
+def test_downsample_keeps_extremes_and_specials(
+    points: list[tuple[float, int]], samples: int
+) -> None:
+    payload, kind_array = point_arrays(points)
+
+    keep = downsample(payload, kind_array, samples)
+    kept = set(keep.tolist())
+
+    assert len(keep) <= max(samples, len(points) if len(points) <= samples else samples)
+    assert keep.tolist() == sorted(kept)
+    assert 0 in kept
+    assert len(points) - 1 in kept
+    assert_extremes_and_specials_kept(payload, kind_array, keep)
 
 
 def test_buckets_keep_their_own_extremes() -> None:
@@ -196,9 +207,7 @@ def test_downsample_keeps_spike_in_long_series() -> None:
 def test_overview_then_downsample_keeps_extremes(
     points: list[tuple[float, int]], samples: int
 ) -> None:
-    payload = np.array([0.0 if kind == 1 else value for value, kind in points])
-    kind_array = np.array([kind for _, kind in points], dtype=np.uint8)
-    payload[kind_array == 2] = np.round(np.nan_to_num(payload[kind_array == 2]))
+    payload, kind_array = point_arrays(points)
 
     summary = overview(payload, kind_array, history.OVERVIEW_BUCKET)
     keep = summary[downsample(payload[summary], kind_array[summary], samples)]
@@ -207,17 +216,7 @@ def test_overview_then_downsample_keeps_extremes(
     assert len(keep) <= samples or len(keep) == len(summary)
     assert keep[0] == 0
     assert keep[-1] == len(points) - 1
-    ordered = ~((kind_array == 0) & np.isnan(payload)) & (kind_array != 1)
-    if ordered.any():
-        assert payload[keep][ordered[keep]].min() == payload[ordered].min()
-        assert payload[keep][ordered[keep]].max() == payload[ordered].max()
-    for mask in (
-        (kind_array == 0) & np.isnan(payload),
-        (kind_array == 0) & (payload == math.inf),
-        (kind_array == 0) & (payload == -math.inf),
-        kind_array == 1,
-    ):
-        assert mask[keep].any() == mask.any()
+    assert_extremes_and_specials_kept(payload, kind_array, keep)
 
 
 def long_rows(first: int, count: int) -> list[Any]:
