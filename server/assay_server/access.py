@@ -1,10 +1,10 @@
-"""Who may do what: project roles, public projects and report share links.
+"""Access rules: project roles, public projects and report share links.
 
-Every route asks ``project_access`` (or ``report_access``) for the role it
+Every route calls ``project_access`` (or ``report_access``) for the role it
 needs before it reads or writes anything. A user's role in a project is
 ``admin`` for server admins and the project's owner, else the role of their
 ``project_members`` row. A public project gives everyone, signed in or not,
-the ``viewer`` role. A private project that the caller cannot see answers
+the ``viewer`` role. A private project that the caller cannot see returns
 ``404 project_not_found``, exactly as a missing one does, so names cannot be
 probed.
 
@@ -73,7 +73,7 @@ class ShareGrant:
 
 @dataclass(frozen=True)
 class ReportScope:
-    """What a share link exposes of its project: the report's run sets and the fields drawn.
+    """The part of a project a share link exposes: the report's run sets and the fields drawn.
 
     ``filters`` are the run-set filter texts of the report's panel grids.
     ``fields`` are the names its panels, groupings and sorts refer to, bare
@@ -251,8 +251,8 @@ async def project_access(
     """Authenticate the request and check its role in the path's ``project``.
 
     With ``allow_share``, a share link of a report in the project grants
-    viewing, narrowed to that report's ``scope``; without it, a share link is
-    rejected, since it opens nothing else of the project.
+    viewing, narrowed to that report's ``scope``. Without it, a share link is
+    rejected, because it opens nothing else of the project.
     """
     name = project if project is not None else connection.path_params["project"]
     grant = await share_grant(connection)

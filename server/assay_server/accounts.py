@@ -3,7 +3,7 @@
 Hashing or verifying a password takes 64 MiB of memory and much CPU time by
 design: 0.2 to 0.5 s each with argon2-cffi 25.1's defaults, measured on a
 busy two-core machine. Both run on a small thread pool of their own, off the
-event loop, so a burst of sign-ins queues there and holds at most
+event loop, so a burst of sign-ins queues there and uses at most
 ``HASH_WORKERS`` times 64 MiB.
 """
 

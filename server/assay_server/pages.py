@@ -88,7 +88,7 @@ async def check_page_access(request: Request) -> None:
     """Raise ``Unauthorized`` unless the caller may open the page.
 
     A report page opens with a valid share link, and a project's pages open
-    for anyone when the project is public; every other page needs a user.
+    for anyone when the project is public. Every other page needs a user.
     """
     if request.query_params.get(access.SHARE_PARAM) is not None:
         report_id = request.path_params.get("report_id")

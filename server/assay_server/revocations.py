@@ -52,7 +52,7 @@ class Revocations:
         self.reader = asyncio.create_task(self._read_forever(subscribed))
 
     def register(self, share_id: str, close: CloseSocket) -> CloseSocket:
-        """Remember a socket of ``share_id``; return the function that forgets it again."""
+        """Remember a socket of ``share_id``; return the function that removes it again."""
         closers = self.sockets.setdefault(share_id, set())
         closers.add(close)
 

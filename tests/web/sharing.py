@@ -35,7 +35,7 @@ def build_grid_report(browser: Browser, server: RunningServer, title: str) -> st
     editor.click("button.add-block:text('Add panel grid')")
     editor.wait_for_selector(".run-set input.run-set-filter")
     # The filter is set in the page's Y.Doc, as a peer's edit arrives, because
-    # these tests are about sharing; typing into the run-set bar has its own tests.
+    # these tests are about sharing. Typing into the run-set bar has its own tests.
     editor.evaluate(
         """(filter) => window.assayReport.doc.getArray('blocks').get(0)
             .get('run_sets').get(0).set('filter', filter)""",

@@ -110,7 +110,8 @@ def test_dialog_shows_revoke_error_inline(editor: Page, sqlite_server: RunningSe
 
 def test_copy_failure_leaves_link_selected(editor: Page) -> None:
     editor.context.clear_permissions()
-    # Without clipboard access, writeText rejects; the page must say so and select the link.
+    # Without clipboard access, writeText rejects, so the page must show an error and
+    # select the link.
     editor.evaluate(
         "() => { navigator.clipboard.writeText = () => Promise.reject(new Error('denied')); }"
     )

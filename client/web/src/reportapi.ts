@@ -30,7 +30,7 @@ const reports = (project: string): string =>
 const report = (project: string, id: string): string =>
   `${reports(project)}/${encodeURIComponent(id)}`;
 
-/** Send a JSON request and return its parsed answer; raise ``ApiError`` with the server's message. */
+/** Send a JSON request and return its parsed response; raise ``ApiError`` with the server's message. */
 export async function send<T>(
   path: string,
   method: string,

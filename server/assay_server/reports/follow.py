@@ -299,9 +299,9 @@ class ReportFollow:
                 key = watch_key(block_id, runset_id)
                 if not spec.frozen:
                     continue
-                kept = self.frozen.get(key)
-                if kept is not None and kept[0] == spec.filter:
-                    frozen[key] = kept
+                earlier = self.frozen.get(key)
+                if earlier is not None and earlier[0] == spec.filter:
+                    frozen[key] = earlier
                 else:
                     frozen[key] = (spec.filter, members.get(key, []))
         self.frozen = frozen
@@ -318,11 +318,11 @@ class ReportFollow:
             entries: dict[str, Any] = {}
             for runset_id, spec in specs.items():
                 key = watch_key(block_id, runset_id)
-                kept = self.frozen.get(key)
+                frozen_at = self.frozen.get(key)
                 entries[runset_id] = {
                     "filter": spec.filter,
                     "frozen": spec.frozen,
-                    "members": kept[1] if kept is not None else current.get(key, []),
+                    "members": frozen_at[1] if frozen_at is not None else current.get(key, []),
                     "error": self.errors.get(key),
                 }
             grids[block_id] = entries

@@ -256,7 +256,7 @@ class Room:
         """Apply a frame another instance accepted: send it on, and store what was new here.
 
         Storing it here too means the update survives when the instance that
-        accepted it crashes before its flush; the log then holds a copy per
+        accepted it crashes before its flush. The log then contains a copy per
         instance until compaction folds them into the snapshot.
         """
         message = wire.decode(frame)

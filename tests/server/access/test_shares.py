@@ -156,7 +156,7 @@ def test_view_link_cannot_change_document(
     viewer.type_line("vandal text")
     assert viewer.next_event() == {"event": "sent"}
     denied = viewer.next_event()
-    # A second editor that joins now sees the editor's text but never the viewer's.
+    # A second editor that joins now receives the editor's text but never the viewer's.
     reader = node_clients("read", yjs_url(server), report_id, server.api_key, "editor", "5000")
     seen = reader.next_event()
 

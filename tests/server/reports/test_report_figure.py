@@ -116,13 +116,13 @@ def test_grid_figure_limited_to_runs(
 ) -> None:
     report_id, editor = report
     add(server, report_id, editor, grid(run_set("kept", [], frozen=True)))
-    kept = [sweep["lr0.1-s0"], sweep["lr1.0-s1"]]
+    frozen_members = [sweep["lr0.1-s0"], sweep["lr1.0-s1"]]
 
     with server.client() as client:
-        body = figure(client, report=report_id, grid="g1", runs=kept).json()
+        body = figure(client, report=report_id, grid="g1", runs=frozen_members).json()
 
     assert body["runsets"]["kept"]["members"] == 2
-    assert sorted(body["runs"]) == sorted(kept)
+    assert sorted(body["runs"]) == sorted(frozen_members)
 
 
 def test_inactive_run_set_not_drawn(server: RunningServer, report: tuple[str, YClient]) -> None:
