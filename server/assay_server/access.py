@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pycrdt import Array, Doc
 from sqlalchemy import ColumnElement, or_, select
@@ -28,10 +28,12 @@ from starlette.requests import HTTPConnection
 
 from assay_server import schema, sessions
 from assay_server.auth import User, authenticate, bearer_token, hash_key
-from assay_server.context import ServerContext
 from assay_server.errors import Forbidden, NotFound, Unauthorized
 from assay_server.figures import X_METRIC_PREFIX
 from assay_server.reports.tables import report_shares, reports
+
+if TYPE_CHECKING:
+    from assay_server.context import ServerContext
 
 #: The query parameter that carries a share-link token.
 SHARE_PARAM = "share"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
+from assay_server.batch_store import BatchWrite, StoredBatch, store_batches
 from assay_server.bus import Bus
 from assay_server.database import Database
 from assay_server.settings import Settings
@@ -15,9 +17,10 @@ class ServerContext:
     settings: Settings
     db: Database
     bus: Bus
-    writer: GroupWriter = field(init=False)
+    writer: GroupWriter[BatchWrite, StoredBatch | None] = field(init=False)
 
     def __post_init__(self) -> None:
         # SQLite takes one writer at a time; PostgreSQL runs a few groups side by side.
         concurrency = 1 if self.db.is_sqlite else max(1, self.settings.db_pool_size // 4)
-        self.writer = GroupWriter(self.db, concurrency)
+        write_group = partial(store_batches, is_sqlite=self.db.is_sqlite)
+        self.writer = GroupWriter(self.db, write_group, concurrency)

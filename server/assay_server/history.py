@@ -118,33 +118,68 @@ async def claim_batch(
     connection: AsyncConnection, run_pk: int, session: int, seq: int, is_sqlite: bool
 ) -> bool:
     """Record a batch number; False when it was stored before and must be skipped."""
+    return bool(await claim_batches(connection, [(run_pk, session, seq)], is_sqlite))
+
+
+async def claim_batches(
+    connection: AsyncConnection, keys: Sequence[tuple[int, int, int]], is_sqlite: bool
+) -> set[tuple[int, int, int]]:
+    """Record ``(run_pk, session, seq)`` batch numbers in one statement.
+
+    Returns the keys recorded now. A key stored before, or listed twice, is
+    returned at most once, and its batch must be skipped.
+    """
+    if not keys:
+        return set()
+    stored_at = time.time()
+    b = schema.batches.c
+    # An executemany with RETURNING runs as one multi-row INSERT per chunk of
+    # rows ("insertmanyvalues"), compiled once rather than for every group size.
     result = await connection.execute(
-        insert_or_ignore(schema.batches, is_sqlite).values(
-            run_pk=run_pk, session=session, seq=seq, stored_at=time.time()
-        )
+        insert_or_ignore(schema.batches, is_sqlite).returning(b.run_pk, b.session, b.seq),
+        [
+            {"run_pk": run_pk, "session": session, "seq": seq, "stored_at": stored_at}
+            for run_pk, session, seq in keys
+        ],
     )
-    return bool(result.rowcount)
+    return {(row.run_pk, row.session, row.seq) for row in result}
 
 
 async def write_batch(
     connection: AsyncConnection, run_pk: int, batch: Batch, metric_ids: dict[str, int]
 ) -> None:
     """Store the columns of a claimed batch and fold them into each metric's summary."""
-    if not batch.columns:
-        return
-    await connection.execute(
-        schema.chunks.insert(), [_chunk_row(metric_ids[c.key], c) for c in batch.columns]
-    )
-    await connection.execute(
-        _SUMMARY_UPDATE, [_summary_params(metric_ids[c.key], c) for c in batch.columns]
-    )
-    if batch.max_step is not None:
-        next_step = batch.max_step + 1
+    await write_batches(connection, [(run_pk, batch, metric_ids)])
+
+
+async def write_batches(
+    connection: AsyncConnection, batches: Sequence[tuple[int, Batch, dict[str, int]]]
+) -> None:
+    """Store claimed batches of any runs with one statement per table.
+
+    Each entry is a run's primary key, its batch and the metric ids of the
+    batch's keys. Entries are applied in order, so two batches of one metric
+    fold into its summary as two writes one after the other would.
+    """
+    columns = [
+        (metric_ids[column.key], column)
+        for _, batch, metric_ids in batches
+        for column in batch.columns
+    ]
+    if columns:
         await connection.execute(
-            update(schema.runs)
-            .where(schema.runs.c.pk == run_pk, schema.runs.c.next_step < next_step)
-            .values(next_step=next_step)
+            schema.chunks.insert(), [_chunk_row(metric_id, c) for metric_id, c in columns]
         )
+        await connection.execute(
+            _SUMMARY_UPDATE, [_summary_params(metric_id, c) for metric_id, c in columns]
+        )
+    next_steps = [
+        {"target_pk": run_pk, "next": batch.max_step + 1}
+        for run_pk, batch, _ in batches
+        if batch.max_step is not None
+    ]
+    if next_steps:
+        await connection.execute(_NEXT_STEP_UPDATE, next_steps)
 
 
 def _typed(name: str) -> Any:
@@ -177,6 +212,13 @@ _SUMMARY_UPDATE = (
         has_inf=_m.has_inf | bindparam("inf"),
         has_null=_m.has_null | bindparam("null"),
     )
+)
+
+
+_NEXT_STEP_UPDATE = (
+    update(schema.runs)
+    .where(schema.runs.c.pk == bindparam("target_pk"), schema.runs.c.next_step < bindparam("next"))
+    .values(next_step=bindparam("next"))
 )
 
 

@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from assay import protocol
@@ -18,6 +17,7 @@ from assay.protocol import ProtocolError
 from assay_server import history, logs, metrics, runs
 from assay_server.auth import User
 from assay_server.batch import Batch, decode_batch
+from assay_server.batch_store import BatchWrite
 from assay_server.bus import event_fields
 from assay_server.context import ServerContext
 from assay_server.errors import AssayError
@@ -189,37 +189,21 @@ class IngestConnection:
     async def _store(self, batch: Batch) -> bool:
         assert self.run is not None
         run = self.run
-        is_sqlite = self.context.db.is_sqlite
         started = time.monotonic()
         touch = started - self.touched_at >= self.touch_interval
-
-        async def write(connection: AsyncConnection) -> tuple[dict[str, int], str | None] | None:
-            # Runs inside a shared transaction that may be retried, so it
-            # changes nothing on this connection until the commit.
-            if not await history.claim_batch(
-                connection, run.pk, self.session, batch.seq, is_sqlite
-            ):
-                return None
-            metric_ids = dict(self.metric_ids)
-            missing = [c.key for c in batch.columns if c.key not in metric_ids]
-            if missing:
-                metric_ids.update(
-                    await history.ensure_metrics(connection, run.pk, missing, is_sqlite)
-                )
-            await history.write_batch(connection, run.pk, batch, metric_ids)
-            if batch.config or batch.summary:
-                await runs.merge_documents(connection, run.pk, batch.config, batch.summary)
-            return metric_ids, await runs.touch(connection, run.pk) if touch else None
-
-        written = await self.context.writer.write(write)
-        if written is None:
+        # The write is plain data, and the connection's state changes only
+        # after the commit, because a failed group is written again alone.
+        stored = await self.context.writer.write(
+            BatchWrite(run.pk, self.session, batch, self.metric_ids, touch)
+        )
+        if stored is None:
             log.debug("batch %s of run %s was stored before", batch.seq, run.run_id)
             return False
-        self.metric_ids, revived = written
+        self.metric_ids = stored.metric_ids
         if touch:
             self.touched_at = started
-        if revived:
-            await self._publish_state(revived)
+        if stored.revived:
+            await self._publish_state(stored.revived)
         log.debug("stored batch %s of run %s: %s points", batch.seq, run.run_id, batch.point_count)
         return True
 

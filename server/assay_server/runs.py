@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,14 +186,25 @@ async def _resume(
 
 async def touch(connection: AsyncConnection, run_pk: int) -> str | None:
     """Record a heartbeat; return the previous state when this revives a crashed run."""
-    state = await connection.scalar(select(schema.runs.c.state).where(schema.runs.c.pk == run_pk))
-    values: dict[str, Any] = {"heartbeat_at": time.time()}
-    if state == CRASHED:
-        values["state"] = RUNNING
-    await connection.execute(
-        update(schema.runs).where(schema.runs.c.pk == run_pk).values(**values)
+    return CRASHED if await touch_many(connection, [run_pk]) else None
+
+
+async def touch_many(connection: AsyncConnection, run_pks: Sequence[int]) -> set[int]:
+    """Record a heartbeat for each run; return the runs this revives from crashed."""
+    if not run_pks:
+        return set()
+    pk = schema.runs.c.pk
+    revived = await connection.execute(
+        update(schema.runs)
+        .where(pk.in_(run_pks), schema.runs.c.state == CRASHED)
+        .values(state=RUNNING)
+        .returning(pk)
     )
-    return state if state == CRASHED else None
+    revived_pks = set(revived.scalars())
+    await connection.execute(
+        update(schema.runs).where(pk.in_(run_pks)).values(heartbeat_at=time.time())
+    )
+    return revived_pks
 
 
 async def finish_run(

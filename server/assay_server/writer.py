@@ -1,14 +1,15 @@
-"""Group commit: the ingest connections' write jobs share transactions.
+"""Group commit: the ingest connections' writes share transactions.
 
 Each stored batch used to be a transaction of its own, so a hundred runs
 logging ten steps a second meant a thousand commits a second, and on SQLite
-those queue up behind one write lock. ``GroupWriter`` collects the jobs that
-arrive while a transaction is running and runs them together in the next one.
+those queue up behind one write lock. ``GroupWriter`` collects the items that
+arrive while a transaction is running and hands them together to one call of
+its ``write_group`` function in the next one, which can then write them with
+one statement per table instead of a few statements per item.
 
-A job is a coroutine function of the connection. It may run twice: when a
-shared transaction fails, every job in it runs again alone, so that one bad
-batch cannot fail the others. Jobs must therefore change nothing outside the
-database until their result comes back.
+Items are plain data. ``write_group`` may see an item twice: when a shared
+transaction fails, every item in it is written again alone, so that one bad
+batch cannot fail the others.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -25,31 +26,44 @@ from assay_server.database import Database
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-Job = Callable[[AsyncConnection], Awaitable[Any]]
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+WriteGroup = Callable[[AsyncConnection, Sequence[Item]], Awaitable[Sequence[Result]]]
 
-#: The maximum number of jobs in one transaction; more wait for the next.
-MAX_JOBS = 256
+#: The maximum number of items in one transaction; more wait for the next.
+MAX_ITEMS = 256
 
 
-class GroupWriter:
-    """Runs write jobs in shared transactions, ``concurrency`` transactions at a time."""
+class GroupWriter(Generic[Item, Result]):
+    """Writes items in shared transactions, ``concurrency`` transactions at a time.
 
-    def __init__(self, db: Database, concurrency: int = 1, max_jobs: int = MAX_JOBS) -> None:
+    ``write_group(connection, items)`` writes a list of items inside an open
+    transaction and returns one result per item, in order.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        write_group: WriteGroup[Item, Result],
+        concurrency: int = 1,
+        max_items: int = MAX_ITEMS,
+    ) -> None:
         self.db = db
+        self.write_group = write_group
         self.concurrency = concurrency
-        self.max_jobs = max_jobs
-        self.pending: list[tuple[Job, asyncio.Future[Any]]] = []
+        self.max_items = max_items
+        self.pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self.arrived = asyncio.Event()
         self.workers: list[asyncio.Task[None]] = []
 
-    async def write(self, job: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run ``job`` in a committed transaction and return its result.
+    async def write(self, item: Item) -> Result:
+        """Write ``item`` in a committed transaction and return its result.
 
-        Raises what the job raised, or the database error, when it failed alone.
+        Raises what ``write_group`` raised, or the database error, when the
+        item failed alone.
         """
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self.pending.append((job, future))
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self.pending.append((item, future))
         self.arrived.set()
         self._start_workers()
         return await future
@@ -76,8 +90,8 @@ class GroupWriter:
                 self.arrived.clear()
                 await self.arrived.wait()
                 continue
-            group = self.pending[: self.max_jobs]
-            del self.pending[: self.max_jobs]
+            group = self.pending[: self.max_items]
+            del self.pending[: self.max_items]
             try:
                 await self._run_group(group)
             except asyncio.CancelledError:
@@ -85,10 +99,11 @@ class GroupWriter:
                     future.cancel()
                 raise
 
-    async def _run_group(self, group: list[tuple[Job, asyncio.Future[Any]]]) -> None:
+    async def _run_group(self, group: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        items = [item for item, _ in group]
         try:
             async with self.db.transaction() as connection:
-                results = [await job(connection) for job, _ in group]
+                results = await self.write_group(connection, items)
         except Exception as exc:
             if len(group) == 1:
                 _settle(group[0][1], exception=exc)
@@ -96,16 +111,16 @@ class GroupWriter:
             log.warning(
                 "a shared transaction of %d writes failed; retrying each alone", len(group)
             )
-            for job, future in group:
-                await self._run_alone(job, future)
+            for item, future in group:
+                await self._run_alone(item, future)
             return
         for (_, future), result in zip(group, results, strict=True):
             _settle(future, result)
 
-    async def _run_alone(self, job: Job, future: asyncio.Future[Any]) -> None:
+    async def _run_alone(self, item: Item, future: asyncio.Future[Result]) -> None:
         try:
             async with self.db.transaction() as connection:
-                result = await job(connection)
+                (result,) = await self.write_group(connection, [item])
         except Exception as exc:
             _settle(future, exception=exc)
             return
