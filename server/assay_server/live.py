@@ -59,6 +59,8 @@ class Subscriber:
         self.queued_bytes = 0
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.cursors: dict[str, str] = {}
+        # The cursors parsed, since every entry offered is compared with one.
+        self.cursor_keys: dict[str, tuple[int, int]] = {}
         self.overflowed = False
         self.resync_reason = FELL_BEHIND
 
@@ -69,6 +71,7 @@ class Subscriber:
         reconnect resumes a stream it has received no entry of yet.
         """
         self.cursors[stream] = after
+        self.cursor_keys[stream] = id_key(after)
         if announce:
             frame = protocol.pack({"type": "watch", "stream": stream, "id": after})
             self.queued_bytes += len(frame)
@@ -80,9 +83,17 @@ class Subscriber:
         self.resync_reason = reason
         self.queue.put_nowait(None)
 
-    def offer(self, stream: str, entry_id: str, frame: bytes) -> bool:
-        """Queue ``frame`` unless it is not newer than the cursor; False on overflow."""
-        if id_key(entry_id) <= id_key(self.cursors.get(stream, "0-0")):
+    def offer(
+        self, stream: str, entry_id: str, frame: bytes, key: tuple[int, int] | None = None
+    ) -> bool:
+        """Queue ``frame`` unless it is not newer than the cursor; False on overflow.
+
+        ``key`` is ``id_key(entry_id)``, passed by a caller that offers one
+        entry to many subscribers and so parses its id once.
+        """
+        if key is None:
+            key = id_key(entry_id)
+        if key <= self.cursor_keys.get(stream, (0, 0)):
             return True
         if self.overflowed:
             return False
@@ -94,6 +105,7 @@ class Subscriber:
         self.queued_bytes += len(frame)
         self.queue.put_nowait(frame)
         self.cursors[stream] = entry_id
+        self.cursor_keys[stream] = key
         return True
 
     async def next_frames(self, max_bytes: int = BATCH_BYTES) -> list[bytes] | None:
@@ -119,6 +131,7 @@ class Subscriber:
 
     def reset(self) -> None:
         self.cursors.clear()
+        self.cursor_keys.clear()
         self.overflowed = False
         self.resync_reason = FELL_BEHIND
         self.queued_bytes = 0
@@ -222,11 +235,12 @@ class LiveHub:
             stream, entry_id, _ = entry
             if stream not in self.topics:
                 continue
-            if id_key(entry_id) > id_key(self.positions.get(stream, "0-0")):
+            key = id_key(entry_id)
+            if key > id_key(self.positions.get(stream, "0-0")):
                 self.positions[stream] = entry_id
             frame = encode_entry(entry)
             for subscriber in list(self.topics[stream]):
-                if not subscriber.offer(stream, entry_id, frame):
+                if not subscriber.offer(stream, entry_id, frame, key):
                     log.info("live subscriber fell behind on %s; asking it to resync", stream)
                     self.remove(subscriber)
 
