@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 10.0
 COMPACT_EVERY = 64
+#: A run's ``run.summary`` events go out at most this often, in seconds. The
+#: values of the batches in between are merged into the next event, because
+#: every event goes to every live socket of the project.
+SUMMARY_INTERVAL = 0.25
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_TAGS = 100
@@ -53,6 +57,9 @@ class IngestConnection:
         # only marked crashed after a whole crash timeout without one.
         self.touch_interval = context.settings.crash_timeout / 8
         self.touched_at = -math.inf
+        self.summary_pending: dict[str, Any] = {}
+        self.summary_sent_at = -math.inf
+        self.summary_later: asyncio.Task[None] | None = None
 
     async def serve(self) -> None:
         await self.websocket.accept()
@@ -74,6 +81,7 @@ class IngestConnection:
                 "unavailable", "the server could not store data; retry later", CLOSE_SERVER_ERROR
             )
         finally:
+            await self._publish_summary(now=True)
             metrics.SOCKETS.labels("ingest").dec()
             log.info("ingest connection %s of run %s closed", self.id, self._run_label())
 
@@ -223,10 +231,33 @@ class IngestConnection:
             return
         if batch.config:
             await self._publish_event("run.config", {"config": batch.config})
-        summary = {c.key: _last_value(c) for c in batch.columns}
-        summary.update(batch.summary or {})
-        if summary:
-            await self._publish_event("run.summary", {"summary": summary})
+        self.summary_pending.update({c.key: _last_value(c) for c in batch.columns})
+        self.summary_pending.update(batch.summary or {})
+        await self._publish_summary()
+
+    async def _publish_summary(self, now: bool = False) -> None:
+        """Publish the merged summary values, or leave them for a later call.
+
+        Without ``now``, values wait until ``SUMMARY_INTERVAL`` has passed
+        since the last event, and a task publishes them then.
+        """
+        if not self.summary_pending or self.run is None:
+            return
+        wait = self.summary_sent_at + SUMMARY_INTERVAL - time.monotonic()
+        if wait > 0 and not now:
+            if self.summary_later is None:
+                self.summary_later = asyncio.create_task(self._publish_summary_after(wait))
+            return
+        if self.summary_later is not None and self.summary_later is not asyncio.current_task():
+            self.summary_later.cancel()
+        self.summary_later = None
+        summary, self.summary_pending = self.summary_pending, {}
+        self.summary_sent_at = time.monotonic()
+        await self._publish_event("run.summary", {"summary": summary})
+
+    async def _publish_summary_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._publish_summary(now=True)
 
     async def _heartbeat(self) -> None:
         assert self.run is not None
@@ -258,6 +289,7 @@ class IngestConnection:
         async with self.context.db.transaction() as connection:
             state = await runs.finish_run(connection, self.run.pk, exit_code, finished_at)
         await self._compact()
+        await self._publish_summary(now=True)
         await self._publish_state(runs.RUNNING, state)
         await self._send({"type": "finished", "state": state})
         log.info("run %s finished as %s", self.run.run_id, state)

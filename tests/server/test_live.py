@@ -123,6 +123,47 @@ def test_new_run_is_announced_and_followed(
     assert batch["metrics"]["acc"]["steps"] == [0]
 
 
+def is_summary(message: dict[str, Any]) -> bool:
+    return message["type"] == "event" and message["event"] == "run.summary"
+
+
+def is_finished(message: dict[str, Any]) -> bool:
+    return (
+        message["type"] == "event"
+        and message["event"] == "run.state"
+        and message["data"]["state"] == "finished"
+    )
+
+
+def test_summary_events_merge_quick_batches(
+    server: RunningServer, client: LiveClient, tmp_path: Path
+) -> None:
+    client.subscribe()
+    run = start_run(server, tmp_path)
+    logged = [1.0, 0.5, math.nan, math.inf, None, 0.25] * 5 + [-math.inf]
+    for step, value in enumerate(logged):
+        run.log({"loss": value, f"only_at_{step}": float(step)}, step=step)
+        time.sleep(0.01)  # about one batch per step: the SDK flushes every 0.01 s
+    run.finish()
+
+    summaries: list[dict[str, Any]] = []
+    while True:
+        message = client.next(lambda m: is_summary(m) or is_finished(m))
+        if is_finished(message):
+            break
+        summaries.append(message["data"]["summary"])
+
+    # About 31 batches in about 0.35 s make two or three events, and fewer
+    # than ten even when the server is slow and their storing spreads out.
+    assert 1 <= len(summaries) < 10
+    merged: dict[str, Any] = {}
+    for summary in summaries:
+        merged.update(summary)
+    # Every key logged arrives, and each with its last value: -inf, not NaN or null.
+    assert set(merged) == {"loss", *(f"only_at_{step}" for step in range(len(logged)))}
+    assert merged["loss"] == -math.inf
+
+
 def test_reconnect_with_cursors_misses_nothing(
     server: RunningServer, project: str, tmp_path: Path
 ) -> None:
