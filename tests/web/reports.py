@@ -39,6 +39,17 @@ def open_report(browser: Browser, server: RunningServer, report_id: str) -> Page
     return page
 
 
+def add_panel(page: Page, kind: str, choices: dict[str, str]) -> None:
+    """Add a panel of ``kind`` to the first report grid through its "Add panel" form."""
+    form = page.locator(".report-grid .add-panel-form")
+    if form.get_attribute("open") is None:
+        form.locator("summary").click()
+    form.locator("select.panel-type").select_option(kind)
+    for name, value in choices.items():
+        form.locator(f"select[name={name}]").select_option(value)
+    form.locator("button.add-panel").click()
+
+
 def document_json(page: Page) -> dict[str, Any]:
     """The report document as this page's Y.Doc contains it."""
     return page.evaluate(  # type: ignore[no-any-return]

@@ -13,6 +13,7 @@ from conftest import RunningServer
 from web.browsing import start_run
 from web.reports import (
     PROJECT,
+    add_panel,
     create_report,
     document_json,
     line_uids,
@@ -50,16 +51,6 @@ def pages(
         errors = page.errors  # type: ignore[attr-defined]
         page.context.close()
         assert errors == [], f"the page raised: {errors}"
-
-
-def add_panel(page: Page, kind: str, choices: dict[str, str]) -> None:
-    form = page.locator(".report-grid .add-panel-form")
-    if form.get_attribute("open") is None:
-        form.locator("summary").click()
-    form.locator("select.panel-type").select_option(kind)
-    for name, value in choices.items():
-        form.locator(f"select[name={name}]").select_option(value)
-    form.locator("button.add-panel").click()
 
 
 def panel_types(page: Page) -> list[str]:

@@ -42,6 +42,9 @@ export interface FollowedRunSet {
   frozen: boolean;
   members: string[];
   error: { code: string; message: string; column: number } | null;
+  /** The run set's ``grouping`` and ``sort`` as the server's copy of the document contains them. */
+  grouping: unknown;
+  sort: unknown;
 }
 
 /**

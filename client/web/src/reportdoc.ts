@@ -4,18 +4,9 @@ import type { PanelLayout, Value } from "./api";
 
 export type BlockType = "markdown" | "heading" | "panel_grid";
 
-/** A run set's grouping, the same model as a workspace run set's. */
-export interface Grouping {
-  keys: string[];
-  aggregate: string;
-  band: string;
-}
+import type { Grouping, Sort } from "./runsetfields";
 
-/** A run set's sort, the same model as a workspace run set's. */
-export interface Sort {
-  field: string;
-  direction: "asc" | "desc";
-}
+export type { Grouping, Sort };
 
 export interface RunSet {
   id: string;

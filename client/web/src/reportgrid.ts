@@ -27,6 +27,8 @@ export interface GridContext {
   runSets(blockId: string): Record<string, FollowedRunSet> | undefined;
   /** A run from the page's store of followed runs. */
   run(id: string): Run | undefined;
+  /** Every run in the page's store, whose keys the run-set bar suggests. */
+  knownRuns(): Iterable<Run>;
 }
 
 export class PanelGridBlock {
@@ -41,6 +43,8 @@ export class PanelGridBlock {
   private readonly observer = (): void => this.documentChanged();
   /** The runs the panels last drew, to redraw only when they change. */
   private drawn = "";
+  /** The grouping and sort of the run sets the panels last drew, as the server sent them. */
+  private drawnShape = "";
 
   constructor(
     private readonly block: Block,
@@ -48,7 +52,9 @@ export class PanelGridBlock {
   ) {
     this.runSets = block.get("run_sets") as Y.Array<Y.Map<unknown>>;
     this.panels = block.get("panels") as Y.Array<Y.Map<unknown>>;
-    this.bar = new RunSetBar(this.runSets, context.readOnly);
+    this.bar = new RunSetBar(this.runSets, context.readOnly, () =>
+      context.knownRuns(),
+    );
     this.grid = new PanelGrid(
       this.layout,
       (panel) => this.createView(panel),
@@ -150,12 +156,28 @@ export class PanelGridBlock {
     });
   }
 
-  /** Refresh the panels when the drawn runs, their states or their data changed. */
+  /**
+   * Refresh the panels when the drawn runs, their states or their data
+   * changed, or when the server's copy of the document groups or sorts a run
+   * set differently. The figure is drawn from the server's copy, so a
+   * grouping edit redraws once a ``report_runs`` message shows the server
+   * has it, and not at the local edit, which may not have reached the server.
+   */
   private drawRuns(changed: ReadonlySet<string>): void {
     const runs = this.runs();
     const drawn = runs.map((run) => `${run.id}:${run.state}`).join(",");
-    if (drawn !== this.drawn || runs.some((run) => changed.has(run.id))) {
+    const shape = JSON.stringify(
+      Object.entries(this.context.runSets(this.id) ?? {}).map(
+        ([id, runSet]) => [id, runSet.grouping ?? null, runSet.sort ?? null],
+      ),
+    );
+    if (
+      drawn !== this.drawn ||
+      shape !== this.drawnShape ||
+      runs.some((run) => changed.has(run.id))
+    ) {
       this.drawn = drawn;
+      this.drawnShape = shape;
       this.refresh();
       if (this.form !== null) refreshChoices(this.form);
     }

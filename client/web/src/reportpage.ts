@@ -258,6 +258,7 @@ export class ReportPage {
           awareness: this.provider!.awareness,
           runSets: (id) => this.grids[id],
           run: (id) => this.runs.get(id),
+          knownRuns: () => this.runs.values(),
         });
         this.views.set(block, view);
       }

@@ -1,6 +1,9 @@
-// The run sets of a report's panel grid: toggle, rename, filter, freeze, add and remove.
+// The run sets of a report's panel grid: toggle, rename, filter, group, sort, freeze, add
+// and remove.
 import * as Y from "yjs";
+import type { Run } from "./api";
 import { h } from "./dom";
+import { groupingProblem, sortProblem } from "./fieldcheck";
 import {
   NO_GROUPING,
   newId,
@@ -8,6 +11,7 @@ import {
   runSetMap,
   type RunSet,
 } from "./reportdoc";
+import { describeGrouping, GroupingControls } from "./runsetfields";
 
 const COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
 
@@ -37,10 +41,14 @@ export interface RunSetStatus {
 export class RunSetBar {
   readonly element = h("div", { class: "run-sets" });
   private readonly rows = new Map<string, HTMLElement>();
+  /** The grouping and sort controls of each row, by run-set id; none when read-only. */
+  private readonly groupings = new Map<string, GroupingControls>();
 
   constructor(
     private readonly runSets: Y.Array<Y.Map<unknown>>,
     private readonly readOnly: boolean,
+    /** The runs whose keys the grouping and sort inputs suggest. */
+    private readonly knownRuns: () => Iterable<Run>,
   ) {}
 
   render(status: (id: string) => RunSetStatus): void {
@@ -50,6 +58,7 @@ export class RunSetBar {
       if (wanted.has(id)) continue;
       row.remove();
       this.rows.delete(id);
+      this.groupings.delete(id);
     }
     maps.forEach((map, index) => {
       const runSet = readRunSet(map);
@@ -123,8 +132,67 @@ export class RunSetBar {
       h("label", { class: "frozen-label" }, frozen, " frozen"),
       h("span", { class: "run-set-count" }),
       this.readOnly ? null : remove,
+      this.readOnly
+        ? h("span", { class: "run-set-grouping-summary" })
+        : this.groupingControls(map, runSet.id),
       h("p", { class: "run-set-error" }),
+      ...(["grouping", "sort"] as const).map((part) =>
+        h("p", {
+          class: "run-set-field-error",
+          "data-part": part,
+          role: "alert",
+          hidden: true,
+        }),
+      ),
     );
+  }
+
+  /**
+   * Build the grouping and sort controls of one run set. A value is written
+   * to the run set's ``Y.Map`` only when it passes the server's checks,
+   * because the server rejects an update that breaks them and the page must
+   * then be reloaded. A rejected value stays in its input with the reason
+   * under the row.
+   */
+  private groupingControls(map: Y.Map<unknown>, id: string): HTMLElement {
+    const controls = new GroupingControls(
+      {
+        runs: this.knownRuns,
+        grouping: (grouping) => {
+          const problem = groupingProblem(grouping);
+          this.showProblem(id, controls, "grouping", problem);
+          const stored = JSON.stringify(readRunSet(map).grouping);
+          if (problem === null && stored !== JSON.stringify(grouping))
+            map.set("grouping", grouping);
+        },
+        sort: (sort) => {
+          const problem = sortProblem(sort);
+          this.showProblem(id, controls, "sort", problem);
+          const stored = JSON.stringify(readRunSet(map).sort);
+          if (problem === null && stored !== JSON.stringify(sort))
+            map.set("sort", sort);
+        },
+      },
+      "newest first",
+    );
+    this.groupings.set(id, controls);
+    return controls.element;
+  }
+
+  /** Show or clear the reason the grouping or the sort of run set ``id`` was not written. */
+  private showProblem(
+    id: string,
+    controls: GroupingControls,
+    part: "grouping" | "sort",
+    problem: string | null,
+  ): void {
+    controls.markInvalid(part, problem !== null);
+    const box = this.rows
+      .get(id)
+      ?.querySelector<HTMLElement>(`.run-set-field-error[data-part="${part}"]`);
+    if (!box) return;
+    box.textContent = problem ?? "";
+    box.hidden = problem === null;
   }
 
   /** Show ``runSet`` in ``row``, leaving alone an input that has the focus. */
@@ -147,6 +215,10 @@ export class RunSetBar {
       count.textContent = status.count === null ? "" : `${status.count} runs`;
     const error = row.querySelector(".run-set-error");
     if (error) error.textContent = status.error ?? "";
+    this.groupings.get(runSet.id)?.show(runSet.grouping, runSet.sort);
+    const summary = row.querySelector(".run-set-grouping-summary");
+    if (summary)
+      summary.textContent = describeGrouping(runSet.grouping, runSet.sort);
   }
 
   private addButton(): HTMLElement {

@@ -11,66 +11,7 @@ import {
   type Value,
 } from "./api";
 import { debounce, h } from "./dom";
-
-const METADATA = [
-  "name",
-  "state",
-  "id",
-  "group",
-  "tags",
-  "created_at",
-  "heartbeat_at",
-  "finished_at",
-];
-const STATISTICS = ["min", "max", "has_nan", "has_inf", "has_null"];
-const AGGREGATES = ["mean", "median", "min", "max"];
-const BANDS = ["std", "stderr", "minmax", "none"];
-/** Suggestions shown at once under the filter editor. */
-const MAX_COMPLETIONS = 8;
-const WORD = /^[A-Za-z_][A-Za-z0-9_\-/]*$/;
-/** Characters of a field being typed, quotes included, as the completion replaces them. */
-const FIELD_CHARACTER = /[A-Za-z0-9_.\-/"]/;
-
-/** Write a key as the filter language needs it: bare when it is a WORD, else in quotes. */
-export function quoteKey(key: string): string {
-  if (WORD.test(key)) return key;
-  return `"${key.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
-}
-
-function configFields(prefix: string, value: Value, found: Set<string>): void {
-  if (value === null || typeof value !== "object" || Array.isArray(value))
-    return;
-  for (const [key, inner] of Object.entries(value)) {
-    const field = `${prefix}.${quoteKey(key)}`;
-    found.add(field);
-    configFields(field, inner, found);
-  }
-}
-
-/** List every field a filter over ``runs`` can name: metadata, config paths, summary keys, statistics. */
-export function filterFields(runs: Iterable<Run>): string[] {
-  const config = new Set<string>();
-  const summary = new Set<string>();
-  for (const run of runs) {
-    configFields("config", run.config, config);
-    for (const key of Object.keys(run.summary)) {
-      const field = `summary.${quoteKey(key)}`;
-      summary.add(field);
-      STATISTICS.forEach((statistic) => summary.add(`${field}.${statistic}`));
-    }
-  }
-  return [...METADATA, ...[...config].sort(), ...[...summary].sort()];
-}
-
-/** Find the field being typed before ``cursor`` in ``text``: its start and its text. */
-export function fieldAt(
-  text: string,
-  cursor: number,
-): { start: number; prefix: string } {
-  let start = cursor;
-  while (start > 0 && FIELD_CHARACTER.test(text.charAt(start - 1))) start -= 1;
-  return { start, prefix: text.slice(start, cursor) };
-}
+import { filterFields, GroupingControls, withCompletion } from "./runsetfields";
 
 export interface SidebarHandlers {
   /** The runs whose keys the filter editor suggests. */
@@ -200,117 +141,36 @@ export class RunsetSidebar {
       autocomplete: "off",
       "aria-label": "run-set filter",
     });
-    const completions = h("ul", { class: "runset-completions", hidden: true });
     const saveSoon = debounce(
       () => void this.save(item, runset, { filter: input.value }, "filter"),
       400,
     );
-    const accept = (field: string): void => {
-      const cursor = input.selectionStart ?? input.value.length;
-      const { start } = fieldAt(input.value, cursor);
-      input.value =
-        input.value.slice(0, start) + field + input.value.slice(cursor);
-      const end = start + field.length;
-      input.setSelectionRange(end, end);
-      completions.hidden = true;
-      input.focus();
-      saveSoon();
-    };
-    const suggest = (): void => {
-      const cursor = input.selectionStart ?? input.value.length;
-      const { prefix } = fieldAt(input.value, cursor);
-      const found =
-        prefix === ""
-          ? []
-          : filterFields(this.handlers.runs())
-              .filter((field) => field.startsWith(prefix) && field !== prefix)
-              .slice(0, MAX_COMPLETIONS);
-      completions.replaceChildren(
-        ...found.map((field) => {
-          const option = h("li", { class: "runset-completion" }, field);
-          // mousedown, not click: the input must keep focus and its cursor.
-          option.addEventListener("mousedown", (event) => {
-            event.preventDefault();
-            accept(field);
-          });
-          return option;
-        }),
-      );
-      completions.hidden = found.length === 0;
-    };
-    input.addEventListener("input", () => {
-      suggest();
-      saveSoon();
-    });
-    input.addEventListener("keydown", (event) => {
-      const first = completions.querySelector("li");
-      if (event.key === "Tab" && !completions.hidden && first) {
-        event.preventDefault();
-        accept(first.textContent ?? "");
-      } else if (event.key === "Escape") {
-        completions.hidden = true;
-      }
-    });
-    input.addEventListener("blur", () => (completions.hidden = true));
-    return h("div", { class: "runset-filter-box" }, input, completions);
+    input.addEventListener("input", saveSoon);
+    const box = withCompletion(
+      input,
+      () => filterFields(this.handlers.runs()),
+      saveSoon,
+    );
+    box.className = "runset-filter-box";
+    return box;
   }
 
   private groupingEditor(item: HTMLElement, runset: RunSet): HTMLElement {
-    const keys = h("input", {
-      class: "runset-group-keys",
-      value: runset.grouping.keys.join(", "),
-      placeholder: "group by, e.g. config.lr",
-      "aria-label": "group by",
+    const controls = new GroupingControls({
+      runs: () => this.handlers.runs(),
+      grouping: (grouping) =>
+        void this.save(item, runset, { grouping }, "grouping"),
+      // The server rejects an empty sort field with a message that names the fix.
+      sort: (sort) =>
+        void this.save(
+          item,
+          runset,
+          { sort: sort ?? { field: "", direction: runset.sort.direction } },
+          "sort",
+        ),
     });
-    const aggregate = choice(
-      "runset-aggregate",
-      AGGREGATES,
-      runset.grouping.aggregate,
-    );
-    const band = choice("runset-band", BANDS, runset.grouping.band);
-    const saveGrouping = (): void => {
-      const grouping = {
-        keys: keys.value
-          .split(",")
-          .map((key) => key.trim())
-          .filter((key) => key !== ""),
-        aggregate: aggregate.value,
-        band: band.value,
-      };
-      void this.save(item, runset, { grouping }, "grouping");
-    };
-    [keys, aggregate, band].forEach((control) =>
-      control.addEventListener("change", saveGrouping),
-    );
-    const sortField = h("input", {
-      class: "runset-sort-field",
-      value: runset.sort.field,
-      "aria-label": "sort by",
-    });
-    const direction = choice(
-      "runset-sort-direction",
-      ["asc", "desc"],
-      runset.sort.direction,
-    );
-    const saveSort = (): void => {
-      const sort = {
-        field: sortField.value.trim(),
-        direction: direction.value as "asc" | "desc",
-      };
-      void this.save(item, runset, { sort }, "sort");
-    };
-    [sortField, direction].forEach((control) =>
-      control.addEventListener("change", saveSort),
-    );
-    return h(
-      "div",
-      { class: "runset-grouping" },
-      h("label", {}, "group ", keys),
-      aggregate,
-      band,
-      h("label", {}, "sort ", sortField),
-      direction,
-    );
+    controls.show(runset.grouping, runset.sort);
+    return controls.element;
   }
 
   private actions(item: HTMLElement, runset: RunSet): HTMLElement {
@@ -431,20 +291,6 @@ export class RunsetSidebar {
       );
     }
   }
-}
-
-function choice(
-  className: string,
-  options: string[],
-  selected: string,
-): HTMLSelectElement {
-  const select = h("select", { class: className });
-  for (const option of options) {
-    const element = h("option", { value: option }, option);
-    element.selected = option === selected;
-    select.append(element);
-  }
-  return select;
 }
 
 function describe(error: unknown): string {

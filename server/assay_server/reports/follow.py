@@ -41,10 +41,21 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 @dataclass(frozen=True)
 class RunSetSpec:
-    """The filter of one run set in a report, and whether the run set is frozen."""
+    """What the follow needs of one run set in a report.
+
+    ``filter`` and ``frozen`` decide its members. ``grouping`` and ``sort`` are
+    passed on as the document stores them, so that a page learns of an edit that
+    changes how the run set is drawn once the server has applied it.
+    """
 
     filter: str
     frozen: bool
+    grouping: Any = None
+    sort: Any = None
+
+    def membership(self) -> tuple[str, bool]:
+        """Return the fields that decide the run set's members."""
+        return (self.filter, self.frozen)
 
 
 #: Per panel-grid block id, its run sets by run-set id.
@@ -65,10 +76,21 @@ def read_grids(doc: Doc[Any]) -> Grids:
             if isinstance(run_set, dict) and isinstance(run_set.get("id"), str):
                 text = run_set.get("filter")
                 specs[run_set["id"]] = RunSetSpec(
-                    text if isinstance(text, str) else "", run_set.get("frozen") is True
+                    text if isinstance(text, str) else "",
+                    run_set.get("frozen") is True,
+                    run_set.get("grouping"),
+                    run_set.get("sort"),
                 )
         grids[block_id] = specs
     return grids
+
+
+def memberships(grids: Grids) -> dict[str, dict[str, tuple[str, bool]]]:
+    """Return the fields of every run set in ``grids`` that decide its members."""
+    return {
+        block_id: {runset_id: spec.membership() for runset_id, spec in specs.items()}
+        for block_id, specs in grids.items()
+    }
 
 
 def watch_key(block_id: str, runset_id: str) -> str:
@@ -274,6 +296,11 @@ class ReportFollow:
         grids = read_grids(doc)
         if grids == self.grids:
             return
+        if memberships(grids) == memberships(self.grids):
+            # Only a grouping or a sort changed, so the members stay. The next
+            # message carries the new values.
+            self.grids = grids
+            return
         nodes: dict[str, filters.Node | None] = {}
         self.errors = {}
         for block_id, specs in grids.items():
@@ -324,6 +351,8 @@ class ReportFollow:
                     "frozen": spec.frozen,
                     "members": frozen_at[1] if frozen_at is not None else current.get(key, []),
                     "error": self.errors.get(key),
+                    "grouping": spec.grouping,
+                    "sort": spec.sort,
                 }
             grids[block_id] = entries
         return grids

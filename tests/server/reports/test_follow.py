@@ -158,6 +158,32 @@ def test_filter_edit_sends_new_members(editor: tuple[YClient, str], follower: Fo
     assert list(edited["runs"]) == ["small"]
 
 
+def test_grouping_edit_sends_message(editor: tuple[YClient, str], follower: Follower) -> None:
+    """A grouping or sort edit keeps the members and still sends the new values."""
+    client, report_id = editor
+    add_grid(client, run_set("picked", ""))
+    follower.follow(report_id)
+    first = follower.runs_until(lambda message: message["grids"].get("g1"))[-1]
+    grouping = {"keys": ["config.lr"], "aggregate": "max", "band": "minmax"}
+    sort = {"field": "config.lr", "direction": "asc"}
+
+    client.edit(lambda doc: set_run_set(doc, 0, 0, "grouping", grouping))
+    grouped = follower.runs_until(
+        lambda message: message["grids"]["g1"]["picked"]["grouping"] == grouping
+    )[-1]
+    client.edit(lambda doc: set_run_set(doc, 0, 0, "sort", sort))
+    sorted_ = follower.runs_until(
+        lambda message: message["grids"]["g1"]["picked"]["sort"] == sort
+    )[-1]
+
+    assert first["grids"]["g1"]["picked"]["grouping"] == []
+    assert first["grids"]["g1"]["picked"]["sort"] is None
+    assert grouped["grids"]["g1"]["picked"]["members"] == ["big", "small"]
+    assert grouped["runs"] == {}
+    assert sorted_["grids"]["g1"]["picked"]["grouping"] == grouping
+    assert sorted_["grids"]["g1"]["picked"]["members"] == ["big", "small"]
+
+
 def test_new_run_appears_unless_frozen(
     server: RunningServer, tmp_path: Path, editor: tuple[YClient, str], follower: Follower
 ) -> None:
