@@ -128,6 +128,44 @@ def test_new_run_appears_unless_frozen(
     assert f"line-{late.id}" in line_uids(second)
 
 
+def test_freeze_bounds_filter_for_later_pages(
+    browser: Browser,
+    pages: list[Page],
+    runs: dict[str, str],
+    sqlite_server: RunningServer,
+    tmp_path: Path,
+) -> None:
+    first, second = pages
+    report_id = first.url.rstrip("/").rsplit("/", 1)[1]
+    filter_box = first.locator(".run-set input.run-set-filter")
+    filter_box.fill("config.lr >= 0")
+    filter_box.press("Enter")
+    wait_for_lines(second, list(runs.values()))
+    first.locator(".run-set input.run-set-frozen").check()
+    second.wait_for_function("() => document.querySelector('.run-set-frozen').checked")
+    frozen_text = document_json(second)["blocks"][0]["run_sets"][0]["filter"]
+    with start_run(
+        sqlite_server, tmp_path, PROJECT, name="after-freeze", config={"lr": 0.5}
+    ) as late:
+        late.log({"loss": 0.5}, step=0)
+    # A page opened after the freeze evaluates the filter afresh, without the
+    # members the first pages kept, and still leaves the new run out.
+    later = open_report(browser, sqlite_server, report_id)
+    later.wait_for_selector('.report-grid .plot[data-key="loss"][data-revision]')
+    wait_for_lines(later, list(runs.values()))
+    later_count = later.locator(".run-set .run-set-count").inner_text()
+    first.locator(".run-set input.run-set-frozen").uncheck()
+    later.wait_for_function("() => !document.querySelector('.run-set-frozen').checked")
+    thawed_text = document_json(later)["blocks"][0]["run_sets"][0]["filter"]
+    wait_for_lines(later, [*runs.values(), late.id])
+    later.context.close()
+
+    assert frozen_text.startswith("(config.lr >= 0) and created_at <= ")
+    assert frozen_text.endswith("Z")
+    assert later_count == "2 runs"
+    assert thawed_text == "config.lr >= 0"
+
+
 def test_live_points_extend_report_line(
     pages: list[Page], sqlite_server: RunningServer, tmp_path: Path
 ) -> None:

@@ -28,6 +28,28 @@ export function newRunSet(name: string, filter: string, index: number): RunSet {
   };
 }
 
+/**
+ * Return ``text`` narrowed to runs created at or before ``now`` (milliseconds
+ * since the epoch), written as the server's freeze writes it: UTC to the
+ * millisecond, rounded up, so a run created in the same millisecond stays in.
+ *
+ * NOTE: the page passes the browser's clock, so a browser whose clock is
+ * behind the server's leaves out the runs created in that gap.
+ */
+export function frozenFilter(text: string, now: number): string {
+  const condition = `created_at <= ${new Date(Math.floor(now) + 1).toISOString()}`;
+  return text.trim() ? `(${text}) and ${condition}` : condition;
+}
+
+const FROZEN_BOUND = /^\((.*)\) and created_at <= \d{4}-\d\d-\d\dT[\d:.]+Z$/s;
+const BOUND_ONLY = /^created_at <= \d{4}-\d\d-\d\dT[\d:.]+Z$/;
+
+/** Return ``text`` without the bound ``frozenFilter`` added, or unchanged without one. */
+export function thawedFilter(text: string): string {
+  if (BOUND_ONLY.test(text)) return "";
+  return FROZEN_BOUND.exec(text)?.[1] ?? text;
+}
+
 /** The run count the bar shows for a run set, or the reason its filter failed. */
 export interface RunSetStatus {
   count: number | null;
@@ -110,7 +132,19 @@ export class RunSetBar {
       "aria-label": "frozen: takes no new runs",
       disabled,
     });
-    frozen.addEventListener("change", () => map.set("frozen", frozen.checked));
+    frozen.addEventListener("change", () => {
+      // Freezing narrows the filter to the runs created by now, as the
+      // workspace's Freeze does, so that every later reader of the document
+      // takes no new runs. Thawing removes that bound again.
+      const text = readRunSet(map).filter;
+      map.doc?.transact(() => {
+        map.set(
+          "filter",
+          frozen.checked ? frozenFilter(text, Date.now()) : thawedFilter(text),
+        );
+        map.set("frozen", frozen.checked);
+      });
+    });
 
     const remove = h(
       "button",
