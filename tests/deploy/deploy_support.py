@@ -126,6 +126,19 @@ class LiveSocket:
         self.socket.close()
 
 
+def create_report(server_url: str, api_key: str, project: str, spool_dir: Path) -> str:
+    """Create ``project`` with one finished run and a report in it, and return the report's id."""
+    assay.init(project, server=server_url, api_key=api_key, spool_dir=spool_dir).finish()
+    response = httpx.post(
+        f"{server_url}/api/v1/projects/{project}/reports",
+        json={"title": "Cluster notes"},
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
 def open_sockets(server_url: str) -> dict[str, float]:
     """Return one instance's ``assay_open_sockets`` gauge by kind (ingest, live, report)."""
     text = httpx.get(server_url + "/metrics", timeout=10).text

@@ -20,6 +20,7 @@ from deploy.deploy_support import (
     FAST_RETRY,
     LiveSocket,
     ReportEditor,
+    create_report,
     metric_count,
     metric_value,
     open_sockets,
@@ -176,20 +177,6 @@ def report_sockets(cluster: Cluster) -> list[float]:
     return [open_sockets(server.url).get("report", 0.0) for server in cluster.servers]
 
 
-def create_report(cluster: Cluster, tmp_path: Path) -> str:
-    assay.init(
-        PROJECT, server=cluster.url, api_key=cluster.api_key, spool_dir=tmp_path / "first"
-    ).finish()
-    response = httpx.post(
-        f"{cluster.url}/api/v1/projects/{PROJECT}/reports",
-        json={"title": "Cluster notes"},
-        headers={"Authorization": f"Bearer {cluster.api_key}"},
-        timeout=10,
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
 def yjs_url(server_url: str) -> str:
     return server_url.replace("http://", "ws://") + "/yjs/reports"
 
@@ -208,7 +195,7 @@ def report_sockets_alive(cluster: Cluster, dead: int) -> list[float]:
 def test_report_edits_reach_every_instance(
     cluster: Cluster, tmp_path: Path, report_editors: Callable[[str, str, str], ReportEditor]
 ) -> None:
-    report_id = create_report(cluster, tmp_path)
+    report_id = create_report(cluster.url, cluster.api_key, PROJECT, tmp_path / "first")
     editor = report_editors(yjs_url(cluster.url), report_id, cluster.api_key)
     editor.wait_for(lambda client: client.syncs == 1, "first sync")
     before_kill = report_sockets(cluster)
