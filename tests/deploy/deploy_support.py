@@ -139,6 +139,11 @@ def create_report(server_url: str, api_key: str, project: str, spool_dir: Path) 
     return str(response.json()["id"])
 
 
+def yjs_url(server_url: str) -> str:
+    """Return the base URL of the report websockets, to which a client adds the report id."""
+    return server_url.replace("http://", "ws://") + "/yjs/reports"
+
+
 def open_sockets(server_url: str) -> dict[str, float]:
     """Return one instance's ``assay_open_sockets`` gauge by kind (ingest, live, report)."""
     text = httpx.get(server_url + "/metrics", timeout=10).text
@@ -165,7 +170,8 @@ class ReportEditor:
 
     A thread reads the client's JSON events, so that the test can wait for
     them with a timeout. ``texts`` lists the block texts of the client's
-    latest document and ``syncs`` counts its syncs with a server.
+    latest document, ``syncs`` counts its syncs with a server and
+    ``close_codes`` lists the code of each close frame it received.
     """
 
     def __init__(self, url: str, report_id: str, token: str, log_path: Path) -> None:
@@ -184,6 +190,7 @@ class ReportEditor:
         self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.texts: list[str] = []
         self.syncs = 0
+        self.close_codes: list[int] = []
         assert self.process.stdout is not None
         self.reader = threading.Thread(target=self._read, args=(self.process.stdout,))
         self.reader.start()
@@ -220,6 +227,8 @@ class ReportEditor:
                 self.syncs += 1
             elif event["event"] == "texts":
                 self.texts = event["texts"]
+            elif event["event"] == "closed":
+                self.close_codes.append(event["code"])
 
     def close(self) -> None:
         """Close stdin, which ends the client, and wait for the process."""

@@ -25,6 +25,7 @@ from deploy.deploy_support import (
     metric_value,
     open_sockets,
     wait_until,
+    yjs_url,
 )
 
 PROJECT = "cluster"
@@ -175,10 +176,6 @@ def test_runset_membership_follows_other_instance(cluster: Cluster, tmp_path: Pa
 
 def report_sockets(cluster: Cluster) -> list[float]:
     return [open_sockets(server.url).get("report", 0.0) for server in cluster.servers]
-
-
-def yjs_url(server_url: str) -> str:
-    return server_url.replace("http://", "ws://") + "/yjs/reports"
 
 
 def report_sockets_alive(cluster: Cluster, dead: int) -> list[float]:
