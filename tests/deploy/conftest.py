@@ -17,10 +17,10 @@ from typing import Any
 import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
-from web.browsing import BUNDLE, CHROMIUM, CHROMIUM_ARGS, WAIT_MS, sign_in
+from web.browsing import BUNDLE, CHROMIUM, CHROMIUM_ARGS, WAIT_MS
 
 from assay_server.settings import Settings
-from conftest import ADMIN_KEY_PREFIX, ROOT, RunningServer, ServerProcess, answers, free_port
+from conftest import ADMIN_KEY_PREFIX, ROOT, ServerProcess, answers, free_port
 from deploy.deploy_support import ReportEditor, require, wait_until
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -174,8 +174,10 @@ def open_page(
 ) -> Iterator[Callable[[ServerProcess, str], Page]]:
     """Yield a function that signs in on one instance, not through nginx, and opens ``path``.
 
-    Each page gets a browser context, and so cookies, of its own. At the end
-    every context is closed, and the test fails if a page raised an error.
+    The function returns once the page has started loading, so that pages
+    load side by side, and the caller waits for the elements it needs. Each
+    page gets a browser context, and so cookies, of its own. At the end every
+    context is closed, and the test fails if a page raised an error.
     """
     opened: list[tuple[Page, list[str]]] = []
 
@@ -186,7 +188,8 @@ def open_page(
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
         opened.append((page, errors))
-        sign_in(page, RunningServer(server.url, cluster.api_key, server.settings), path)
+        login = f"{server.url}/login?token={cluster.api_key}&next={path}"
+        page.goto(login, wait_until="commit")
         return page
 
     yield open_on
