@@ -255,6 +255,13 @@ def test_readyz_follows_postgres_outage(
     private_postgres.stop()
     wait_until(lambda: readyz(process.url).status_code == 503, timeout=30)
     during = readyz(process.url)
+    # Any other request that needs the database fails with the API's JSON error.
+    failed = httpx.get(
+        process.url + "/api/v1/projects",
+        headers={"Authorization": f"Bearer {private_postgres_settings.bootstrap_api_key}"},
+        timeout=10,
+    )
+    internal_errors = metric_value(process.url, "assay_errors_total", kind="internal")
     private_postgres.start()
     wait_until(lambda: readyz(process.url).status_code == 200, timeout=30)
     after = readyz(process.url)
@@ -263,6 +270,9 @@ def test_readyz_follows_postgres_outage(
     assert during.status_code == 503
     assert during.json()["database"] == "unreachable"
     assert during.json()["bus"] == "ok"
+    assert failed.status_code == 500
+    assert failed.json()["error"]["code"] == "internal"
+    assert internal_errors == 1
     assert after.json() == {"status": "ready", "database": "ok", "bus": "ok"}
 
 
