@@ -48,6 +48,10 @@ def waiting_for_lock(connection: psycopg.Connection[Any]) -> bool:
     return row is not None and row[0] > 0
 
 
+def sdk_messages(caplog: pytest.LogCaptureFixture) -> str:
+    return " ".join(record.getMessage() for record in caplog.records if record.name == "assay")
+
+
 def test_sigterm_mid_stream_loses_nothing(
     postgres_settings: Settings,
     server_process: Any,
@@ -91,9 +95,21 @@ def test_sigterm_mid_stream_loses_nothing(
         # The server is still running, held by the batch that waits for the lock.
         accepts_while_draining = answers("127.0.0.1", process.port)
         still_running = process.process.poll() is None
-        blocker.rollback()
-    process.process.wait(30)
+        # Stall the SDK's thread, which waits for the run's buffer lock, with a
+        # point in the buffer. It resumes after the server has exited, so it
+        # sends a new batch to a closed socket before it reads the acks and
+        # the close frame waiting in its buffer, as a thread that lags on a
+        # loaded machine does.
+        log_point()
+        run._lock.acquire()
+        try:
+            time.sleep(0.3)  # longer than a pass of the SDK's loop
+            blocker.rollback()
+            process.process.wait(30)
+        finally:
+            run._lock.release()
     shutdown_seconds = time.monotonic() - started
+    wait_until(lambda: "lost its connection" in sdk_messages(caplog), timeout=10)
     # No server runs now, so no batch can be acknowledged until the restart.
     unacked_after_exit = set(run._sender.unacked)
     stored_at_exit = stored_batches(database_url, run.id)
@@ -105,7 +121,7 @@ def test_sigterm_mid_stream_loses_nothing(
     count = metric_count(process.url, api_key, "drain", run.id, "loss")
     with assay.Api(server=process.url, api_key=api_key) as api:
         steps = [row["step"] for row in api.run("drain", run.id).history(keys=["loss"])]
-    sdk_warnings = " ".join(r.getMessage() for r in caplog.records if r.name == "assay")
+    sdk_warnings = sdk_messages(caplog)
 
     assert shutdown_seconds < 10
     assert still_running
