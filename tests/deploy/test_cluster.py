@@ -255,6 +255,7 @@ def test_readyz_follows_postgres_outage(
     private_postgres.stop()
     wait_until(lambda: readyz(process.url).status_code == 503, timeout=30)
     during = readyz(process.url)
+    alive = httpx.get(process.url + "/healthz", timeout=10)
     # Any other request that needs the database fails with the API's JSON error.
     failed = httpx.get(
         process.url + "/api/v1/projects",
@@ -270,6 +271,9 @@ def test_readyz_follows_postgres_outage(
     assert during.status_code == 503
     assert during.json()["database"] == "unreachable"
     assert during.json()["bus"] == "ok"
+    # Liveness ignores the database, so that an outage does not restart every instance.
+    assert alive.status_code == 200
+    assert alive.json() == {"status": "ok"}
     assert failed.status_code == 500
     assert failed.json()["error"]["code"] == "internal"
     assert internal_errors == 1
