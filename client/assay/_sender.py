@@ -164,6 +164,7 @@ class Sender(threading.Thread):
         try:
             return self._exchange(finishing)
         except TransientError as exc:
+            self._apply_received_acks()
             self._disconnected(str(exc))
             return False
 
@@ -182,6 +183,23 @@ class Sender(threading.Thread):
                 return True
             message = self.client.receive(0)
         return False
+
+    def _apply_received_acks(self) -> None:
+        """Apply the acks that arrived before the connection failed.
+
+        A server that shuts down sends the acks of the batches it committed
+        and then closes. When sending fails first, those acks are still in
+        the socket's buffer, and without this the batches would be resent.
+        """
+        while self.client is not None:
+            try:
+                message = self.client.receive(0)
+            except TransientError:
+                return
+            if message is None:
+                return
+            if message["type"] == "ack":
+                self._acknowledged(message.get("seq"))
 
     def _handle(self, message: dict[str, Any]) -> bool:
         kind = message["type"]

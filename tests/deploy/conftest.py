@@ -16,6 +16,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+from web.browsing import BUNDLE, CHROMIUM, CHROMIUM_ARGS, WAIT_MS
 
 from assay_server.settings import Settings
 from conftest import ADMIN_KEY_PREFIX, ROOT, ServerProcess, answers, free_port
@@ -150,6 +152,51 @@ def cluster(
     proxy = nginx([server.port for server in servers])
     proxy.start()
     return Cluster(servers, proxy, str(postgres_settings.bootstrap_api_key))
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    """Debian's Chromium, launched once for the browser tests of a module."""
+    require(CHROMIUM.exists(), f"{CHROMIUM} is missing; install Debian's chromium package")
+    require(
+        BUNDLE.exists(),
+        f"{BUNDLE} is missing; build the web app with `make web`",
+    )
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def open_page(
+    chromium: Browser, cluster: Cluster
+) -> Iterator[Callable[[ServerProcess, str], Page]]:
+    """Yield a function that signs in on one instance, not through nginx, and opens ``path``.
+
+    The function returns once the page has started loading, so that pages
+    load side by side, and the caller waits for the elements it needs. Each
+    page gets a browser context, and so cookies, of its own. At the end every
+    context is closed, and the test fails if a page raised an error.
+    """
+    opened: list[tuple[Page, list[str]]] = []
+
+    def open_on(server: ServerProcess, path: str) -> Page:
+        context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+        context.set_default_timeout(WAIT_MS)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        opened.append((page, errors))
+        login = f"{server.url}/login?token={cluster.api_key}&next={path}"
+        page.goto(login, wait_until="commit")
+        return page
+
+    yield open_on
+    for page, _ in opened:
+        page.context.close()
+    raised = [error for _, errors in opened for error in errors]
+    assert raised == [], f"a page raised: {raised}"
 
 
 @pytest.fixture

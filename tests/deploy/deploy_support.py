@@ -126,6 +126,24 @@ class LiveSocket:
         self.socket.close()
 
 
+def create_report(server_url: str, api_key: str, project: str, spool_dir: Path) -> str:
+    """Create ``project`` with one finished run and a report in it, and return the report's id."""
+    assay.init(project, server=server_url, api_key=api_key, spool_dir=spool_dir).finish()
+    response = httpx.post(
+        f"{server_url}/api/v1/projects/{project}/reports",
+        json={"title": "Cluster notes"},
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def yjs_url(server_url: str) -> str:
+    """Return the base URL of the report websockets, to which a client adds the report id."""
+    return server_url.replace("http://", "ws://") + "/yjs/reports"
+
+
 def open_sockets(server_url: str) -> dict[str, float]:
     """Return one instance's ``assay_open_sockets`` gauge by kind (ingest, live, report)."""
     text = httpx.get(server_url + "/metrics", timeout=10).text
@@ -152,7 +170,8 @@ class ReportEditor:
 
     A thread reads the client's JSON events, so that the test can wait for
     them with a timeout. ``texts`` lists the block texts of the client's
-    latest document and ``syncs`` counts its syncs with a server.
+    latest document, ``syncs`` counts its syncs with a server and
+    ``close_codes`` lists the code of each close frame it received.
     """
 
     def __init__(self, url: str, report_id: str, token: str, log_path: Path) -> None:
@@ -171,6 +190,7 @@ class ReportEditor:
         self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.texts: list[str] = []
         self.syncs = 0
+        self.close_codes: list[int] = []
         assert self.process.stdout is not None
         self.reader = threading.Thread(target=self._read, args=(self.process.stdout,))
         self.reader.start()
@@ -207,6 +227,8 @@ class ReportEditor:
                 self.syncs += 1
             elif event["event"] == "texts":
                 self.texts = event["texts"]
+            elif event["event"] == "closed":
+                self.close_codes.append(event["code"])
 
     def close(self) -> None:
         """Close stdin, which ends the client, and wait for the process."""

@@ -20,10 +20,12 @@ from deploy.deploy_support import (
     FAST_RETRY,
     LiveSocket,
     ReportEditor,
+    create_report,
     metric_count,
     metric_value,
     open_sockets,
     wait_until,
+    yjs_url,
 )
 
 PROJECT = "cluster"
@@ -176,24 +178,6 @@ def report_sockets(cluster: Cluster) -> list[float]:
     return [open_sockets(server.url).get("report", 0.0) for server in cluster.servers]
 
 
-def create_report(cluster: Cluster, tmp_path: Path) -> str:
-    assay.init(
-        PROJECT, server=cluster.url, api_key=cluster.api_key, spool_dir=tmp_path / "first"
-    ).finish()
-    response = httpx.post(
-        f"{cluster.url}/api/v1/projects/{PROJECT}/reports",
-        json={"title": "Cluster notes"},
-        headers={"Authorization": f"Bearer {cluster.api_key}"},
-        timeout=10,
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
-def yjs_url(server_url: str) -> str:
-    return server_url.replace("http://", "ws://") + "/yjs/reports"
-
-
 def report_sockets_alive(cluster: Cluster, dead: int) -> list[float]:
     """Return the report sockets of every instance but ``dead``, once they add up to three."""
     alive = [server for index, server in enumerate(cluster.servers) if index != dead]
@@ -208,7 +192,7 @@ def report_sockets_alive(cluster: Cluster, dead: int) -> list[float]:
 def test_report_edits_reach_every_instance(
     cluster: Cluster, tmp_path: Path, report_editors: Callable[[str, str, str], ReportEditor]
 ) -> None:
-    report_id = create_report(cluster, tmp_path)
+    report_id = create_report(cluster.url, cluster.api_key, PROJECT, tmp_path / "first")
     editor = report_editors(yjs_url(cluster.url), report_id, cluster.api_key)
     editor.wait_for(lambda client: client.syncs == 1, "first sync")
     before_kill = report_sockets(cluster)
@@ -271,6 +255,14 @@ def test_readyz_follows_postgres_outage(
     private_postgres.stop()
     wait_until(lambda: readyz(process.url).status_code == 503, timeout=30)
     during = readyz(process.url)
+    alive = httpx.get(process.url + "/healthz", timeout=10)
+    # Any other request that needs the database fails with the API's JSON error.
+    failed = httpx.get(
+        process.url + "/api/v1/projects",
+        headers={"Authorization": f"Bearer {private_postgres_settings.bootstrap_api_key}"},
+        timeout=10,
+    )
+    internal_errors = metric_value(process.url, "assay_errors_total", kind="internal")
     private_postgres.start()
     wait_until(lambda: readyz(process.url).status_code == 200, timeout=30)
     after = readyz(process.url)
@@ -279,6 +271,12 @@ def test_readyz_follows_postgres_outage(
     assert during.status_code == 503
     assert during.json()["database"] == "unreachable"
     assert during.json()["bus"] == "ok"
+    # Liveness ignores the database, so that an outage does not restart every instance.
+    assert alive.status_code == 200
+    assert alive.json() == {"status": "ok"}
+    assert failed.status_code == 500
+    assert failed.json()["error"]["code"] == "internal"
+    assert internal_errors == 1
     assert after.json() == {"status": "ready", "database": "ok", "bus": "ok"}
 
 

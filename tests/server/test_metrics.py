@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pycrdt import Array, Map, Text
 from reports.support import YClient, add_markdown, create_report, wait_for
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 import assay
@@ -280,6 +280,9 @@ def test_errors_counted_by_code(sqlite_server: RunningServer) -> None:
     with sqlite_server.client() as http:
         missing = http.get("/api/v1/projects/no-such-project/runs")
         unknown_path = http.get("/api/v1/no-such-path")
+    ingest_url = "ws" + sqlite_server.url.removeprefix("http") + protocol.INGEST_PATH
+    with pytest.raises(InvalidStatus) as denied:
+        connect(ingest_url, additional_headers={"Authorization": "Bearer not-a-key"})
     with ingest(sqlite_server, "talking") as connection:
         connection.send(protocol.pack({"type": "bogus"}))
         ingest_unknown_type = receive(connection)
@@ -303,6 +306,10 @@ def test_errors_counted_by_code(sqlite_server: RunningServer) -> None:
     assert change.grew("assay_errors_total", kind="project_not_found") == 1
     assert unknown_path.json()["error"]["code"] == "not_found"
     assert change.grew("assay_errors_total", kind="not_found") == 1
+    # The handshake is rejected with an HTTP response, not an accepted socket.
+    assert denied.value.response.status_code == 401
+    assert b'"code":"invalid_api_key"' in denied.value.response.body
+    assert change.grew("assay_errors_total", kind="invalid_api_key") == 1
     assert ingest_unknown_type["code"] == "unknown_type"
     assert unknown_type["code"] == "unknown_type"
     assert change.grew("assay_errors_total", kind="unknown_type") == 2
