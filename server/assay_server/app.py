@@ -163,6 +163,7 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
             await app.state.revocations.close()
             await app.state.limits.close()
             await context.writer.close()
+            await context.compactor.close()
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper

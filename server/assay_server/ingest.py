@@ -14,7 +14,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from assay import protocol
 from assay.protocol import ProtocolError
-from assay_server import history, logs, metrics, runs
+from assay_server import logs, metrics, runs
 from assay_server.auth import User
 from assay_server.batch import Batch, decode_batch
 from assay_server.batch_store import BatchWrite
@@ -192,7 +192,7 @@ class IngestConnection:
         if stored:
             self.batches_written += 1
             if self.batches_written % COMPACT_EVERY == 0:
-                await self._compact()
+                self.context.compactor.request(self.run.pk, self.run.run_id)
 
     async def _store(self, batch: Batch) -> bool:
         assert self.run is not None
@@ -288,25 +288,11 @@ class IngestConnection:
             return
         async with self.context.db.transaction() as connection:
             state = await runs.finish_run(connection, self.run.pk, exit_code, finished_at)
-        await self._compact()
+        await self.context.compactor.compact_now(self.run.pk, self.run.run_id)
         await self._publish_summary(now=True)
         await self._publish_state(runs.RUNNING, state)
         await self._send({"type": "finished", "state": state})
         log.info("run %s finished as %s", self.run.run_id, state)
-
-    async def _compact(self) -> None:
-        assert self.run is not None
-        async with self.context.db.reading() as connection:
-            metric_ids = await history.compactable_metrics(connection, self.run.pk)
-        for metric_id in metric_ids:
-            async with self.context.db.transaction() as connection:
-                removed = await history.compact_metric(connection, metric_id)
-            log.debug(
-                "compacted metric %s of run %s: %s chunks merged",
-                metric_id,
-                self.run.run_id,
-                removed,
-            )
 
     async def _publish_state(self, previous: str | None, state: str = runs.RUNNING) -> None:
         await self._publish_event("run.state", {"state": state, "previous": previous})
