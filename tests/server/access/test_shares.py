@@ -229,13 +229,53 @@ def test_expired_link_closes_and_stops_working(
     assert viewer.next_event()["event"] == "synced"
 
     closed = viewer.next_event()
+    closed_at = time.time()
     with with_share(server, share["token"]) as http:
         reopened = http.get(f"/api/v1/projects/{PROJECT}/reports/{report_id}")
 
     assert closed["event"] == "closed"
     assert closed["code"] == 4403
-    assert time.time() >= share["expires_at"]
+    assert closed_at >= share["expires_at"]
+    assert closed_at - share["expires_at"] < 1.0
     assert reopened.status_code == 401
+    assert error_code(reopened) == "invalid_share"
+
+
+def test_expiry_closes_sockets_on_every_instance(
+    postgres_settings: Settings, start_server: Any, share_clients: Any, tmp_path: Path
+) -> None:
+    """Sockets on an instance that did not create the link close within a second of expiry."""
+    first = start_server(postgres_settings)
+    second = start_server(postgres_settings)
+    assay.init(PROJECT, server=first.url, api_key=first.api_key, spool_dir=tmp_path).finish()
+    with first.client() as http:
+        report_id = http.post(f"/api/v1/projects/{PROJECT}/reports", json={}).json()["id"]
+    share = create_share(first, report_id, role="view", expires_at=time.time() + 4)
+    viewers = [share_clients(server, report_id, share["token"]) for server in (first, second)]
+    for viewer in viewers:
+        assert viewer.next_event()["event"] == "synced"
+    live = live_socket(second, share["token"])
+    live.send(protocol.pack({"type": "subscribe", "cursors": {}}))
+    next_message(live, "subscribed")
+
+    closed = []
+    for viewer in viewers:
+        event = viewer.next_event(timeout=15)
+        closed.append((event, time.time()))
+    with pytest.raises(ConnectionClosed) as live_closed:
+        next_message(live, "never sent")
+    live_closed_at = time.time()
+
+    for event, closed_at in closed:
+        assert event["event"] == "closed"
+        assert event["code"] == 4403
+        assert closed_at >= share["expires_at"]
+        assert closed_at - share["expires_at"] < 1.0
+    assert live_closed.value.rcvd is not None
+    assert live_closed.value.rcvd.code == 4403
+    assert "revoked or has expired" in live_closed.value.rcvd.reason
+    assert live_closed_at - share["expires_at"] < 1.0
+    live.close()
 
 
 def test_link_opens_report_without_account(
