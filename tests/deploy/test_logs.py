@@ -21,6 +21,7 @@ from assay import protocol
 from assay_server import logs
 from assay_server.auth import hash_key
 from assay_server.settings import Settings, SettingsError
+from conftest import sign_in_with_key
 from deploy.deploy_support import json_log
 
 
@@ -84,7 +85,7 @@ def test_key_never_appears_in_log(
     run.log({"loss": 1.0})
     run.finish()
     with httpx.Client(base_url=process.url) as browser:
-        login = browser.get("/login", params={"token": key})
+        login = sign_in_with_key(browser, key)
         cookie = browser.cookies["assay_session"]
         whoami = browser.get("/api/v1/whoami")
     live_url = (
