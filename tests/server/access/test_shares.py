@@ -677,3 +677,103 @@ def test_report_socket_checks_link_again(
     assert closed["event"] == "closed"
     assert closed["code"] == 4403
     assert elapsed < RECHECK_INTERVAL + 2
+
+
+def test_view_link_whole_story(
+    server: RunningServer, shared_project: dict[str, Any], share_clients: Any, node_clients: Any
+) -> None:
+    """A view link, end to end, as an anonymous stock y-websocket client in Node.
+
+    The link loads the report, but its update changes nothing for an editor
+    connected at the same time. Its holder reads only the runs the report's
+    run set selects. Once the link is deleted, its socket closes within a
+    second and the token opens nothing.
+    """
+    report_id = shared_project["report_id"]
+    runs = shared_project["runs"]
+    url = yjs_url(server)
+    share = create_share(server, report_id, role="view")
+    editor = node_clients("append", url, report_id, server.api_key)
+    while editor.next_event()["event"] != "synced":
+        pass
+
+    # The anonymous client loads the report, and its update is rejected.
+    viewer = share_clients(server, report_id, share["token"])
+    synced = viewer.next_event()
+    viewer.type_line("vandal text")
+    sent = viewer.next_event()
+    denied = viewer.next_event()
+    # Frames reach the editor in order, so an update the server had taken
+    # from the viewer would reach it before this later edit of another editor.
+    marker = node_clients("write", url, report_id, server.api_key, "marker text")
+    assert marker.next_event() == {"event": "written"}
+    editor_texts = editor.next_event()
+    while "marker text" not in editor_texts.get("texts", []):
+        editor_texts = editor.next_event()
+
+    assert synced["event"] == "synced"
+    assert synced["content"]["title"] == "Shared"
+    assert [block["type"] for block in synced["content"]["blocks"]] == ["panel_grid"]
+    assert sent == {"event": "sent"}
+    assert denied["event"] == "denied"
+    assert "may only view the report" in denied["reason"]
+    assert "vandal text" not in editor_texts["texts"]
+    stored = [block.get("text") for block in report_content(server, report_id)["blocks"]]
+    assert "vandal text" not in stored
+    assert "marker text" in stored
+
+    # The link's holder lists and reads only the runs of the report's run set.
+    base = f"/api/v1/projects/{PROJECT}"
+    good = sorted([runs["good-1"], runs["good-2"]])
+    with with_share(server, share["token"]) as http:
+        listed = http.get(f"{base}/runs", params={"filter": HEALTHY})
+        queried = http.post(f"{base}/runs/query", json={"filter": HEALTHY})
+        figure = http.get(f"{base}/figure", params={"key": "loss", "runs": good})
+        outside = {
+            "every run": http.get(f"{base}/runs"),
+            "another filter": http.get(f"{base}/runs", params={"filter": "name = bad"}),
+            "a widened query": http.post(
+                f"{base}/runs/query", json={"filter": f"{HEALTHY} or name = bad"}
+            ),
+            "the other run": http.get(f"{base}/runs/{runs['bad']}"),
+            "a drawn run by id": http.get(f"{base}/runs/{runs['good-1']}"),
+            "a history": http.get(f"{base}/runs/{runs['bad']}/history"),
+            "a figure of the other run": http.get(
+                f"{base}/figure", params={"key": "loss", "runs": [*good, runs["bad"]]}
+            ),
+            "stored run sets": http.get(f"{base}/runsets"),
+        }
+    with live_socket(server, share["token"]) as live:
+        live.send(protocol.pack({"type": "subscribe", "cursors": {}}))
+        subscribed = next_message(live, "subscribed")
+
+    assert sorted(run["id"] for run in listed.json()["runs"]) == good
+    assert sorted(run["id"] for run in queried.json()["runs"]) == good
+    assert figure.status_code == 200
+    assert sorted(figure.json()["runs"]) == good
+    for request_name, response in outside.items():
+        assert response.status_code == 403, request_name
+    assert runs["bad"] not in " ".join(subscribed["cursors"])
+
+    # Deleting the link closes its socket within a second, and the token opens nothing.
+    started = time.monotonic()
+    with server.client() as http:
+        deleted = http.delete(f"/api/v1/reports/{report_id}/shares/{share['id']}")
+    closed = viewer.next_event(timeout=5)
+    elapsed = time.monotonic() - started
+    with with_share(server, share["token"]) as http:
+        report = http.get(f"{base}/reports/{report_id}")
+        page = http.get(f"/projects/{PROJECT}/reports/{report_id}")
+        listed_after = http.get(f"{base}/runs", params={"filter": HEALTHY})
+    with pytest.raises(InvalidStatus) as socket_refused:
+        connect(f"{url}/{report_id}?share={share['token']}")
+
+    assert deleted.status_code == 204
+    assert closed["event"] == "closed"
+    assert closed["code"] == 4403
+    assert elapsed < 1.0
+    assert report.status_code == 401
+    assert error_code(report) == "invalid_share"
+    assert page.status_code == 401
+    assert listed_after.status_code == 401
+    assert socket_refused.value.response.status_code == 401
