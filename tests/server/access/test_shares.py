@@ -23,6 +23,7 @@ from access.support import add_user, anonymous, error_code
 from assay import protocol
 from assay_server.database import Database
 from assay_server.ratelimit import SHARE_LOOKUPS
+from assay_server.reports import wire
 from assay_server.reports.socket import RECHECK_INTERVAL
 from assay_server.reports.tables import report_shares
 from assay_server.settings import Settings
@@ -777,3 +778,50 @@ def test_view_link_whole_story(
     assert page.status_code == 401
     assert listed_after.status_code == 401
     assert socket_refused.value.response.status_code == 401
+
+
+def share_socket(server: RunningServer, report_id: str, token: str) -> YClient:
+    """A frame-level y-websocket client that holds only a share token."""
+    client = YClient(server, report_id)
+    client.socket.close()
+    client.socket = connect(
+        f"{yjs_url(server)}/{report_id}?share={token}", max_size=None, legacy=True
+    )
+    return client
+
+
+def test_view_link_awareness_reaches_editor(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    """View-only sockets may send their own awareness, and editors may echo it back.
+
+    Stock y-websocket clients send every awareness change they apply, other
+    clients' too, so an editor sends the viewer's state back unchanged.
+    """
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="view")
+    before = report_content(server, report_id)
+    editor = YClient(server, report_id)
+    editor.sync()
+    viewer = share_socket(server, report_id, share["token"])
+    viewer.sync()
+    state = b'{"user":{"name":"reader"}}'
+    frame = wire.encode_awareness([wire.AwarenessEntry(41, 1, state.decode())])
+
+    viewer.socket.send(frame)
+    relayed = editor.next_frame(lambda received: received[0] == 1 and b"reader" in received)
+    editor.socket.send(relayed)
+    editor.pump(0.5)
+    echo_denials = list(editor.denials)
+    changed = wire.encode_awareness([wire.AwarenessEntry(41, 2, '{"user":{"name":"forged"}}')])
+    editor.socket.send(changed)
+    forged = editor.next_denial()
+    viewer.pump(0.5)
+
+    assert relayed == frame
+    assert echo_denials == []
+    assert "client 41, which another user's connection owns" in forged
+    assert viewer.denials == []
+    assert report_content(server, report_id) == before
+    editor.close()
+    viewer.close()
