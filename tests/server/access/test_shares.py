@@ -825,3 +825,25 @@ def test_view_link_awareness_reaches_editor(
     assert report_content(server, report_id) == before
     editor.close()
     viewer.close()
+
+
+def test_guessed_socket_tokens_limited(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    """Guesses on the report socket count against the same limit as HTTP guesses."""
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="view")
+    statuses = []
+    for _ in range(SHARE_LOOKUPS):
+        with pytest.raises(InvalidStatus) as guessed:
+            connect(f"{yjs_url(server)}/{report_id}?share={secrets.token_urlsafe(32)}")
+        statuses.append(guessed.value.response.status_code)
+    with pytest.raises(InvalidStatus) as limited:
+        connect(f"{yjs_url(server)}/{report_id}?share={secrets.token_urlsafe(32)}")
+    with with_share(server, share["token"]) as http:
+        real = http.get(f"/api/v1/projects/{PROJECT}/reports/{report_id}")
+
+    assert set(statuses) == {401}
+    assert limited.value.response.status_code == 429
+    assert int(limited.value.response.headers["Retry-After"]) >= 1
+    assert real.status_code == 429
