@@ -60,6 +60,23 @@ def live_messages(frame: bytes | str) -> list[dict[str, Any]]:
     return [message]
 
 
+def sign_in_with_key(
+    browser: httpx.Client, key: str, next_path: str | None = None
+) -> httpx.Response:
+    """Open ``/login?token=KEY`` and submit its confirmation form, as a browser does.
+
+    ``browser`` needs a ``base_url``. Return the response to the form's POST.
+    """
+    params = {"token": key} if next_path is None else {"token": key, "next": next_path}
+    confirm = browser.get("/login", params=params)
+    assert confirm.status_code == 200, confirm.text
+    assert "assay_session" not in confirm.headers.get("set-cookie", "")
+    form = {"token": key} if next_path is None else {"token": key, "next": next_path}
+    return browser.post(
+        "/login", data=form, headers={"Sec-Fetch-Site": "same-origin"}, follow_redirects=False
+    )
+
+
 def answers(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):

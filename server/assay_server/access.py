@@ -332,6 +332,8 @@ async def share_grant(connection: HTTPConnection) -> ShareGrant | None:
         return None
     # Failed look-ups are counted per client address, so tokens cannot be guessed
     # at speed, while a valid link's many requests count nothing.
+    # NOTE: the check and the count are two steps, so guesses sent concurrently can
+    # all pass the check before any is counted, exceeding the limit by that many.
     limiter = connection.app.state.limits.share
     address = connection.client.host if connection.client else "unknown"
     await limiter.ensure_allowed(address)

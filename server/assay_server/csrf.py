@@ -15,7 +15,10 @@ pages:
 A write with none of the three is rejected too. Requests with a Bearer key
 are exempt: other sites cannot make a browser send one. Sign-in
 (``POST /api/v1/session``) is rejected when it carries evidence of another
-site, so no site can sign a visitor in to the attacker's account. A
+site, so no site can sign a visitor in to the attacker's account. Sign-in
+with an API key (``POST /login``, the form of the ``/login?token=`` page)
+is accepted only from this server's pages, even without a cookie, because
+only that page sends it. A
 websocket handshake that carries the cookie and an ``Origin`` of another
 host is refused before it is accepted.
 """
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SIGN_IN_PATH = "/api/v1/session"
+KEY_SIGN_IN_PATH = "/login"
 SAME = "same"
 FOREIGN = "foreign"
 UNKNOWN = "unknown"
@@ -111,6 +115,12 @@ class CsrfMiddleware:
         if has_bearer_key(headers):
             return None
         origin = request_origin(headers)
+        if scope["path"] == KEY_SIGN_IN_PATH and origin != SAME:
+            return (
+                "csrf_cross_origin" if origin == FOREIGN else "csrf_origin_missing",
+                "sign-in with an API key is accepted only from the confirmation page of "
+                "/login?token=KEY on this server",
+            )
         if not has_session_cookie(headers):
             if scope["path"] == SIGN_IN_PATH and origin == FOREIGN:
                 return "csrf_cross_origin", "sign-in from another site is not allowed"

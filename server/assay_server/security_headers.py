@@ -1,8 +1,10 @@
 """Response headers that limit what a page can load and where it can be embedded.
 
 Every response gets ``X-Content-Type-Options: nosniff`` and
-``Referrer-Policy: no-referrer``; share tokens travel in URLs, and no other
-site should see them in a ``Referer``. HTML responses also get a
+``Referrer-Policy: no-referrer``, unless it sets that header itself, because
+share tokens travel in URLs and no other site should see them in a
+``Referer``. Only the ``/login?token=`` confirmation page sets its own
+(``same-origin``), so that its form's POST carries this server's Origin. HTML responses also get a
 ``Content-Security-Policy`` that allows scripts only from this server (the
 bundle in ``/static``, never inline) and forbids framing.
 """
@@ -54,7 +56,9 @@ class SecurityHeadersMiddleware:
         async def send_with_headers(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers.extend(EVERY_RESPONSE)
+                # A response that sets one of these headers itself keeps its own value.
+                present = {key.lower() for key, _ in headers}
+                headers.extend(header for header in EVERY_RESPONSE if header[0] not in present)
                 content_type = next(
                     (value for key, value in headers if key.lower() == b"content-type"), b""
                 )

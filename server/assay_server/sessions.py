@@ -1,15 +1,25 @@
-"""Browser sessions: ``/login?token=API_KEY`` sets a cookie that replaces the key."""
+"""Browser sessions: ``/login?token=API_KEY`` signs a browser in with an API key.
+
+The link itself never signs anyone in. ``GET /login?token=KEY`` returns a
+page that names the account the key belongs to and asks to confirm, and only
+the ``POST /login`` of that page's form sets the session cookie. Otherwise
+any site or message could sign a visitor in to the sender's account by
+linking to ``/login?token=THEIR_KEY`` (login CSRF), and whatever the visitor
+then did would land in that account. ``csrf.CsrfMiddleware`` accepts the
+``POST`` only from this server's own pages.
+"""
 
 from __future__ import annotations
 
+import html
 import secrets
 import time
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from assay_server import schema
@@ -59,27 +69,123 @@ def _context(request: Request) -> ServerContext:
     return request.app.state.context  # type: ignore[no-any-return]
 
 
+#: The largest body ``POST /login`` reads: an API key and a ``next`` path.
+MAX_LOGIN_FORM_BYTES = 8192
+
+CONFIRM_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Sign in to assay</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,"></head>
+<body><main class="confirm-sign-in">
+<h1>Sign in to assay as {name}?</h1>
+{current}<p>This link signs this browser in with an API key of <strong>{name}</strong>.
+Continue only if you opened it yourself. A link like this from someone else signs you in
+to their account, and what you do next lands there.</p>
+<form method="post" action="/login">
+<input type="hidden" name="token" value="{token}">
+<input type="hidden" name="next" value="{next}">
+<button type="submit" class="confirm-sign-in">Sign in as {name}</button>
+<a href="/">Cancel</a>
+</form></main></body></html>
+"""
+
+
+def _invalid_key() -> Response:
+    return JSONResponse(
+        {
+            "error": {
+                "code": "invalid_api_key",
+                "message": "missing, invalid or revoked API key; use the sign-in link "
+                "that `assay serve` printed",
+            }
+        },
+        status_code=401,
+    )
+
+
+async def _request_user(request: Request, token: str) -> tuple[User | None, User | None]:
+    """Return the user of API key ``token`` and the user of the request's session cookie."""
+    session = request.cookies.get(COOKIE)
+    async with _context(request).db.reading() as connection:
+        key_user = await authenticate(connection, token) if token else None
+        current = await session_user(connection, session) if session else None
+    return key_user, current
+
+
 async def login(request: Request) -> Response:
+    """Ask to confirm signing in with the link's API key (``GET``); sign in (``POST``)."""
+    if request.method == "POST":
+        return await confirm_login(request)
     token = request.query_params.get("token", "")
-    context = _context(request)
-    async with context.db.reading() as connection:
-        user = await authenticate(connection, token) if token else None
-    if user is None:
+    target = safe_next(request.query_params.get("next"))
+    key_user, current = await _request_user(request, token)
+    if key_user is None:
+        return _invalid_key()
+    if current is not None and current.id == key_user.id:
+        # Already signed in to that account: nothing for another site to gain.
+        return RedirectResponse(target, status_code=303)
+    notice = ""
+    if current is not None:
+        notice = (
+            f'<p class="signed-in-as">This browser is signed in as '
+            f"<strong>{html.escape(current.name)}</strong>. Continuing signs it out of "
+            "that account.</p>\n"
+        )
+    page = CONFIRM_PAGE.format(
+        name=html.escape(key_user.name),
+        current=notice,
+        token=html.escape(token, quote=True),
+        next=html.escape(target, quote=True),
+    )
+    # The page keeps its own Origin on the form's POST, which CsrfMiddleware checks,
+    # also in browsers that send no Sec-Fetch-Site. The default no-referrer policy
+    # would send "Origin: null" instead.
+    return HTMLResponse(
+        page, headers={"Cache-Control": "no-store", "Referrer-Policy": "same-origin"}
+    )
+
+
+async def confirm_login(request: Request) -> Response:
+    """Sign in with the API key of the confirmation form, then redirect to its ``next``."""
+    form = await _read_form(request)
+    if form is None:
         return JSONResponse(
             {
                 "error": {
-                    "code": "invalid_api_key",
-                    "message": "missing, invalid or revoked API key; use the sign-in link "
-                    "that `assay serve` printed",
+                    "code": "invalid_form",
+                    "message": "POST /login takes the form of the /login?token= page: "
+                    f"application/x-www-form-urlencoded, at most {MAX_LOGIN_FORM_BYTES} bytes",
                 }
             },
-            status_code=401,
+            status_code=400,
         )
-    async with context.db.transaction() as connection:
+    token = form.get("token", "")
+    user, _ = await _request_user(request, token)
+    if user is None:
+        return _invalid_key()
+    await end_session(request)
+    async with _context(request).db.transaction() as connection:
         session = await create_session(connection, user.id)
-    response = RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
+    response = RedirectResponse(safe_next(form.get("next")), status_code=303)
     set_cookie(request, response, session)
     return response
+
+
+async def _read_form(request: Request) -> dict[str, str] | None:
+    """Return the fields of a small url-encoded form body, or None for any other body."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_LOGIN_FORM_BYTES:
+            return None
+    try:
+        fields = parse_qs(body.decode(), max_num_fields=10)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return {name: values[0] for name, values in fields.items()}
 
 
 def set_cookie(request: Request, response: Response, session: str) -> None:
@@ -111,4 +217,7 @@ async def logout(request: Request) -> Response:
     return response
 
 
-routes = [Route("/login", login), Route("/logout", logout, methods=["POST"])]
+routes = [
+    Route("/login", login, methods=["GET", "POST"]),
+    Route("/logout", logout, methods=["POST"]),
+]

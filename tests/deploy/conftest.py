@@ -188,8 +188,9 @@ def open_page(
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
         opened.append((page, errors))
-        login = f"{server.url}/login?token={cluster.api_key}&next={path}"
-        page.goto(login, wait_until="commit")
+        page.goto(f"{server.url}/login?token={cluster.api_key}&next={path}")
+        # The link shows a confirmation page; its button signs in and opens ``path``.
+        page.click("button.confirm-sign-in", no_wait_after=True)
         return page
 
     yield open_on

@@ -21,6 +21,7 @@ from assay import protocol
 from assay_server import logs
 from assay_server.auth import hash_key
 from assay_server.settings import Settings, SettingsError
+from conftest import sign_in_with_key
 from deploy.deploy_support import json_log
 
 
@@ -84,7 +85,7 @@ def test_key_never_appears_in_log(
     run.log({"loss": 1.0})
     run.finish()
     with httpx.Client(base_url=process.url) as browser:
-        login = browser.get("/login", params={"token": key})
+        login = sign_in_with_key(browser, key)
         cookie = browser.cookies["assay_session"]
         whoami = browser.get("/api/v1/whoami")
     live_url = (
@@ -231,3 +232,45 @@ def test_json_lines_carry_report_id(
     assert {entry.get("report") for entry in opened} == {report_id}
     assert all(len(entry["connection"]) == 8 for entry in opened)
     assert all(f"connection {entry['connection']} " in entry["message"] for entry in opened)
+
+
+def test_share_token_never_appears_in_log(
+    sqlite_settings: Settings, server_process: Any, tmp_path: Path
+) -> None:
+    """A share token used on a page, the API and both sockets stays out of a debug log."""
+    settings = dataclasses.replace(sqlite_settings, log_format="json", log_level="debug")
+    process = server_process(settings)
+    process.start()
+    key = settings.bootstrap_api_key
+    assert key is not None
+    assay.init("shared", server=process.url, api_key=key, spool_dir=tmp_path).finish()
+    admin = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=process.url, headers=admin) as client:
+        report_id = client.post("/api/v1/projects/shared/reports", json={}).json()["id"]
+        share = client.post(f"/api/v1/reports/{report_id}/shares", json={"role": "view"}).json()
+    token = share["token"]
+    with httpx.Client(base_url=process.url, params={"share": token}) as holder:
+        page = holder.get(f"/projects/shared/reports/{report_id}")
+        report = holder.get(f"/api/v1/projects/shared/reports/{report_id}")
+    sockets = process.url.replace("http://", "ws://")
+    with connect(f"{sockets}/yjs/reports/{report_id}?share={token}") as report_socket:
+        first_frame = report_socket.recv(timeout=10)
+    with connect(f"{sockets}/api/v1/projects/shared/live?share={token}") as live:
+        live.send(protocol.pack({"type": "subscribe", "cursors": {}}))
+        subscribed = protocol.unpack(live.recv(timeout=10))  # type: ignore[arg-type]
+    with httpx.Client(base_url=process.url, headers=admin) as client:
+        revoked = client.delete(f"/api/v1/reports/{report_id}/shares/{share['id']}")
+    with httpx.Client(base_url=process.url, params={"share": token}) as holder:
+        refused = holder.get(f"/api/v1/projects/shared/reports/{report_id}")
+    process.stop()
+    text = process.log_path.read_text()
+
+    assert page.status_code == 200
+    assert report.status_code == 200
+    assert isinstance(first_frame, bytes)
+    assert subscribed["type"] == "subscribed"
+    assert revoked.status_code == 204
+    assert refused.status_code == 401
+    assert token not in text
+    assert token[:16] not in text
+    assert "share=***" in text

@@ -22,7 +22,7 @@ from assay_server.bus import LocalBus
 from assay_server.live import LiveHub, ResyncNeeded, Subscriber, batch_frame
 from assay_server.live_socket import LiveConnection
 from assay_server.settings import Settings
-from conftest import RunningServer, live_messages
+from conftest import RunningServer, live_messages, sign_in_with_key
 
 
 class LiveClient:
@@ -232,9 +232,7 @@ def test_unknown_project_is_rejected(server: RunningServer) -> None:
 
 def test_login_link_sets_session_cookie(server: RunningServer, project: str) -> None:
     with httpx.Client(base_url=server.url) as browser:
-        response = browser.get(
-            "/login", params={"token": server.api_key, "next": "/projects/live"}
-        )
+        response = sign_in_with_key(browser, server.api_key, "/projects/live")
         cookie = browser.cookies.get("assay_session")
         projects = browser.get("/api/v1/projects")
     live = LiveClient(server, project, Cookie=f"assay_session={cookie}")
@@ -252,7 +250,7 @@ def test_login_link_sets_session_cookie(server: RunningServer, project: str) -> 
 @pytest.mark.parametrize("target", ["https://elsewhere.example/", "//elsewhere.example/x"])
 def test_login_never_redirects_away(server: RunningServer, target: str) -> None:
     with httpx.Client(base_url=server.url) as browser:
-        response = browser.get("/login", params={"token": server.api_key, "next": target})
+        response = sign_in_with_key(browser, server.api_key, target)
 
     assert response.headers["location"] == "/"
 
@@ -268,7 +266,7 @@ def test_login_with_wrong_token_fails(server: RunningServer) -> None:
 def test_logout_ends_session(server: RunningServer) -> None:
     # A browser sends its page's Origin with every POST.
     with httpx.Client(base_url=server.url, headers={"Origin": server.url}) as browser:
-        browser.get("/login", params={"token": server.api_key})
+        sign_in_with_key(browser, server.api_key)
         browser.post("/logout")
         after = browser.get("/api/v1/whoami")
 
@@ -277,7 +275,7 @@ def test_logout_ends_session(server: RunningServer) -> None:
 
 def test_cross_site_logout_rejected(server: RunningServer) -> None:
     with httpx.Client(base_url=server.url) as browser:
-        browser.get("/login", params={"token": server.api_key})
+        sign_in_with_key(browser, server.api_key)
         logout = browser.post("/logout", headers={"Origin": "http://evil.example"})
         after = browser.get("/api/v1/projects")
 

@@ -16,7 +16,7 @@ from account_support import PASSWORD, add_user, browser, sign_in
 from assay_server.ratelimit import LOGIN_FAILURES
 from assay_server.security_headers import CONTENT_SECURITY_POLICY
 from assay_server.settings import Settings
-from conftest import RunningServer
+from conftest import RunningServer, sign_in_with_key
 
 WRITE = ("POST", "/api/v1/me/keys", {"name": "from a page"})
 
@@ -238,3 +238,130 @@ def test_malformed_cookie_header_still_checked(server: RunningServer, session_co
 
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "csrf_origin_missing"
+
+
+def alice_key(server: RunningServer) -> str:
+    """Create the user alice and an API key of hers; return the key."""
+    add_user(server, "alice")
+    with browser(server) as client:
+        assert sign_in(client, "alice").status_code == 200
+        created = client.post("/api/v1/me/keys", json={"name": "link"})
+    assert created.status_code == 201, created.text
+    return created.json()["key"]  # type: ignore[no-any-return]
+
+
+def test_login_link_asks_to_confirm(server: RunningServer) -> None:
+    key = alice_key(server)
+    with httpx.Client(base_url=server.url) as client:
+        page = client.get("/login", params={"token": key, "next": "/projects/x"})
+        whoami = client.get("/api/v1/whoami")
+
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "set-cookie" not in page.headers
+    assert "Sign in to assay as alice?" in page.text
+    assert '<form method="post" action="/login">' in page.text
+    assert 'name="next" value="/projects/x"' in page.text
+    assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert page.headers.get_list("referrer-policy") == ["same-origin"]
+    assert page.headers["cache-control"] == "no-store"
+    assert "<script" not in page.text
+    assert whoami.status_code == 401
+
+
+def test_login_link_names_signed_in_user(server: RunningServer, session_cookie: str) -> None:
+    with httpx.Client(base_url=server.url) as client:
+        client.cookies.set("assay_session", session_cookie)
+        page = client.get("/login", params={"token": server.api_key})
+        whoami = client.get("/api/v1/whoami")
+
+    assert "Sign in to assay as admin?" in page.text
+    assert "This browser is signed in as <strong>alice</strong>" in page.text
+    assert whoami.json()["name"] == "alice"
+
+
+def test_login_link_of_same_user_redirects(server: RunningServer) -> None:
+    with httpx.Client(base_url=server.url) as client:
+        assert sign_in_with_key(client, server.api_key).status_code == 303
+        again = client.get("/login", params={"token": server.api_key, "next": "/account"})
+
+    assert again.status_code == 303
+    assert again.headers["location"] == "/account"
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({"Sec-Fetch-Site": "cross-site"}, "csrf_cross_origin"),
+        ({"Sec-Fetch-Site": "same-site"}, "csrf_cross_origin"),
+        ({"Origin": "http://evil.example"}, "csrf_cross_origin"),
+        ({"Origin": "null"}, "csrf_cross_origin"),
+        ({}, "csrf_origin_missing"),
+    ],
+)
+def test_foreign_key_sign_in_rejected(
+    server: RunningServer, session_cookie: str, headers: dict[str, str], code: str
+) -> None:
+    """Another site cannot post the confirmation form to sign a visitor in to its account."""
+    with httpx.Client(base_url=server.url) as client:
+        client.cookies.set("assay_session", session_cookie)
+        response = client.post("/login", data={"token": server.api_key}, headers=headers)
+        whoami = client.get("/api/v1/whoami")
+    with httpx.Client(base_url=server.url) as anonymous:
+        without_cookie = anonymous.post("/login", data={"token": server.api_key}, headers=headers)
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == code
+    assert "set-cookie" not in response.headers
+    assert whoami.json()["name"] == "alice"
+    assert without_cookie.status_code == 403
+    assert without_cookie.json()["error"]["code"] == code
+    assert "set-cookie" not in without_cookie.headers
+
+
+def test_key_sign_in_replaces_session(server: RunningServer, session_cookie: str) -> None:
+    with httpx.Client(base_url=server.url) as client:
+        client.cookies.set("assay_session", session_cookie)
+        response = sign_in_with_key(client, server.api_key, "//elsewhere.example/")
+        whoami = client.get("/api/v1/whoami")
+    with httpx.Client(base_url=server.url) as old:
+        old.cookies.set("assay_session", session_cookie)
+        old_whoami = old.get("/api/v1/whoami")
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/"
+    assert "httponly" in response.headers["set-cookie"].lower()
+    assert whoami.json()["name"] == "admin"
+    assert old_whoami.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "code"),
+    [
+        ("token=wrong", "application/x-www-form-urlencoded", 401, "invalid_api_key"),
+        ("next=/", "application/x-www-form-urlencoded", 401, "invalid_api_key"),
+        ('{"token": "KEY"}', "application/json", 400, "invalid_form"),
+        ("token=KEY&pad=" + "x" * 9000, "application/x-www-form-urlencoded", 400, "invalid_form"),
+        (
+            "&".join(f"f{i}=1" for i in range(20)),
+            "application/x-www-form-urlencoded",
+            400,
+            "invalid_form",
+        ),
+        (b"token=\xff", "application/x-www-form-urlencoded", 400, "invalid_form"),
+    ],
+)
+def test_bad_key_sign_in_rejected(
+    server: RunningServer, body: str | bytes, content_type: str, status: int, code: str
+) -> None:
+    content = body.replace("KEY", server.api_key) if isinstance(body, str) else body
+    with httpx.Client(base_url=server.url) as client:
+        response = client.post(
+            "/login",
+            content=content,
+            headers={"Content-Type": content_type, "Sec-Fetch-Site": "same-origin"},
+        )
+
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    assert "set-cookie" not in response.headers

@@ -44,9 +44,13 @@ def require(condition: bool, message: str) -> None:
     pytest.skip(message)
 
 
-def sign_in(page: Page, server: RunningServer, path: str) -> None:
-    """Sign in through the ``/login?token=`` link and land on ``path``."""
-    page.goto(f"{server.url}/login?token={server.api_key}&next={path}")
+def sign_in(page: Page, server: RunningServer, path: str, key: str | None = None) -> None:
+    """Sign in through the ``/login?token=`` link and its confirmation, and land on ``path``.
+
+    ``key`` defaults to the server's admin key.
+    """
+    page.goto(f"{server.url}/login?token={key or server.api_key}&next={path}")
+    page.click("button.confirm-sign-in")
     page.wait_for_selector("body[data-loaded]")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from playwright.sync_api import Browser, Page
 
 from conftest import RunningServer
-from web.browsing import WAIT_MS, start_run
+from web.browsing import WAIT_MS, sign_in, start_run
 from web.reports import PROJECT, create_report, open_report
 
 #: The filter of the shared report's run set: every run whose lr is 0.5 or more.
@@ -107,8 +107,8 @@ def open_page(browser: Browser, url: str) -> Page:
 
 def sign_in_as(browser: Browser, server: RunningServer, key: str, path: str) -> Page:
     """Open ``path`` in a new browser context signed in with API key ``key``."""
-    page = open_page(browser, f"{server.url}/login?token={key}&next={path}")
-    page.wait_for_selector("body[data-loaded]")
+    page = open_page(browser, "about:blank")
+    sign_in(page, server, path, key)
     return page
 
 

@@ -249,3 +249,50 @@ def key_names(server: RunningServer, name: str) -> list[str]:
         signed_in = client.post("/api/v1/session", json={"name": name, "password": PASSWORD})
         assert signed_in.status_code == 200
         return [key["name"] for key in client.get("/api/v1/me/keys").json()["keys"]]
+
+
+def signed_in_name(page: Page, server: RunningServer) -> str | None:
+    """Return the name the page's browser context is signed in as, or None."""
+    response = page.request.get(server.url + "/api/v1/whoami")
+    if response.status != 200:
+        return None
+    return response.json()["name"]  # type: ignore[no-any-return]
+
+
+def test_login_link_from_other_site_asks(
+    account_page: Page, sqlite_server: RunningServer, attack_site: Callable[[str], str]
+) -> None:
+    """A link to ``/login?token=`` on another site stops at the confirmation page."""
+    link = f"{sqlite_server.url}/login?token={sqlite_server.api_key}&next=/account"
+    attack_url = attack_site(
+        f"<!doctype html><body><script>location.href = {link!r};</script></body>"
+    )
+    account_page.goto(attack_url)
+    account_page.wait_for_selector("button.confirm-sign-in")
+    heading = account_page.locator("h1").inner_text()
+
+    assert heading == "Sign in to assay as admin?"
+    assert "signed in as alice" in account_page.locator(".signed-in-as").inner_text()
+    assert signed_in_name(account_page, sqlite_server) == "alice"
+
+    account_page.click("button.confirm-sign-in")
+    account_page.wait_for_url(sqlite_server.url + "/account")
+    assert signed_in_name(account_page, sqlite_server) == "admin"
+
+
+def test_other_site_cannot_post_login(
+    account_page: Page, sqlite_server: RunningServer, attack_site: Callable[[str], str]
+) -> None:
+    """A form on another site that posts an attacker's key is rejected."""
+    target = sqlite_server.url + "/login"
+    attack_url = attack_site(
+        f'<!doctype html><body><form method="post" action="{target}">'
+        f'<input name="token" value="{sqlite_server.api_key}"></form>'
+        "<script>document.forms[0].submit();</script></body>"
+    )
+    with account_page.expect_response(target) as sent:
+        account_page.goto(attack_url)
+
+    assert sent.value.status == 403
+    assert sent.value.json()["error"]["code"] == "csrf_cross_origin"
+    assert signed_in_name(account_page, sqlite_server) == "alice"

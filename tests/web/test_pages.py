@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from conftest import RunningServer
+from conftest import RunningServer, sign_in_with_key
 
 
 def test_unauthenticated_page_redirects_to_sign_in(sqlite_server: RunningServer) -> None:
@@ -33,9 +33,7 @@ def test_sign_in_page_needs_no_session(sqlite_server: RunningServer) -> None:
 
 def test_signed_in_page_loads_bundle(sqlite_server: RunningServer) -> None:
     with httpx.Client(base_url=sqlite_server.url) as browser:
-        login = browser.get(
-            "/login", params={"token": sqlite_server.api_key, "next": "/projects/demo/runs/r1"}
-        )
+        login = sign_in_with_key(browser, sqlite_server.api_key, "/projects/demo/runs/r1")
         shell = browser.get("/projects/demo/runs/r1")
 
     assert login.status_code == 303

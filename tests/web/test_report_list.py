@@ -117,7 +117,7 @@ def test_too_long_title_shows_error(
 def test_unknown_report_is_not_found(
     page: Page, sqlite_server: RunningServer, project: str
 ) -> None:
-    page.goto(f"{sqlite_server.url}/login?token={sqlite_server.api_key}&next=/")
+    sign_in(page, sqlite_server, "/")
     page.goto(f"{sqlite_server.url}/projects/{project}/reports/nosuchreport")
     page.wait_for_selector("h1:text('Report not found')")
 
@@ -125,7 +125,7 @@ def test_unknown_report_is_not_found(
 
 
 def test_unknown_project_reports_not_found(page: Page, sqlite_server: RunningServer) -> None:
-    page.goto(f"{sqlite_server.url}/login?token={sqlite_server.api_key}&next=/")
+    sign_in(page, sqlite_server, "/")
     page.goto(f"{sqlite_server.url}/projects/nowhere/reports")
 
     page.wait_for_selector("h1:text('Project not found')")

@@ -82,9 +82,7 @@ def assert_inert(page: Page) -> None:
 def test_workspace_shows_payloads_as_text(
     browser: Browser, sqlite_server: RunningServer, hostile: dict[str, str]
 ) -> None:
-    page = open_page(browser, f"{sqlite_server.url}/login?token={sqlite_server.api_key}")
-    page.goto(f"{sqlite_server.url}/projects/{PROJECT}")
-    page.wait_for_selector("body[data-loaded]")
+    page = sign_in_as(browser, sqlite_server, sqlite_server.api_key, f"/projects/{PROJECT}")
     page.wait_for_selector(".plot[data-key=loss][data-revision]")
     page.locator(".run-table input[type=search]").first.fill("onerror")
     table = page.locator(".run-table").inner_text()
@@ -99,9 +97,12 @@ def test_run_page_shows_payloads_as_text(
     browser: Browser, sqlite_server: RunningServer, hostile: dict[str, str], index: int
 ) -> None:
     payload = PAYLOADS[index]
-    page = open_page(browser, f"{sqlite_server.url}/login?token={sqlite_server.api_key}")
-    page.goto(f"{sqlite_server.url}/projects/{PROJECT}/runs/{hostile[payload]}")
-    page.wait_for_selector("body[data-loaded]")
+    page = sign_in_as(
+        browser,
+        sqlite_server,
+        sqlite_server.api_key,
+        f"/projects/{PROJECT}/runs/{hostile[payload]}",
+    )
     text = page.locator("main").inner_text()
 
     assert payload in text
@@ -113,12 +114,9 @@ def test_shared_report_shows_payloads_as_text(
     browser: Browser, sqlite_server: RunningServer, hostile: dict[str, str]
 ) -> None:
     report_id = create_report(sqlite_server, PAYLOADS[2] + PAYLOADS[0])
-    editor = open_page(
-        browser,
-        f"{sqlite_server.url}/login?token={sqlite_server.api_key}"
-        f"&next=/projects/{PROJECT}/reports/{report_id}",
+    editor = sign_in_as(
+        browser, sqlite_server, sqlite_server.api_key, f"/projects/{PROJECT}/reports/{report_id}"
     )
-    editor.wait_for_selector("body[data-loaded]")
     editor.click("button.add-block:text('Add text')")
     editor.wait_for_selector(".block-markdown .cm-content")
     insert_text(editor, 0, MARKDOWN)

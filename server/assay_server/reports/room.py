@@ -10,6 +10,7 @@ the real document.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -214,14 +215,21 @@ class Room:
         except wire.WireError as exc:
             raise RejectedUpdate(f"invalid awareness message: {exc}") from None
         owned = self.peers.setdefault(peer, set())
+        accepted = []
         for entry in entries:
             owner = self._owner(entry.client_id)
-            if owner is not None and owner.user_name != peer.user_name:
+            if owner is None or owner.user_name == peer.user_name:
+                accepted.append(entry)
+            elif not self._is_echo(entry):
                 raise RejectedUpdate(
                     f"awareness message sets the state of client {entry.client_id}, "
                     "which another user's connection owns; send only your own state"
                 )
-        for entry in entries:
+        if not accepted:
+            return
+        if len(accepted) < len(entries):
+            frame = wire.encode_awareness(accepted)
+        for entry in accepted:
             # A reconnecting client takes its states over from its old
             # connection, which may not have been detected as closed yet.
             owner = self._owner(entry.client_id)
@@ -234,6 +242,22 @@ class Room:
                 owned.add(entry.client_id)
         self._broadcast(frame)
         self.on_local(frame)
+
+    def _is_echo(self, entry: wire.AwarenessEntry) -> bool:
+        """Return whether ``entry`` repeats a state the room has, or an older one.
+
+        Stock y-websocket clients send every awareness change they apply,
+        other clients' too, so editors send a viewer's state back unchanged.
+        Such an echo changes nothing and is dropped rather than rejected.
+        """
+        known = self.awareness.get(entry.client_id)
+        if known is None:
+            return False
+        clock, state = known
+        if entry.clock != clock:
+            return entry.clock < clock
+        # The text may differ in spacing from the owner's. Both parse, since decoding checked them.
+        return entry.state == state or json.loads(entry.state) == json.loads(state)
 
     def _owner(self, client_id: int) -> Peer | None:
         for peer, client_ids in self.peers.items():

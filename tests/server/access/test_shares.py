@@ -23,6 +23,7 @@ from access.support import add_user, anonymous, error_code
 from assay import protocol
 from assay_server.database import Database
 from assay_server.ratelimit import SHARE_LOOKUPS
+from assay_server.reports import wire
 from assay_server.reports.socket import RECHECK_INTERVAL
 from assay_server.reports.tables import report_shares
 from assay_server.settings import Settings
@@ -229,13 +230,53 @@ def test_expired_link_closes_and_stops_working(
     assert viewer.next_event()["event"] == "synced"
 
     closed = viewer.next_event()
+    closed_at = time.time()
     with with_share(server, share["token"]) as http:
         reopened = http.get(f"/api/v1/projects/{PROJECT}/reports/{report_id}")
 
     assert closed["event"] == "closed"
     assert closed["code"] == 4403
-    assert time.time() >= share["expires_at"]
+    assert closed_at >= share["expires_at"]
+    assert closed_at - share["expires_at"] < 1.0
     assert reopened.status_code == 401
+    assert error_code(reopened) == "invalid_share"
+
+
+def test_expiry_closes_sockets_on_every_instance(
+    postgres_settings: Settings, start_server: Any, share_clients: Any, tmp_path: Path
+) -> None:
+    """Sockets on an instance that did not create the link close within a second of expiry."""
+    first = start_server(postgres_settings)
+    second = start_server(postgres_settings)
+    assay.init(PROJECT, server=first.url, api_key=first.api_key, spool_dir=tmp_path).finish()
+    with first.client() as http:
+        report_id = http.post(f"/api/v1/projects/{PROJECT}/reports", json={}).json()["id"]
+    share = create_share(first, report_id, role="view", expires_at=time.time() + 4)
+    viewers = [share_clients(server, report_id, share["token"]) for server in (first, second)]
+    for viewer in viewers:
+        assert viewer.next_event()["event"] == "synced"
+    live = live_socket(second, share["token"])
+    live.send(protocol.pack({"type": "subscribe", "cursors": {}}))
+    next_message(live, "subscribed")
+
+    closed = []
+    for viewer in viewers:
+        event = viewer.next_event(timeout=15)
+        closed.append((event, time.time()))
+    with pytest.raises(ConnectionClosed) as live_closed:
+        next_message(live, "never sent")
+    live_closed_at = time.time()
+
+    for event, closed_at in closed:
+        assert event["event"] == "closed"
+        assert event["code"] == 4403
+        assert closed_at >= share["expires_at"]
+        assert closed_at - share["expires_at"] < 1.0
+    assert live_closed.value.rcvd is not None
+    assert live_closed.value.rcvd.code == 4403
+    assert "revoked or has expired" in live_closed.value.rcvd.reason
+    assert live_closed_at - share["expires_at"] < 1.0
+    live.close()
 
 
 def test_link_opens_report_without_account(
@@ -637,3 +678,172 @@ def test_report_socket_checks_link_again(
     assert closed["event"] == "closed"
     assert closed["code"] == 4403
     assert elapsed < RECHECK_INTERVAL + 2
+
+
+def test_view_link_whole_story(
+    server: RunningServer, shared_project: dict[str, Any], share_clients: Any, node_clients: Any
+) -> None:
+    """A view link, end to end, as an anonymous stock y-websocket client in Node.
+
+    The link loads the report, but its update changes nothing for an editor
+    connected at the same time. Its holder reads only the runs the report's
+    run set selects. Once the link is deleted, its socket closes within a
+    second and the token opens nothing.
+    """
+    report_id = shared_project["report_id"]
+    runs = shared_project["runs"]
+    url = yjs_url(server)
+    share = create_share(server, report_id, role="view")
+    editor = node_clients("append", url, report_id, server.api_key)
+    while editor.next_event()["event"] != "synced":
+        pass
+
+    # The anonymous client loads the report, and its update is rejected.
+    viewer = share_clients(server, report_id, share["token"])
+    synced = viewer.next_event()
+    viewer.type_line("vandal text")
+    sent = viewer.next_event()
+    denied = viewer.next_event()
+    # Frames reach the editor in order, so an update the server had taken
+    # from the viewer would reach it before this later edit of another editor.
+    marker = node_clients("write", url, report_id, server.api_key, "marker text")
+    assert marker.next_event() == {"event": "written"}
+    editor_texts = editor.next_event()
+    while "marker text" not in editor_texts.get("texts", []):
+        editor_texts = editor.next_event()
+
+    assert synced["event"] == "synced"
+    assert synced["content"]["title"] == "Shared"
+    assert [block["type"] for block in synced["content"]["blocks"]] == ["panel_grid"]
+    assert sent == {"event": "sent"}
+    assert denied["event"] == "denied"
+    assert "may only view the report" in denied["reason"]
+    assert "vandal text" not in editor_texts["texts"]
+    stored = [block.get("text") for block in report_content(server, report_id)["blocks"]]
+    assert "vandal text" not in stored
+    assert "marker text" in stored
+
+    # The link's holder lists and reads only the runs of the report's run set.
+    base = f"/api/v1/projects/{PROJECT}"
+    good = sorted([runs["good-1"], runs["good-2"]])
+    with with_share(server, share["token"]) as http:
+        listed = http.get(f"{base}/runs", params={"filter": HEALTHY})
+        queried = http.post(f"{base}/runs/query", json={"filter": HEALTHY})
+        figure = http.get(f"{base}/figure", params={"key": "loss", "runs": good})
+        outside = {
+            "every run": http.get(f"{base}/runs"),
+            "another filter": http.get(f"{base}/runs", params={"filter": "name = bad"}),
+            "a widened query": http.post(
+                f"{base}/runs/query", json={"filter": f"{HEALTHY} or name = bad"}
+            ),
+            "the other run": http.get(f"{base}/runs/{runs['bad']}"),
+            "a drawn run by id": http.get(f"{base}/runs/{runs['good-1']}"),
+            "a history": http.get(f"{base}/runs/{runs['bad']}/history"),
+            "a figure of the other run": http.get(
+                f"{base}/figure", params={"key": "loss", "runs": [*good, runs["bad"]]}
+            ),
+            "stored run sets": http.get(f"{base}/runsets"),
+        }
+    with live_socket(server, share["token"]) as live:
+        live.send(protocol.pack({"type": "subscribe", "cursors": {}}))
+        subscribed = next_message(live, "subscribed")
+
+    assert sorted(run["id"] for run in listed.json()["runs"]) == good
+    assert sorted(run["id"] for run in queried.json()["runs"]) == good
+    assert figure.status_code == 200
+    assert sorted(figure.json()["runs"]) == good
+    for request_name, response in outside.items():
+        assert response.status_code == 403, request_name
+    assert runs["bad"] not in " ".join(subscribed["cursors"])
+
+    # Deleting the link closes its socket within a second, and the token opens nothing.
+    started = time.monotonic()
+    with server.client() as http:
+        deleted = http.delete(f"/api/v1/reports/{report_id}/shares/{share['id']}")
+    closed = viewer.next_event(timeout=5)
+    elapsed = time.monotonic() - started
+    with with_share(server, share["token"]) as http:
+        report = http.get(f"{base}/reports/{report_id}")
+        page = http.get(f"/projects/{PROJECT}/reports/{report_id}")
+        listed_after = http.get(f"{base}/runs", params={"filter": HEALTHY})
+    with pytest.raises(InvalidStatus) as socket_refused:
+        connect(f"{url}/{report_id}?share={share['token']}")
+
+    assert deleted.status_code == 204
+    assert closed["event"] == "closed"
+    assert closed["code"] == 4403
+    assert elapsed < 1.0
+    assert report.status_code == 401
+    assert error_code(report) == "invalid_share"
+    assert page.status_code == 401
+    assert listed_after.status_code == 401
+    assert socket_refused.value.response.status_code == 401
+
+
+def share_socket(server: RunningServer, report_id: str, token: str) -> YClient:
+    """A frame-level y-websocket client that holds only a share token."""
+    client = YClient(server, report_id)
+    client.socket.close()
+    client.socket = connect(
+        f"{yjs_url(server)}/{report_id}?share={token}", max_size=None, legacy=True
+    )
+    return client
+
+
+def test_view_link_awareness_reaches_editor(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    """View-only sockets may send their own awareness, and editors may echo it back.
+
+    Stock y-websocket clients send every awareness change they apply, other
+    clients' too, so an editor sends the viewer's state back unchanged.
+    """
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="view")
+    before = report_content(server, report_id)
+    editor = YClient(server, report_id)
+    editor.sync()
+    viewer = share_socket(server, report_id, share["token"])
+    viewer.sync()
+    state = b'{"user":{"name":"reader"}}'
+    frame = wire.encode_awareness([wire.AwarenessEntry(41, 1, state.decode())])
+
+    viewer.socket.send(frame)
+    relayed = editor.next_frame(lambda received: received[0] == 1 and b"reader" in received)
+    editor.socket.send(relayed)
+    editor.pump(0.5)
+    echo_denials = list(editor.denials)
+    changed = wire.encode_awareness([wire.AwarenessEntry(41, 2, '{"user":{"name":"forged"}}')])
+    editor.socket.send(changed)
+    forged = editor.next_denial()
+    viewer.pump(0.5)
+
+    assert relayed == frame
+    assert echo_denials == []
+    assert "client 41, which another user's connection owns" in forged
+    assert viewer.denials == []
+    assert report_content(server, report_id) == before
+    editor.close()
+    viewer.close()
+
+
+def test_guessed_socket_tokens_limited(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    """Guesses on the report socket count against the same limit as HTTP guesses."""
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="view")
+    statuses = []
+    for _ in range(SHARE_LOOKUPS):
+        with pytest.raises(InvalidStatus) as guessed:
+            connect(f"{yjs_url(server)}/{report_id}?share={secrets.token_urlsafe(32)}")
+        statuses.append(guessed.value.response.status_code)
+    with pytest.raises(InvalidStatus) as limited:
+        connect(f"{yjs_url(server)}/{report_id}?share={secrets.token_urlsafe(32)}")
+    with with_share(server, share["token"]) as http:
+        real = http.get(f"/api/v1/projects/{PROJECT}/reports/{report_id}")
+
+    assert set(statuses) == {401}
+    assert limited.value.response.status_code == 429
+    assert int(limited.value.response.headers["Retry-After"]) >= 1
+    assert real.status_code == 429

@@ -190,6 +190,61 @@ def test_awareness_of_other_connection_rejected() -> None:
     assert room.awareness[7] == (1, '{"user":"alice"}')
 
 
+def test_awareness_echo_of_other_user_dropped() -> None:
+    room = Room("r", [titled("Findings")], 10**6)
+    alice, bob = RecordingPeer("a"), RecordingPeer("b", "bob")
+    room.join(alice)
+    room.join(bob)
+    room.receive(alice, awareness_frame(7, 2, '{"user":"alice"}'))
+    sent_to_alice = len(alice.frames)
+
+    room.receive(bob, awareness_frame(7, 2, '{"user":"alice"}'))
+    room.receive(bob, awareness_frame(7, 2, '{ "user": "alice" }'))
+    room.receive(bob, awareness_frame(7, 1, '{"user":"older"}'))
+
+    assert room.awareness[7] == (2, '{"user":"alice"}')
+    assert room.peers[alice] == {7}
+    assert room.peers[bob] == set()
+    assert len(alice.frames) == sent_to_alice
+
+
+def test_awareness_echo_keeps_own_entries() -> None:
+    room = Room("r", [titled("Findings")], 10**6)
+    alice, bob, carol = RecordingPeer("a"), RecordingPeer("b", "bob"), RecordingPeer("c", "carol")
+    for peer in (alice, bob, carol):
+        room.join(peer)
+    room.receive(alice, awareness_frame(7, 1, '{"user":"alice"}'))
+    echo_and_own = wire.encode_awareness(
+        [
+            wire.AwarenessEntry(7, 1, '{"user":"alice"}'),
+            wire.AwarenessEntry(8, 1, '{"user":"bob"}'),
+        ]
+    )
+
+    room.receive(bob, echo_and_own)
+
+    assert room.awareness[8] == (1, '{"user":"bob"}')
+    assert room.peers[bob] == {8}
+    assert carol.frames[-1] == awareness_frame(8, 1, '{"user":"bob"}')
+
+
+@pytest.mark.parametrize(
+    ("clock", "state"), [(1, '{"user":"forged"}'), (2, '{"user":"alice"}'), (2, "null")]
+)
+def test_awareness_change_of_other_user_rejected(clock: int, state: str) -> None:
+    room = Room("r", [titled("Findings")], 10**6)
+    alice, mallory = RecordingPeer("a"), RecordingPeer("m", "mallory")
+    room.join(alice)
+    room.join(mallory)
+    room.receive(alice, awareness_frame(7, 1, '{"user":"alice"}'))
+
+    with pytest.raises(RejectedUpdate) as raised:
+        room.receive(mallory, awareness_frame(7, clock, state))
+
+    assert "client 7, which another user's connection owns" in str(raised.value)
+    assert room.awareness[7] == (1, '{"user":"alice"}')
+
+
 def test_reconnect_takes_over_awareness() -> None:
     room = Room("r", [titled("Findings")], 10**6)
     old, new = RecordingPeer("old"), RecordingPeer("new")

@@ -11,7 +11,7 @@ from pycrdt import Array, Text
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import RunningServer
+from conftest import RunningServer, sign_in_with_key
 from reports.support import YClient, add_markdown, report_content, wait_for, yjs_url
 
 
@@ -33,7 +33,8 @@ def test_token_query_opens_room(server: RunningServer, report: dict[str, Any]) -
 
 
 def test_session_cookie_opens_room(server: RunningServer, report: dict[str, Any]) -> None:
-    login = httpx.get(f"{server.url}/login", params={"token": server.api_key})
+    with httpx.Client(base_url=server.url) as browser:
+        login = sign_in_with_key(browser, server.api_key)
     cookie = login.cookies.get("assay_session")
     assert login.status_code == 303
     assert cookie is not None
