@@ -217,10 +217,12 @@ class Room:
         owned = self.peers.setdefault(peer, set())
         accepted = []
         for entry in entries:
+            if self._is_echo(entry):
+                continue
             owner = self._owner(entry.client_id)
             if owner is None or owner.user_name == peer.user_name:
                 accepted.append(entry)
-            elif not self._is_echo(entry):
+            else:
                 raise RejectedUpdate(
                     f"awareness message sets the state of client {entry.client_id}, "
                     "which another user's connection owns; send only your own state"
@@ -247,8 +249,11 @@ class Room:
         """Return whether ``entry`` repeats a state the room has, or an older one.
 
         Stock y-websocket clients send every awareness change they apply,
-        other clients' too, so editors send a viewer's state back unchanged.
-        Such an echo changes nothing and is dropped rather than rejected.
+        other clients' too, so each state a room sends out comes back once
+        from every other client. Such an echo changes nothing, so it is
+        neither sent on nor rejected. Sending echoes on made every client's
+        15-second renewal of its state cost the square of the clients in
+        frames: 122,500 frames in 2 s with 50 editors.
         """
         known = self.awareness.get(entry.client_id)
         if known is None:

@@ -208,6 +208,25 @@ def test_awareness_echo_of_other_user_dropped() -> None:
     assert len(alice.frames) == sent_to_alice
 
 
+def test_awareness_echo_of_same_user_not_sent_on() -> None:
+    room = Room("r", [titled("Findings")], 10**6)
+    first, second, third = RecordingPeer("a"), RecordingPeer("b"), RecordingPeer("c")
+    for peer in (first, second, third):
+        room.join(peer)
+    room.receive(first, awareness_frame(7, 3, '{"user":"alice"}'))
+    sent = [len(peer.frames) for peer in (first, second, third)]
+
+    # Every other client of the same user sends the renewed state back.
+    room.receive(second, awareness_frame(7, 3, '{"user":"alice"}'))
+    room.receive(third, awareness_frame(7, 3, '{"user":"alice"}'))
+    room.receive(second, awareness_frame(7, 4, '{"user":"alice","cursor":1}'))
+
+    assert room.awareness[7] == (4, '{"user":"alice","cursor":1}')
+    # Only the newer state went out, once to each peer.
+    assert [len(peer.frames) for peer in (first, second, third)] == [n + 1 for n in sent]
+    assert third.frames[-1] == awareness_frame(7, 4, '{"user":"alice","cursor":1}')
+
+
 def test_awareness_echo_keeps_own_entries() -> None:
     room = Room("r", [titled("Findings")], 10**6)
     alice, bob, carol = RecordingPeer("a"), RecordingPeer("b", "bob"), RecordingPeer("c", "carol")
