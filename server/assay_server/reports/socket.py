@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: Frames queued for one socket; a client that falls this far behind is closed.
 MAX_QUEUED_FRAMES = 10_000
+#: Queued frames a sender takes at once, merging the consecutive updates among them.
+MAX_FRAMES_PER_WAKE = 64
 #: The close code for a client that reads too slowly (1013, "try again later").
 TOO_SLOW = 1013
 #: Seconds between database checks that a share link's socket is still allowed.
@@ -68,11 +70,17 @@ class SocketPeer:
 
     async def send_forever(self) -> None:
         while True:
-            item = await self.queue.get()
-            if isinstance(item, Close):
-                await self.websocket.close(item.code, item.reason)
+            items = [await self.queue.get()]
+            while len(items) < MAX_FRAMES_PER_WAKE and not self.queue.empty():
+                items.append(self.queue.get_nowait())
+            frames = [item for item in items if not isinstance(item, Close)]
+            for frame in wire.merge_update_messages(frames):
+                await self.websocket.send_bytes(frame)
+            closes = [item for item in items if isinstance(item, Close)]
+            if closes:
+                # ``close`` queues a Close once, after every frame sent before it.
+                await self.websocket.close(closes[0].code, closes[0].reason)
                 return
-            await self.websocket.send_bytes(item)
 
 
 async def serve(websocket: WebSocket, room: Room, peer: SocketPeer) -> None:

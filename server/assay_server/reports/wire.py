@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pycrdt import write_var_uint
+from pycrdt import merge_updates, write_var_uint
 
 SYNC = 0
 AWARENESS = 1
@@ -25,6 +25,8 @@ SYNC_UPDATE = 2
 
 PERMISSION_DENIED = 0
 EMPTY_UPDATE = b"\x00\x00"
+#: The first bytes of every update message: a sync message of type update.
+UPDATE_PREFIX = bytes([SYNC, SYNC_UPDATE])
 
 
 class WireError(ValueError):
@@ -169,6 +171,33 @@ def sync_message(sync_type: int, payload: bytes) -> bytes:
 
 def update_message(update: bytes) -> bytes:
     return sync_message(SYNC_UPDATE, update)
+
+
+def merge_update_messages(frames: list[bytes]) -> list[bytes]:
+    """Merge each run of consecutive update messages in ``frames`` into one.
+
+    Other messages keep their place between the runs. A y-websocket client
+    reads one message per websocket frame, so a peer that fell behind by
+    several updates gets them as one merged update and one frame, which costs
+    the server one send instead of several.
+    """
+    merged: list[bytes] = []
+    run: list[bytes] = []
+    for message in frames:
+        if message.startswith(UPDATE_PREFIX):
+            run.append(decode(message).payload)
+            continue
+        if run:
+            merged.append(_merged_update(run))
+            run = []
+        merged.append(message)
+    if run:
+        merged.append(_merged_update(run))
+    return merged
+
+
+def _merged_update(updates: list[bytes]) -> bytes:
+    return update_message(updates[0] if len(updates) == 1 else merge_updates(*updates))
 
 
 def frame(kind: int, payload: bytes) -> bytes:

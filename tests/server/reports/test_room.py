@@ -327,3 +327,41 @@ def test_valid_toggle_inside_block_accepted() -> None:
 
     assert room.doc.get("blocks", type=Array)[1]["run_sets"][0]["active"] is False
     assert len(room.pending) == 1
+
+
+def test_consecutive_updates_merged_in_order() -> None:
+    source: Doc[Any] = Doc()
+    blocks = source.get("blocks", type=Array)
+    updates: list[bytes] = []
+    source.observe(lambda event: updates.append(bytes(event.update)))
+    text = Text("a")
+    blocks.append(Map({"id": "m1", "type": "markdown", "text": text}))
+    text.insert(1, "b")
+    text.insert(2, "c")
+    awareness = awareness_frame(7, 1, '{"user":"alice"}')
+    frames = [
+        wire.update_message(updates[0]),
+        wire.update_message(updates[1]),
+        awareness,
+        wire.update_message(updates[2]),
+    ]
+
+    merged = wire.merge_update_messages(frames)
+    target: Doc[Any] = Doc()
+    for frame in merged:
+        if frame.startswith(wire.UPDATE_PREFIX):
+            target.apply_update(wire.decode(frame).payload)
+
+    # Two updates became one, the awareness message kept its place, and the
+    # last update, after it, was sent alone.
+    assert len(merged) == 3
+    assert merged[1] == awareness
+    assert merged[2] == frames[3]
+    assert str(target.get("blocks", type=Array)[0]["text"]) == "abc"
+
+
+def test_lone_update_sent_unchanged() -> None:
+    frame = wire.update_message(titled("Findings"))
+
+    assert wire.merge_update_messages([frame]) == [frame]
+    assert wire.merge_update_messages([]) == []
