@@ -392,6 +392,40 @@ def test_link_cannot_edit_or_manage(server: RunningServer, shared_project: dict[
     assert report_content(server, report_id)["title"] == "Shared"
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/api/v1/projects/{PROJECT}/members",
+        f"/api/v1/projects/{PROJECT}/reports",
+        f"/api/v1/projects/{PROJECT}/runsets",
+        f"/api/v1/projects/{PROJECT}/layout",
+        "/api/v1/me/keys",
+        "/api/v1/users",
+    ],
+)
+def test_link_reads_no_members_keys_or_reports(
+    server: RunningServer, shared_project: dict[str, Any], path: str
+) -> None:
+    share = create_share(server, shared_project["report_id"], role="edit")
+    with with_share(server, share["token"]) as http:
+        response = http.get(path)
+
+    assert response.status_code in (401, 403, 404), response.text
+    assert shared_project["report_id"] not in response.text
+
+
+def test_link_lists_no_private_project(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    share = create_share(server, shared_project["report_id"], role="edit")
+    with with_share(server, share["token"]) as http:
+        response = http.get("/api/v1/projects")
+
+    # The link holder is anonymous here: only public projects are listed.
+    assert response.status_code == 200
+    assert PROJECT not in [project["name"] for project in response.json()["projects"]]
+
+
 def test_link_for_other_report_grants_nothing(
     server: RunningServer, shared_project: dict[str, Any]
 ) -> None:
