@@ -242,15 +242,23 @@ def test_expired_link_closes_and_stops_working(
     assert error_code(reopened) == "invalid_share"
 
 
+def report_on_two_instances(
+    settings: Settings, start_server: Any, tmp_path: Path
+) -> tuple[RunningServer, RunningServer, str]:
+    """Start two instances on one database and create a report through the first."""
+    first = start_server(settings)
+    second = start_server(settings)
+    assay.init(PROJECT, server=first.url, api_key=first.api_key, spool_dir=tmp_path).finish()
+    with first.client() as http:
+        report_id = http.post(f"/api/v1/projects/{PROJECT}/reports", json={}).json()["id"]
+    return first, second, str(report_id)
+
+
 def test_expiry_closes_sockets_on_every_instance(
     postgres_settings: Settings, start_server: Any, share_clients: Any, tmp_path: Path
 ) -> None:
     """Sockets on an instance that did not create the link close within a second of expiry."""
-    first = start_server(postgres_settings)
-    second = start_server(postgres_settings)
-    assay.init(PROJECT, server=first.url, api_key=first.api_key, spool_dir=tmp_path).finish()
-    with first.client() as http:
-        report_id = http.post(f"/api/v1/projects/{PROJECT}/reports", json={}).json()["id"]
+    first, second, report_id = report_on_two_instances(postgres_settings, start_server, tmp_path)
     share = create_share(first, report_id, role="view", expires_at=time.time() + 4)
     viewers = [share_clients(server, report_id, share["token"]) for server in (first, second)]
     for viewer in viewers:
@@ -537,11 +545,7 @@ def test_unknown_share_revoke_not_found(
 def test_revoke_closes_socket_on_other_instance(
     postgres_settings: Settings, start_server: Any, share_clients: Any, tmp_path: Path
 ) -> None:
-    first = start_server(postgres_settings)
-    second = start_server(postgres_settings)
-    assay.init(PROJECT, server=first.url, api_key=first.api_key, spool_dir=tmp_path).finish()
-    with first.client() as http:
-        report_id = http.post(f"/api/v1/projects/{PROJECT}/reports", json={}).json()["id"]
+    first, second, report_id = report_on_two_instances(postgres_settings, start_server, tmp_path)
     share = create_share(first, report_id, role="view")
     viewer = share_clients(second, report_id, share["token"])
     assert viewer.next_event()["event"] == "synced"
