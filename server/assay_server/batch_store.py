@@ -1,7 +1,7 @@
 """Storing the ingest batches of a writer group with one statement per table.
 
 At a hundred runs logging ten steps a second, each batch carries one step,
-so a transaction holds a few hundred small batches. Writing each with its own
+so a transaction contains a few hundred small batches. Writing each with its own
 statements made every batch four or five round trips between the event loop
 and the database driver. Here a group is claimed, stored and summarised with
 a statement per table, and only the rare batches that add metric keys or
@@ -21,7 +21,7 @@ from assay_server.batch import Batch
 
 @dataclass(frozen=True)
 class BatchWrite:
-    """One decoded batch of a run, with what its connection knows of the run."""
+    """One decoded batch of a run, with the state its connection keeps for the run."""
 
     run_pk: int
     session: int

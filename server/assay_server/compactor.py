@@ -1,10 +1,11 @@
 """Compaction of runs' metric chunks in the background, one run at a time.
 
-Each stored batch adds one small chunk per metric. An ingest connection asks
-for its run's compaction every so many batches. Compacting inside the
+Each stored batch adds one small chunk per metric. An ingest connection
+requests its run's compaction every so many batches. Compacting inside the
 connection held up the connection's next batch, and runs that started
-together asked at the same moment, so the whole server stalled for a moment
-every few seconds. Here one worker per server takes the requests in turn.
+together compacted at the same moment, so the whole server stalled for a
+moment every few seconds. Here one worker per server takes the requests in
+turn.
 """
 
 from __future__ import annotations

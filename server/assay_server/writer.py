@@ -3,8 +3,8 @@
 Each stored batch used to be a transaction of its own, so a hundred runs
 logging ten steps a second meant a thousand commits a second, and on SQLite
 those queue up behind one write lock. ``GroupWriter`` collects the items that
-arrive while a transaction is running and hands them together to one call of
-its ``write_group`` function in the next one, which can then write them with
+arrive while a transaction is running. The next transaction passes them all
+to one call of its ``write_group`` function, which can then write them with
 one statement per table instead of a few statements per item.
 
 Items are plain data. ``write_group`` may see an item twice: when a shared

@@ -41,7 +41,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 @dataclass(frozen=True)
 class RunSetSpec:
-    """What the follow needs of one run set in a report.
+    """The fields of one report run set that the follow reads.
 
     ``filter`` and ``frozen`` decide its members. ``grouping`` and ``sort`` are
     passed on as the document stores them, so that a page learns of an edit that
