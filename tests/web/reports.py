@@ -50,6 +50,21 @@ def add_panel(page: Page, kind: str, choices: dict[str, str]) -> None:
     form.locator("button.add-panel").click()
 
 
+def open_grid_editors(browser: Browser, server: RunningServer, report_id: str) -> list[Page]:
+    """Open two editors of a report and add a grid with a loss line panel through the first.
+
+    Returns once both pages draw the panel and follow the live socket.
+    """
+    opened = [open_report(browser, server, report_id) for _ in range(2)]
+    first = opened[0]
+    first.click("button.add-block:text('Add panel grid')")
+    add_panel(first, "line", {"key": "loss"})
+    for page in opened:
+        page.wait_for_selector('.report-grid .plot[data-key="loss"][data-revision]')
+        page.wait_for_selector("body[data-runs-live=subscribed]")
+    return opened
+
+
 def document_json(page: Page) -> dict[str, Any]:
     """The report document as this page's Y.Doc contains it."""
     return page.evaluate(  # type: ignore[no-any-return]

@@ -17,9 +17,11 @@ from web.reports import (
     create_report,
     document_json,
     line_uids,
+    open_grid_editors,
     open_report,
     wait_for_lines,
 )
+from web.sharing import close_page
 
 
 @pytest.fixture
@@ -39,18 +41,10 @@ def pages(
 ) -> Iterator[list[Page]]:
     """Two editors of one report whose first block is a grid with a loss line panel."""
     report = create_report(sqlite_server, "Grid")
-    opened = [open_report(browser, sqlite_server, report) for _ in range(2)]
-    first = opened[0]
-    first.click("button.add-block:text('Add panel grid')")
-    add_panel(first, "line", {"key": "loss"})
-    for page in opened:
-        page.wait_for_selector('.report-grid .plot[data-key="loss"][data-revision]')
-        page.wait_for_selector("body[data-runs-live=subscribed]")
+    opened = open_grid_editors(browser, sqlite_server, report)
     yield opened
     for page in opened:
-        errors = page.errors  # type: ignore[attr-defined]
-        page.context.close()
-        assert errors == [], f"the page raised: {errors}"
+        close_page(page)
 
 
 def panel_types(page: Page) -> list[str]:

@@ -13,7 +13,7 @@ from assay_server import runset_shape
 from assay_server.errors import BadRequest
 from conftest import RunningServer
 from web.browsing import start_run
-from web.reports import PROJECT, add_panel, create_report, document_json, open_report
+from web.reports import PROJECT, create_report, document_json, open_grid_editors
 from web.sharing import close_page, create_share, open_page, wait_until_stored
 
 #: Per run name, its config.lr and the offset added to its loss. The runs of
@@ -44,19 +44,12 @@ def report(sqlite_server: RunningServer, runs: dict[str, str]) -> str:
 @pytest.fixture
 def pages(browser: Browser, sqlite_server: RunningServer, report: str) -> Iterator[list[Page]]:
     """Two editors of one report whose first block is a grid with a loss line panel."""
-    opened = [open_report(browser, sqlite_server, report) for _ in range(2)]
-    first = opened[0]
-    first.click("button.add-block:text('Add panel grid')")
-    add_panel(first, "line", {"key": "loss"})
+    opened = open_grid_editors(browser, sqlite_server, report)
     for page in opened:
-        page.wait_for_selector('.report-grid .plot[data-key="loss"][data-revision]')
-        page.wait_for_selector("body[data-runs-live=subscribed]")
         page.wait_for_selector(".run-set .run-set-count:text('4 runs')")
     yield opened
     for page in opened:
-        errors = page.errors  # type: ignore[attr-defined]
-        page.context.close()
-        assert errors == [], f"the page raised: {errors}"
+        close_page(page)
 
 
 def row(page: Page) -> Locator:
