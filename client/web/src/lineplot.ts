@@ -41,6 +41,8 @@ export class LinePanel implements PanelView {
   /** Runs drawn inside a grouped line, which live points change only through a refetch. */
   private grouped = new Set<string>();
   private loaded = false;
+  /** Refresh counter. Only the newest refresh draws its figure, so an older one never reopens the panel. */
+  private generation = 0;
   private pending: PointsMessage[] = [];
   private zoom: { min: number; max: number } | null = null;
   private queue: Promise<unknown> = Promise.resolve();
@@ -66,13 +68,18 @@ export class LinePanel implements PanelView {
 
   refresh(): void {
     this.loaded = false;
+    const generation = ++this.generation;
+    const current = (): boolean =>
+      !this.destroyed && generation === this.generation;
     this.run(async () => {
+      if (!current()) return;
       // Without runs the server would pick the newest ones, so draw no lines instead.
       const figure: FigureResponse =
         this.context.runIds().length === 0
           ? { figure: { data: [], layout: {} }, runs: {} }
           : await getFigure(this.context.project, this.query());
-      if (!this.destroyed) await this.draw(figure);
+      // When a newer refresh is queued behind this one, live points wait for its figure.
+      if (current()) await this.draw(figure);
     });
   }
 
@@ -99,7 +106,7 @@ export class LinePanel implements PanelView {
         this.scheduleRefresh();
       return;
     }
-    this.run(() => this.extend(state, message));
+    this.run(() => this.extend(message));
   }
 
   /** Chain plot updates, so that plotly never runs two on one plot at once. */
@@ -191,12 +198,15 @@ export class LinePanel implements PanelView {
     this.plot.dataset.revision = String(this.revision);
   }
 
-  private async extend(
-    state: LineState,
-    message: PointsMessage,
-  ): Promise<void> {
+  /**
+   * Draw the message's new points. The line is looked up when the update runs,
+   * not when the message arrived, because a figure drawn in between replaces
+   * the lines and may contain these points already.
+   */
+  private async extend(message: PointsMessage): Promise<void> {
+    const state = this.lines.get(message.run_id);
     const column = message.metrics[this.options.key];
-    if (!column) return;
+    if (!state || !column) return;
     const add = appendPoints(state, column, this.options);
     if (add.x.length === 0) return;
     const extension = { x: [add.x], y: [add.y], customdata: [add.steps] };
