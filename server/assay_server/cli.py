@@ -114,6 +114,7 @@ class WebsocketDrain:
         self.idle = asyncio.Event()
         self.idle.set()
         self.active = 0
+        self.sockets: set[_DrainableSocket] = set()
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "websocket":
@@ -122,9 +123,11 @@ class WebsocketDrain:
         connection = _DrainableSocket(receive, send, self.draining)
         self.active += 1
         self.idle.clear()
+        self.sockets.add(connection)
         try:
             await self.app(scope, connection.receive, connection.send)
         finally:
+            self.sockets.discard(connection)
             self.active -= 1
             if self.active == 0:
                 self.idle.set()
@@ -132,6 +135,8 @@ class WebsocketDrain:
     async def drain(self, timeout: float) -> int:
         """Close every websocket after its message in hand; return how many are still open."""
         self.draining.set()
+        for connection in self.sockets:
+            connection.interrupt()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self.idle.wait()
@@ -147,6 +152,9 @@ class _DrainableSocket:
         self.draining = draining
         self.accepted = False
         self.closed = False
+        self.interrupted = False
+        #: The handler's task while it waits for a frame, which the drain cancels.
+        self.waiting: asyncio.Task[Any] | None = None
 
     async def receive(self) -> MutableMapping[str, Any]:
         if not self.accepted or self.closed:
@@ -159,19 +167,26 @@ class _DrainableSocket:
         return {"type": "websocket.disconnect", "code": CLOSE_SERVICE_RESTART, "reason": ""}
 
     async def _receive_unless_draining(self) -> MutableMapping[str, Any] | None:
-        incoming = asyncio.ensure_future(self._receive())
-        stopping = asyncio.ensure_future(self.draining.wait())
+        # The drain cancels the wait instead of every receive racing it against
+        # the drain event, because two futures per frame cost the ingest path.
+        # A frame already queued is returned without waiting, so it is handled.
+        task = asyncio.current_task()
+        self.waiting = task
         try:
-            await asyncio.wait({incoming, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            return await self._receive()  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            # Any other cancellation, alone or together with the drain's, is raised again.
+            if not self.interrupted or task is None or task.uncancel() > 0:
+                raise
+            return None
         finally:
-            stopping.cancel()
-            incoming.cancel()
-        if incoming.done() and not incoming.cancelled():
-            # A frame that arrived together with the drain is still handled.
-            return incoming.result()  # type: ignore[no-any-return]
-        with contextlib.suppress(asyncio.CancelledError):
-            await incoming
-        return None
+            self.waiting = None
+
+    def interrupt(self) -> None:
+        """Cancel the handler's wait for a frame, if it is waiting, as the drain starts."""
+        self.interrupted = True
+        if self.waiting is not None:
+            self.waiting.cancel()
 
     def _track(self, message: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         if message["type"] == "websocket.disconnect":
