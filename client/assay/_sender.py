@@ -1,8 +1,7 @@
 """The background sender: batches logged rows and delivers each batch exactly once.
 
 A daemon thread cuts the run's buffer into numbered batches (when it holds
-``batch_rows`` rows, or ``flush_interval`` seconds after the last cut, plus
-up to the 50 ms that the connected loop waits for acknowledgements), keeps
+``batch_rows`` rows, or ``flush_interval`` seconds after the last cut), keeps
 every batch until the server acknowledges it as committed, and sends the
 unacknowledged ones again after a reconnect. The server skips a batch number
 it has stored before, so a resent batch is never stored twice. While the server
@@ -35,6 +34,11 @@ log = logging.getLogger("assay")
 Rows = list[tuple[int, float, dict[str, Any]]]
 #: Returns the rows logged since the last call, and config and summary updates.
 TakeFunction = Callable[[], tuple[Rows, dict[str, Any], dict[str, Any]]]
+
+
+#: Bounds, in seconds, of one wait for acknowledgements between cuts.
+MIN_RECEIVE_WAIT = 0.001
+MAX_RECEIVE_WAIT = 0.05
 
 
 @dataclass(frozen=True)
@@ -177,7 +181,9 @@ class Sender(threading.Thread):
         elif time.monotonic() - self.last_sent > self.heartbeat_interval:
             self.client.send(protocol.pack({"type": "heartbeat"}))
             self.last_sent = time.monotonic()
-        message = self.client.receive(0.05 if not finishing else 0.2)
+        # Waiting for acknowledgements ends when the next cut is due, so a
+        # point waits at most one flush interval before it is sent.
+        message = self.client.receive(0.2 if finishing else self._until_cut())
         while message is not None:
             if self._handle(message):
                 return True
@@ -294,6 +300,10 @@ class Sender(threading.Thread):
             error,
             self.spool.directory,
         )
+
+    def _until_cut(self) -> float:
+        due = self.last_cut + self.options.flush_interval - time.monotonic()
+        return min(MAX_RECEIVE_WAIT, max(MIN_RECEIVE_WAIT, due))
 
     def _until_attempt(self) -> float:
         return max(0.01, self.next_attempt - time.monotonic())

@@ -75,6 +75,22 @@ def test_unexpected_error_does_not_stop_sender(tmp_path: Path) -> None:
     assert spool.read_finish() == 0
 
 
+def test_ack_wait_ends_when_cut_due(tmp_path: Path) -> None:
+    options = SenderOptions(flush_interval=0.03)
+    sender = Sender(lambda: ([], {}, {}), hello(), None, Spool(tmp_path / "spool"), options)
+
+    sender.last_cut = time.monotonic()
+    just_cut = sender._until_cut()
+    sender.last_cut = time.monotonic() - 0.02
+    cut_soon = sender._until_cut()
+    sender.last_cut = time.monotonic() - 1.0
+    overdue = sender._until_cut()
+
+    assert 0.02 < just_cut <= 0.03
+    assert 0.0 < cut_soon <= 0.01
+    assert overdue == 0.001
+
+
 def test_connection_dropped_in_handshake_is_transient() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
