@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 import sys
@@ -230,6 +231,15 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.drain = drain
         self.timeout = timeout
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # The objects made during start-up (modules, classes, the app) live as
+        # long as the process, so they are frozen and left out of the garbage
+        # collector's full passes. Under bench/live.py those passes stopped the
+        # event loop for 60 to 110 ms before the freeze and 10 to 17 ms after.
+        gc.collect()
+        gc.freeze()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         started = time.monotonic()
