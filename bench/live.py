@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import gc
 import json
 import math
 import multiprocessing
@@ -146,6 +147,10 @@ def watch_all(
         window = Window(warmup, duration)
         tasks = [asyncio.create_task(watch(url, key, window, event)) for event in events]
         await asyncio.gather(*(event.wait() for event in events))
+        # The objects that exist now live until the end, so they are frozen:
+        # the collector's full passes would walk them and pause every socket.
+        gc.collect()
+        gc.freeze()
         ready.set()
         while begin.value == 0.0:
             await asyncio.sleep(0.01)
@@ -179,6 +184,8 @@ def measure(args: argparse.Namespace, key: str, scratch: Path) -> dict[str, Any]
     child.start()
     if not ready.wait(60):
         raise RuntimeError("the live sockets did not subscribe within 60 s")
+    gc.collect()
+    gc.freeze()
     begin.value = time.time()
     steps = drive_runs(args, runs, begin.value + args.warmup + args.duration)
     child.join(DRAIN_SECONDS + 60)
