@@ -40,7 +40,7 @@ class Compactor:
             self.worker = asyncio.create_task(self._work_forever())
 
     async def compact_now(self, run_pk: int, run_id: str) -> None:
-        """Compact the run before returning, as a finishing run needs.
+        """Compact the whole run before returning, as a finishing run needs.
 
         Raises the database's error when the compaction fails.
         """
@@ -48,7 +48,7 @@ class Compactor:
         if self.current is not None and self.current[0] == run_pk:
             # Two compactions of one run at once would merge the same chunks twice.
             await asyncio.shield(self.current[1])
-        await self._compact(run_pk, run_id)
+        await self._compact(run_pk, run_id, complete=True)
 
     async def close(self) -> None:
         if self.worker is not None:
@@ -78,12 +78,15 @@ class Compactor:
                 self.current = None
                 done.set_result(None)
 
-    async def _compact(self, run_pk: int, run_id: str) -> None:
+    async def _compact(self, run_pk: int, run_id: str, complete: bool = False) -> None:
+        # A run that has ended gets every metric with more than one chunk
+        # merged whole, since no batch will follow.
+        min_chunks = 2 if complete else history.COMPACT_AFTER
         async with self.db.reading() as connection:
-            metric_ids = await history.compactable_metrics(connection, run_pk)
+            metric_ids = await history.compactable_metrics(connection, run_pk, min_chunks)
         for metric_id in metric_ids:
             async with self.db.transaction() as connection:
-                removed = await history.compact_metric(connection, metric_id)
+                removed = await history.compact_metric(connection, metric_id, complete)
             log.debug(
                 "compacted metric %s of run %s: %s chunks merged", metric_id, run_id, removed
             )

@@ -46,12 +46,39 @@ async def test_requested_run_compacted_in_background(database: Database) -> None
     compactor.request(run_pk, "r")
     compactor.request(run_pk, "r")
     queued = dict(compactor.queued)
-    await wait_for(lambda: _chunks_are(database, 2))
+    await wait_for(lambda: _chunks_are(database, 6))
     await compactor.close()
+    sizes = await chunk_sizes(database)
 
     # Asked twice before the worker ran, the run was queued once.
     assert queued == {run_pk: "r"}
-    assert await chunk_count(database) == 2
+    # Each metric's 70 one-point chunks merge by size class, not into one.
+    assert sizes == [[55, 13, 2], [55, 13, 2]]
+    assert await read(database, run_pk) == before
+
+
+async def chunk_sizes(db: Database) -> list[list[int]]:
+    """Return each metric's chunk sizes in id order, metrics in id order."""
+    c = schema.chunks.c
+    async with db.reading() as connection:
+        rows = (await connection.execute(select(c.metric_id, c.count).order_by(c.id))).all()
+    by_metric: dict[int, list[int]] = {}
+    for row in rows:
+        by_metric.setdefault(row.metric_id, []).append(row.count)
+    return [by_metric[metric_id] for metric_id in sorted(by_metric)]
+
+
+async def test_compact_now_merges_short_run_whole(database: Database) -> None:
+    run_pk = await new_run(database)
+    for seq in range(10):
+        await store(database, run_pk, seq, [(seq, float(seq), {"x": seq * 0.5})])
+    before = await read(database, run_pk)
+    compactor = Compactor(database)
+
+    await compactor.compact_now(run_pk, "r")
+    await compactor.close()
+
+    assert await chunk_sizes(database) == [[10]]
     assert await read(database, run_pk) == before
 
 

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, func, select
@@ -290,3 +291,49 @@ async def test_compaction_writes_overview(database: Database) -> None:
     assert after[0] is not None
     assert after[0] < 7_000
     assert len(summary.steps) == after[0]
+
+
+@pytest.mark.parametrize(
+    ("layout", "groups"),
+    [
+        # 40 and 30 merge, and then 100 is at most twice the 70 they make.
+        ([(1, 100), (2, 40), (3, 30)], [[1, 2, 3]]),
+        # 20 and 20 merge, and 100 is more than twice the 40 they make.
+        ([(1, 100), (2, 20), (3, 20)], [[2, 3]]),
+        # A chunk of half the target or more never merges again.
+        ([(1, 9000), (2, 1), (3, 1)], [[2, 3]]),
+        # Two chunks merge only up to the target.
+        ([(1, 8100), (2, 8100), (3, 8100)], [[1, 2]]),
+        ([(1, 1)], []),
+    ],
+)
+def test_merge_plan_by_size_class(layout: list[tuple[int, int]], groups: list[list[int]]) -> None:
+    assert history.merge_plan(layout, complete=False) == groups
+
+
+def test_merge_plan_complete_merges_neighbours() -> None:
+    layout = [(1, 100), (2, 30), (3, 9000), (4, 1), (5, 1)]
+
+    assert history.merge_plan(layout, complete=True) == [[1, 2], [4, 5]]
+
+
+def test_merge_plan_rewrites_points_few_times() -> None:
+    # 5,000 one-point chunks, planned every 64 as the compactor does.
+    layout: list[tuple[int, int]] = []
+    rewritten = 0
+    max_chunks = 0
+    for chunk_id in range(5_000):
+        layout.append((chunk_id, 1))
+        if chunk_id % 64 != 63:
+            continue
+        sizes = dict(layout)
+        for group in history.merge_plan(layout, complete=False):
+            merged = sum(sizes.pop(member) for member in group)
+            sizes[group[0]] = merged
+            rewritten += merged
+        layout = sorted(sizes.items())
+        max_chunks = max(max_chunks, len(layout))
+
+    assert sum(count for _, count in layout) == 5_000
+    assert rewritten / 5_000 < 8
+    assert max_chunks <= 12
