@@ -32,6 +32,9 @@ CHUNK_TARGET = 16_384
 #: While a run is written, a chunk merges with the newer chunk after it only
 #: when it has at most this many times that chunk's points.
 MERGE_RATIO = 2
+#: Chunks smaller than this count as this size in that comparison, so that the
+#: one-step chunks of a compaction merge in one group rather than in halves.
+MERGE_FLOOR = 64
 #: A chunk's overview keeps a few points of each bucket of this many points.
 OVERVIEW_BUCKET = 32
 #: Chunks of fewer points get no overview: reading them whole costs little.
@@ -475,9 +478,10 @@ def merge_plan(layout: Sequence[tuple[int, int]], complete: bool) -> list[list[i
     Merging every small chunk into one rewrites a growing chunk at each
     compaction of a run that is still written. Without ``complete``, two
     neighbours merge only when the older has at most ``MERGE_RATIO`` times
-    the newer's points, so the chunks left unmerged shrink geometrically and
-    a metric keeps few of them. Simulated over 20,000 one-step batches with a
-    compaction every 64, a point was rewritten 5.7 times on average, against
+    the newer's points (chunks under ``MERGE_FLOOR`` points count as that
+    many), so the chunks left unmerged shrink geometrically and a metric
+    keeps few of them. Simulated over 20,000 one-step batches with a
+    compaction every 64, a point was rewritten 5.8 times on average, against
     58 times when every small chunk merged.
     """
     if complete:
@@ -490,7 +494,9 @@ def merge_plan(layout: Sequence[tuple[int, int]], complete: bool) -> list[list[i
             (older_ids, older, older_full), (newer_ids, newer, newer_full) = stack[-2:]
             if older_full or newer_full:
                 break
-            if older > MERGE_RATIO * newer or older + newer > CHUNK_TARGET:
+            if max(older, MERGE_FLOOR) > MERGE_RATIO * max(newer, MERGE_FLOOR):
+                break
+            if older + newer > CHUNK_TARGET:
                 break
             merged = older + newer
             stack[-2:] = [(older_ids + newer_ids, merged, merged >= CHUNK_TARGET // 2)]

@@ -46,14 +46,13 @@ async def test_requested_run_compacted_in_background(database: Database) -> None
     compactor.request(run_pk, "r")
     compactor.request(run_pk, "r")
     queued = dict(compactor.queued)
-    await wait_for(lambda: _chunks_are(database, 6))
+    await wait_for(lambda: _chunks_are(database, 2))
     await compactor.close()
     sizes = await chunk_sizes(database)
 
     # Asked twice before the worker ran, the run was queued once.
     assert queued == {run_pk: "r"}
-    # Each metric's 70 one-point chunks merge by size class, not into one.
-    assert sizes == [[55, 13, 2], [55, 13, 2]]
+    assert sizes == [[70], [70]]
     assert await read(database, run_pk) == before
 
 

@@ -296,10 +296,12 @@ async def test_compaction_writes_overview(database: Database) -> None:
 @pytest.mark.parametrize(
     ("layout", "groups"),
     [
-        # 40 and 30 merge, and then 100 is at most twice the 70 they make.
-        ([(1, 100), (2, 40), (3, 30)], [[1, 2, 3]]),
-        # 20 and 20 merge, and 100 is more than twice the 40 they make.
-        ([(1, 100), (2, 20), (3, 20)], [[2, 3]]),
+        # Chunks under 64 points count as 64: 100 merges with 40, and the
+        # 140 they make is more than twice the 64 that 30 counts as.
+        ([(1, 100), (2, 40), (3, 30)], [[1, 2]]),
+        # 20 and 20 merge, and 300 is more than twice the 64 that their 40 count as.
+        ([(1, 300), (2, 20), (3, 20)], [[2, 3]]),
+        ([(1, 500), (2, 100)], []),
         # A chunk of half the target or more never merges again.
         ([(1, 9000), (2, 1), (3, 1)], [[2, 3]]),
         # Two chunks merge only up to the target.
