@@ -24,6 +24,7 @@ from assay_server.errors import AssayError, NotFound
 from assay_server.live import STREAMS_LOST, LiveHub, ResyncNeeded, Subscriber, batch_frame
 from assay_server.membership_socket import MembershipWatch
 from assay_server.reports.follow import ReportFollow
+from assay_server.reports.socket import RECHECK_INTERVAL
 from assay_server.revocations import LINK_ENDED
 from assay_server.socket_limits import socket_owner
 
@@ -76,6 +77,9 @@ class LiveConnection:
         metrics.SOCKETS.labels("live").inc()
         sender = asyncio.create_task(self._send_forever())
         forget, expiry = self._end_with_share()
+        # A share link's socket closes when the link ends, so only other
+        # sockets check their access again.
+        recheck = None if self.share else asyncio.create_task(self._recheck_forever())
         try:
             while True:
                 await self._next_message()
@@ -88,6 +92,8 @@ class LiveConnection:
             forget()
             if expiry is not None:
                 expiry.cancel()
+            if recheck is not None:
+                recheck.cancel()
             self.hub.remove(self.subscriber)
             if self.membership is not None:
                 await self.membership.close()
@@ -183,6 +189,20 @@ class LiveConnection:
             delay = max(0.0, self.share.expires_at - time.time())
             expiry = asyncio.get_running_loop().call_later(delay, close)
         return forget, expiry
+
+    async def _recheck_forever(self) -> None:
+        """Close the socket once its credentials no longer open the project, checking often.
+
+        This covers a member removed from the project, a project made private,
+        a revoked API key and a session that ended, on a socket that sends nothing.
+        """
+        while True:
+            await asyncio.sleep(RECHECK_INTERVAL)
+            try:
+                if not await self._still_allowed():
+                    return
+            except (SQLAlchemyError, OSError):
+                log.exception("live connection %s: checking access failed", self.id)
 
     async def _still_allowed(self) -> bool:
         """Check the credentials again, so a removed member or revoked link loses the socket.

@@ -29,8 +29,12 @@ MAX_QUEUED_FRAMES = 10_000
 MAX_FRAMES_PER_WAKE = 64
 #: The close code for a client that reads too slowly (1013, "try again later").
 TOO_SLOW = 1013
-#: Seconds between database checks that a share link's socket is still allowed.
+#: Seconds between database checks that a socket's credentials still open the report.
 RECHECK_INTERVAL = 5.0
+#: The close code of a socket whose member lost the access it opened the report with.
+ACCESS_LOST = 4403
+#: A close reason is at most 123 bytes of UTF-8; longer messages are cut.
+MAX_REASON_BYTES = 123
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,43 @@ async def recheck_share(websocket: WebSocket, peer: SocketPeer, share_id: str) -
             return
 
 
+async def recheck_member(
+    websocket: WebSocket, peer: SocketPeer, granted: access.ReportAccess
+) -> None:
+    """Close ``peer`` once its credentials lose the access they opened it with.
+
+    Checked every few seconds, this covers a member removed from the project
+    or given a role that cannot edit, a project made private, a revoked API
+    key and a session that ended. The client may reconnect with what is left.
+    """
+    while True:
+        await asyncio.sleep(RECHECK_INTERVAL)
+        try:
+            current = await access.report_access(websocket, granted.report_id)
+        except AssayError as exc:
+            log.info(
+                "report %s connection %s: %s; closing", granted.report_id, peer.id, exc.message
+            )
+            peer.close(ACCESS_LOST, close_reason(exc.message))
+            return
+        except (SQLAlchemyError, OSError):
+            log.exception(
+                "report %s connection %s: checking access failed", granted.report_id, peer.id
+            )
+            continue
+        if granted.can_edit and not current.can_edit:
+            log.info(
+                "report %s connection %s: may no longer edit; closing", granted.report_id, peer.id
+            )
+            peer.close(ACCESS_LOST, "this connection may no longer edit the report; reconnect")
+            return
+
+
+def close_reason(message: str) -> str:
+    """Return ``message`` cut to fit a websocket close frame."""
+    return message.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
+
+
 def close_at_expiry(peer: SocketPeer, granted: access.ReportAccess) -> asyncio.TimerHandle | None:
     """Schedule closing a share link's socket when the link expires; None for no expiry."""
     if granted.share is None or granted.share.expires_at is None:
@@ -198,6 +239,8 @@ async def serve_report(
                 granted.share.share_id, lambda: peer.close(SHARE_REVOKED, LINK_ENDED)
             )
             recheck = asyncio.create_task(recheck_share(websocket, peer, granted.share.share_id))
+        elif granted.user is not None or granted.role is not None:
+            recheck = asyncio.create_task(recheck_member(websocket, peer, granted))
         try:
             await serve(websocket, room, peer)
         finally:

@@ -1,0 +1,139 @@
+"""Open sockets lose what their member lost: removal or a lower role closes them."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+import assay
+from access.support import add_user
+from assay import protocol
+from assay_server import live_socket
+from assay_server.reports import socket as report_socket
+from conftest import RunningServer
+
+PROJECT = "team"
+#: The servers of these tests check every socket's access this often, in seconds.
+INTERVAL = 0.3
+
+
+@pytest.fixture(autouse=True)
+def quick_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_socket, "RECHECK_INTERVAL", INTERVAL)
+    monkeypatch.setattr(live_socket, "RECHECK_INTERVAL", INTERVAL)
+
+
+@pytest.fixture
+def report_id(server: RunningServer, tmp_path: Path) -> str:
+    assay.init(PROJECT, server=server.url, api_key=server.api_key, spool_dir=tmp_path).finish()
+    with server.client() as admin:
+        response = admin.post(f"/api/v1/projects/{PROJECT}/reports", json={"title": "Notes"})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def change_member(server: RunningServer, user: str, role: str | None) -> None:
+    """Give ``user`` ``role`` in the project, or remove them when it is None."""
+    path = f"/api/v1/projects/{PROJECT}/members/{user}"
+    with server.client() as admin:
+        if role is None:
+            response = admin.delete(path)
+        else:
+            response = admin.put(path, json={"role": role})
+    assert response.status_code in (200, 204), response.text
+
+
+async def closed_after(url: str, key: str, change: Any, wait: float) -> tuple[int, str] | None:
+    """Open ``url`` with ``key``, run ``change``, and return the close code and reason.
+
+    Returns None when the socket is still open ``wait`` seconds after the change.
+    """
+    headers = {"Authorization": f"Bearer {key}"}
+    async with connect(url, additional_headers=headers) as socket:
+        if "/live" in url:
+            await socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
+        await socket.recv()
+        await asyncio.to_thread(change)
+        try:
+            async with asyncio.timeout(wait):
+                while True:
+                    await socket.recv()
+        except TimeoutError:
+            return None
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None
+            return closed.rcvd.code, closed.rcvd.reason
+
+
+def report_url(server: RunningServer, report_id: str) -> str:
+    return server.url.replace("http", "ws", 1) + f"/yjs/reports/{report_id}"
+
+
+def live_url(server: RunningServer) -> str:
+    return server.url.replace("http", "ws", 1) + f"/api/v1/projects/{PROJECT}/live"
+
+
+async def test_removed_member_report_socket_closed(server: RunningServer, report_id: str) -> None:
+    key = add_user(server, "ed")
+    change_member(server, "ed", "editor")
+
+    closed = await closed_after(
+        report_url(server, report_id), key, lambda: change_member(server, "ed", None), 10
+    )
+
+    assert closed is not None
+    assert closed[0] == 4403
+    assert "does not exist" in closed[1]
+
+
+async def test_editor_made_viewer_report_socket_closed(
+    server: RunningServer, report_id: str
+) -> None:
+    key = add_user(server, "ed")
+    change_member(server, "ed", "editor")
+
+    closed = await closed_after(
+        report_url(server, report_id), key, lambda: change_member(server, "ed", "viewer"), 10
+    )
+
+    assert closed == (4403, "this connection may no longer edit the report; reconnect")
+
+
+async def test_member_report_socket_stays_open(server: RunningServer, report_id: str) -> None:
+    key = add_user(server, "vera")
+    change_member(server, "vera", "viewer")
+
+    # Making a viewer an editor takes nothing away, so the socket stays.
+    closed = await closed_after(
+        report_url(server, report_id), key, lambda: change_member(server, "vera", "editor"), 1.5
+    )
+
+    assert closed is None
+
+
+async def test_removed_member_live_socket_closed(server: RunningServer, report_id: str) -> None:
+    key = add_user(server, "vera")
+    change_member(server, "vera", "viewer")
+
+    closed = await closed_after(
+        live_url(server), key, lambda: change_member(server, "vera", None), 10
+    )
+
+    assert closed is not None
+    assert closed[0] == 4403
+
+
+async def test_member_live_socket_stays_open(server: RunningServer, report_id: str) -> None:
+    key = add_user(server, "vera")
+    change_member(server, "vera", "viewer")
+
+    closed = await closed_after(
+        live_url(server), key, lambda: change_member(server, "vera", "editor"), 1.5
+    )
+
+    assert closed is None
