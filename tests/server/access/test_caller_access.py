@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
-import pytest
 
-import assay
 from access.support import add_user, anonymous
 from conftest import RunningServer
 
 PROJECT = "team"
-
-
-@pytest.fixture
-def report_id(server: RunningServer, tmp_path: Path) -> str:
-    assay.init(PROJECT, server=server.url, api_key=server.api_key, spool_dir=tmp_path).finish()
-    with server.client() as admin:
-        response = admin.post(f"/api/v1/projects/{PROJECT}/reports", json={"title": "Notes"})
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
 
 
 def set_role(server: RunningServer, user: str, role: str) -> None:

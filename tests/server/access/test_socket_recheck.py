@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-import assay
 from access.support import add_user
 from assay import protocol
 from assay_server import live_socket
@@ -26,15 +24,6 @@ INTERVAL = 0.3
 def quick_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(report_socket, "RECHECK_INTERVAL", INTERVAL)
     monkeypatch.setattr(live_socket, "RECHECK_INTERVAL", INTERVAL)
-
-
-@pytest.fixture
-def report_id(server: RunningServer, tmp_path: Path) -> str:
-    assay.init(PROJECT, server=server.url, api_key=server.api_key, spool_dir=tmp_path).finish()
-    with server.client() as admin:
-        response = admin.post(f"/api/v1/projects/{PROJECT}/reports", json={"title": "Notes"})
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
 
 
 def change_member(server: RunningServer, user: str, role: str | None) -> None:
