@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -56,34 +57,48 @@ class SocketPeer:
             self.user_name = "anonymous"
         self.read_only = not granted.can_edit
         self.id = logs.connection_id()
-        self.queue: asyncio.Queue[bytes | Close] = asyncio.Queue()
+        # A deque and one future per wait cost less per frame than an
+        # asyncio.Queue, and a room queues each update for every peer.
+        self.frames: collections.deque[bytes] = collections.deque()
+        #: The close that ``close`` requested, sent once ``frames`` is empty.
+        self.close_request: Close | None = None
+        self._wakeup: asyncio.Future[None] | None = None
         self.closing = False
 
     def send(self, frame: bytes) -> None:
         if self.closing:
             return
-        if self.queue.qsize() >= MAX_QUEUED_FRAMES:
+        if len(self.frames) >= MAX_QUEUED_FRAMES:
             self.close(TOO_SLOW, "the connection fell behind; reconnect")
             return
-        self.queue.put_nowait(frame)
+        self.frames.append(frame)
+        self._wake()
 
     def close(self, code: int, reason: str) -> None:
         if not self.closing:
             self.closing = True
-            self.queue.put_nowait(Close(code, reason))
+            self.close_request = Close(code, reason)
+            self._wake()
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     async def send_forever(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            items = [await self.queue.get()]
-            while len(items) < MAX_FRAMES_PER_WAKE and not self.queue.empty():
-                items.append(self.queue.get_nowait())
-            frames = [item for item in items if not isinstance(item, Close)]
-            for frame in wire.merge_update_messages(frames):
+            while not self.frames and self.close_request is None:
+                self._wakeup = loop.create_future()
+                await self._wakeup
+            count = min(len(self.frames), MAX_FRAMES_PER_WAKE)
+            batch = [self.frames.popleft() for _ in range(count)]
+            for frame in wire.merge_update_messages(batch):
                 await self.websocket.send_bytes(frame)
-            closes = [item for item in items if isinstance(item, Close)]
-            if closes:
-                # ``close`` queues a Close once, after every frame sent before it.
-                await self.websocket.close(closes[0].code, closes[0].reason)
+            # ``send`` queues nothing after ``close``, so every frame queued
+            # before the close is sent first.
+            if not self.frames and self.close_request is not None:
+                await self.websocket.close(self.close_request.code, self.close_request.reason)
                 return
 
 

@@ -176,28 +176,66 @@ def update_message(update: bytes) -> bytes:
 def merge_update_messages(frames: list[bytes]) -> list[bytes]:
     """Merge each run of consecutive update messages in ``frames`` into one.
 
-    Other messages keep their place between the runs. A y-websocket client
-    reads one message per websocket frame, so a peer that fell behind by
-    several updates gets them as one merged update and one frame, which costs
-    the server one send instead of several.
+    Other messages keep their place between the runs, and a run of one
+    update message is returned as it is. A y-websocket client reads one
+    message per websocket frame, so a peer that fell behind by several
+    updates gets them as one merged update and one frame, which costs the
+    server one send instead of several. The frames must be well-formed, as
+    the server's own are: update payloads are sliced out without checks.
     """
     merged: list[bytes] = []
     run: list[bytes] = []
     for message in frames:
         if message.startswith(UPDATE_PREFIX):
-            run.append(decode(message).payload)
+            run.append(message)
             continue
         if run:
-            merged.append(_merged_update(run))
+            merged.append(_merged_run(run))
             run = []
         merged.append(message)
     if run:
-        merged.append(_merged_update(run))
+        merged.append(_merged_run(run))
     return merged
 
 
-def _merged_update(updates: list[bytes]) -> bytes:
-    return update_message(updates[0] if len(updates) == 1 else merge_updates(*updates))
+#: Merged runs kept by ``_merged_run``, keyed by the run's messages.
+_MERGED_RUNS: dict[tuple[bytes, ...], bytes] = {}
+#: The maximum number of runs ``_merged_run`` keeps.
+MAX_MERGED_RUNS = 16
+#: The largest run, in bytes of messages, that ``_merged_run`` keeps. With its
+#: merge, a kept run takes about twice that, so the cache stays near 2 MiB.
+MAX_MERGED_RUN_BYTES = 64 * 1024
+
+
+def _merged_run(run: list[bytes]) -> bytes:
+    """Return one update message with the updates of ``run``, reusing a recent merge of it.
+
+    A room queues the same frame objects for every peer, so peers that fell
+    behind together usually hold the same run. Keeping the last few results
+    lets them share one merge. Hashing a run is cheap, because ``bytes``
+    caches its hash.
+    """
+    if len(run) == 1:
+        return run[0]
+    key = tuple(run)
+    merged = _MERGED_RUNS.get(key)
+    if merged is not None:
+        return merged
+    merged = update_message(merge_updates(*(update_payload(message) for message in run)))
+    if sum(len(message) for message in run) <= MAX_MERGED_RUN_BYTES:
+        if len(_MERGED_RUNS) >= MAX_MERGED_RUNS:
+            del _MERGED_RUNS[next(iter(_MERGED_RUNS))]
+        _MERGED_RUNS[key] = merged
+    return merged
+
+
+def update_payload(message: bytes) -> bytes:
+    """Return the update in a well-formed update message, skipping its length prefix."""
+    # The prefix is two bytes, then the length: varUint bytes below 0x80 end it.
+    end = len(UPDATE_PREFIX)
+    while message[end] & 0x80:
+        end += 1
+    return message[end + 1 :]
 
 
 def frame(kind: int, payload: bytes) -> bytes:

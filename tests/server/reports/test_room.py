@@ -7,7 +7,7 @@ import weakref
 from typing import Any
 
 import pytest
-from pycrdt import Array, Doc, Map, Text
+from pycrdt import Array, Doc, Map, Text, merge_updates
 
 from assay_server.reports import wire
 from assay_server.reports.document import set_title
@@ -364,4 +364,40 @@ def test_lone_update_sent_unchanged() -> None:
     frame = wire.update_message(titled("Findings"))
 
     assert wire.merge_update_messages([frame]) == [frame]
+    assert wire.merge_update_messages([frame])[0] is frame
     assert wire.merge_update_messages([]) == []
+
+
+def test_same_run_merged_once() -> None:
+    updates = [titled(f"Findings {n}") for n in range(3)]
+    run = [wire.update_message(update) for update in updates]
+    copies = [bytes(bytearray(frame)) for frame in run]
+    big = [wire.update_message(titled("x" * wire.MAX_MERGED_RUN_BYTES)) for _ in range(2)]
+
+    first, second = wire.merge_update_messages(run), wire.merge_update_messages(run)
+    other = wire.merge_update_messages(copies)
+    big_first, big_second = wire.merge_update_messages(big), wire.merge_update_messages(big)
+
+    # Peers with the same frames share one merge. Equal frames from
+    # other objects share it too, since the merge depends only on the bytes.
+    assert second[0] is first[0]
+    assert other[0] is first[0]
+    assert first[0] == wire.update_message(merge_updates(*updates))
+    # A run over the size limit is merged again each time, not kept.
+    assert big_second[0] is not big_first[0]
+    assert big_second[0] == big_first[0]
+
+
+def test_merged_runs_kept_are_bounded() -> None:
+    for n in range(wire.MAX_MERGED_RUNS * 2):
+        wire.merge_update_messages([wire.update_message(titled(f"{n} {k}")) for k in range(2)])
+
+    assert len(wire._MERGED_RUNS) == wire.MAX_MERGED_RUNS
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 300, 20_000])
+def test_update_payload_skips_length_prefix(size: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+
+    assert wire.update_payload(wire.update_message(payload)) == payload
+    assert wire.decode(wire.update_message(payload)).payload == payload
