@@ -146,6 +146,11 @@ def clients_without_clocks(state: bytes) -> list[int]:
     starts past clock 0 of a client it has never seen, where Yjs keeps such an
     update pending.
     """
+    # A zero byte ends a varUint only when the whole value is 0, so a state
+    # vector without one has no clock 0, no client 0 and is not empty. The
+    # scan for that byte runs in C, far faster than decoding the vector here.
+    if b"\x00" not in state:
+        return []
     decoder = Reader(state)
     found = []
     for _ in range(decoder.read_uint("state vector length")):

@@ -401,3 +401,54 @@ def test_update_payload_skips_length_prefix(size: int) -> None:
 
     assert wire.update_payload(wire.update_message(payload)) == payload
     assert wire.decode(wire.update_message(payload)).payload == payload
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (b"\x00", []),
+        # Client 5 at clock 3, and client 128 (two bytes) at clock 1.
+        (b"\x02\x05\x03\x80\x01\x01", []),
+        # Client 0 has clock 7: its zero byte is an id, not a clock.
+        (b"\x01\x00\x07", []),
+        (b"\x02\x05\x00\x80\x01\x01", [5]),
+        (b"\x02\x05\x03\x80\x01\x00", [128]),
+        (b"\x01\x00\x00", [0]),
+    ],
+)
+def test_clients_without_clocks(state: bytes, expected: list[int]) -> None:
+    assert wire.clients_without_clocks(state) == expected
+
+
+def test_update_past_unknown_clock_rejected() -> None:
+    room = Room("r", [titled("Findings")], 10**6)
+    peer = RecordingPeer("a")
+    room.join(peer)
+    # Client 6 inserts "x" into the title at clock 64, though its clocks 0 to
+    # 63 never arrived: one struct, client 6, clock 64, a string in "title".
+    gap = b"\x01\x01\x06\x40\x04\x01\x05title\x01x\x00"
+
+    with pytest.raises(RejectedUpdate, match="starts past the next clock of client 6"):
+        room.receive(peer, wire.update_message(gap))
+
+    assert str(room.doc.get("title", type=Text)) == "Findings"
+    assert room.pending == []
+
+
+def test_clock_gap_rejected_beside_client_zero() -> None:
+    # Client 0's id puts a zero byte into the state vector, so the room
+    # cannot rule out a clock 0 without decoding the whole vector.
+    zero: Doc[Any] = Doc(client_id=0)
+    add_markdown(zero, "z", "from client zero")
+    room = Room("r", [titled("Findings"), zero.get_update()], 10**6)
+    peer = RecordingPeer("a")
+    room.join(peer)
+    room.receive(peer, wire.update_message(markdown_update("b1", "accepted")))
+    gap = b"\x01\x01\x06\x40\x04\x01\x05title\x01x\x00"
+
+    with pytest.raises(RejectedUpdate, match="starts past the next clock of client 6"):
+        room.receive(peer, wire.update_message(gap))
+
+    assert [block["id"] for block in room.doc.get("blocks", type=Array).to_py()] == ["z", "b1"]
+    assert str(room.doc.get("title", type=Text)) == "Findings"
+    assert len(room.pending) == 1
