@@ -81,3 +81,18 @@ async def test_slow_reader_closed_with_1013() -> None:
     assert peer.closing
     assert websocket.sent.count(wire.KEEPALIVE) == socket.MAX_QUEUED_FRAMES
     assert websocket.sent[-1] == (socket.TOO_SLOW, "the connection fell behind; reconnect")
+
+
+async def test_close_after_sender_cancelled() -> None:
+    peer, websocket = editor_peer()
+    sender = asyncio.create_task(peer.send_forever())
+    await asyncio.sleep(0.01)
+    sender.cancel()
+
+    # A share link revoked while the connection ends must not raise.
+    peer.close(4403, "link ended")
+    peer.send(wire.KEEPALIVE)
+    await asyncio.gather(sender, return_exceptions=True)
+
+    assert sender.cancelled()
+    assert websocket.sent == []
