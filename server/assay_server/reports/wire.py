@@ -8,7 +8,9 @@ the bytes.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,7 +206,7 @@ def merge_update_messages(frames: list[bytes]) -> list[bytes]:
 
 
 #: Merged runs kept by ``_merged_run``, keyed by the run's messages.
-_MERGED_RUNS: dict[tuple[bytes, ...], bytes] = {}
+_MERGED_RUNS: OrderedDict[tuple[bytes, ...], bytes] = OrderedDict()
 #: The maximum number of runs ``_merged_run`` keeps.
 MAX_MERGED_RUNS = 16
 #: The largest run, in bytes of messages, that ``_merged_run`` keeps. With its
@@ -229,7 +231,11 @@ def _merged_run(run: list[bytes]) -> bytes:
     merged = update_message(merge_updates(*(update_payload(message) for message in run)))
     if sum(len(message) for message in run) <= MAX_MERGED_RUN_BYTES:
         if len(_MERGED_RUNS) >= MAX_MERGED_RUNS:
-            del _MERGED_RUNS[next(iter(_MERGED_RUNS))]
+            # popitem is one call under the GIL, so servers that run event
+            # loops in several threads of one process (as tests do) can share
+            # the cache. The oldest run may already be gone from another thread.
+            with contextlib.suppress(KeyError):
+                _MERGED_RUNS.popitem(last=False)
         _MERGED_RUNS[key] = merged
     return merged
 
