@@ -130,15 +130,18 @@ class ReportRooms:
         log.info("report %s unloaded after %.0f s idle", report_id, self.settings.idle_timeout)
 
     async def _unload(self, report_id: str, entry: OpenRoom, code: int, reason: str) -> None:
-        del self.open[report_id]
-        metrics.OPEN_REPORTS.dec()
+        # The room stays open until its last updates are written: a document
+        # read meanwhile would otherwise load from the store without them.
+        # Its channel closes first, so no relayed update arrives after the flush.
         if entry.flusher is not None:
             entry.flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await entry.flusher
-        await self.flush(report_id, entry)
         if self.relay is not None:
             await self.relay.unsubscribe(report_id)
+        await self.flush(report_id, entry)
+        del self.open[report_id]
+        metrics.OPEN_REPORTS.dec()
         entry.room.close(code, reason)
 
     async def _flush_forever(self, report_id: str, entry: OpenRoom) -> None:
@@ -167,6 +170,12 @@ class ReportRooms:
                     "report %s: %d updates dropped, report deleted", report_id, len(updates)
                 )
                 return
+            except asyncio.CancelledError:
+                # An unload cancels the periodic flush and flushes again. A write
+                # that did commit is then stored twice, which changes nothing,
+                # since applying an update twice leaves a Yjs document as it was.
+                room.pending[:0] = updates
+                raise
             except Exception:
                 room.pending[:0] = updates
                 log.exception(

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import time
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from pycrdt import Array, Text
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from assay_server.settings import Settings
 from conftest import RunningServer, sign_in_with_key
 from reports.support import YClient, add_markdown, report_content, wait_for, yjs_url
 
@@ -149,6 +153,50 @@ def test_idle_room_is_unloaded(settings: Any, start_server: Any, project_factory
 
     assert open_reports(server) == before
     assert report_content(server, report["id"])["blocks"][0]["text"] == "kept"
+
+
+def test_unloading_room_keeps_its_edits(
+    postgres_settings: Settings, start_server: Any, project_factory: Any
+) -> None:
+    server = start_server(dataclasses.replace(postgres_settings, report_idle_timeout=0.2))
+    report = project_factory(server)
+    rooms = server.app.state.reports
+    # Writes to the update log wait for this lock, but reads do not.
+    blocker = psycopg.connect(str(postgres_settings.database_url))
+    blocker.execute("LOCK TABLE report_updates IN EXCLUSIVE MODE")
+    client = YClient(server, report["id"])
+    client.sync()
+    client.edit(lambda doc: add_markdown(doc, "b1", "kept"))
+    client.close()
+
+    wait_for(lambda: unloading(rooms, report["id"]), what="the idle room to start unloading")
+    wait_for(lambda: waiting_for_lock(postgres_settings), what="the unload's write to wait")
+    # A read during the unload gets the room's document, once its write is done.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        reading = pool.submit(report_content, server, report["id"])
+        time.sleep(0.5)
+        blocker.rollback()
+        blocker.close()
+        during_unload = reading.result(timeout=30)
+    wait_for(lambda: report["id"] not in rooms.open, what="the room to unload")
+    after_unload = report_content(server, report["id"])
+
+    assert during_unload["blocks"][0]["text"] == "kept"
+    assert after_unload["blocks"][0]["text"] == "kept"
+
+
+def unloading(rooms: Any, report_id: str) -> bool:
+    entry = rooms.open.get(report_id)
+    return entry is None or entry.flusher.done()
+
+
+def waiting_for_lock(settings: Settings) -> bool:
+    with psycopg.connect(str(settings.database_url)) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchone()
+    return row is not None and row[0] > 0
 
 
 def test_silent_socket_gets_keepalive(sqlite_server: RunningServer, project_factory: Any) -> None:
