@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from access.conftest import create_report
 from access.support import add_user
 from assay import protocol
 from assay_server import live_socket
 from assay_server.reports import socket as report_socket
+from assay_server.settings import Settings
 from conftest import RunningServer
 
 PROJECT = "team"
@@ -126,3 +131,36 @@ async def test_member_live_socket_stays_open(server: RunningServer, report_id: s
     )
 
     assert closed is None
+
+
+@pytest.mark.parametrize("kind", ["report", "live"])
+async def test_failed_recheck_logged_socket_kept(
+    postgres_settings: Settings,
+    start_server: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+) -> None:
+    server = start_server(postgres_settings)
+    report_id = create_report(server, PROJECT, tmp_path)
+    key = add_user(server, "ed")
+    change_member(server, "ed", "editor")
+    database_url = str(postgres_settings.database_url)
+
+    def break_then_remove() -> None:
+        # Without the members table every access check fails with a database error.
+        with psycopg.connect(database_url, autocommit=True) as connection:
+            connection.execute("ALTER TABLE project_members RENAME TO members_away")
+            time.sleep(INTERVAL * 4)
+            connection.execute("ALTER TABLE members_away RENAME TO project_members")
+        change_member(server, "ed", None)
+
+    url = report_url(server, report_id) if kind == "report" else live_url(server)
+    closed = await closed_after(url, key, break_then_remove, 10)
+    failures = [
+        record for record in caplog.records if "checking access failed" in record.getMessage()
+    ]
+
+    assert failures
+    assert closed is not None
+    assert closed[0] == 4403
