@@ -24,7 +24,7 @@ from assay_server.errors import AssayError, NotFound
 from assay_server.live import STREAMS_LOST, LiveHub, ResyncNeeded, Subscriber, batch_frame
 from assay_server.membership_socket import MembershipWatch
 from assay_server.reports.follow import ReportFollow
-from assay_server.reports.socket import RECHECK_INTERVAL
+from assay_server.reports.socket import RECHECK_INTERVAL, close_reason
 from assay_server.revocations import LINK_ENDED
 from assay_server.socket_limits import socket_owner
 
@@ -213,7 +213,7 @@ class LiveConnection:
             granted = await access.project_access(self.websocket, allow_share=True)
         except AssayError as exc:
             log.info("live connection %s lost its access: %s", self.id, exc.message)
-            await self._close(CLOSE_ACCESS_LOST, exc.message[:120])
+            await self._close(CLOSE_ACCESS_LOST, close_reason(exc.message))
             return False
         self.scope = granted.scope
         return True
