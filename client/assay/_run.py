@@ -157,6 +157,8 @@ class Run:
             self._rows.append((step, now, flat))
             if len(self._rows) >= self._sender.options.batch_rows:
                 self._sender.wake.set()
+            else:
+                self._sender.queued()
 
     def finish(self, exit_code: int = 0, timeout: float = 30.0) -> None:
         """Deliver what is left and mark the run finished (exit code 0) or failed.
@@ -205,6 +207,7 @@ class Run:
         with self._lock:
             target = self._config_changes if what == "config" else self._summary_changes
             target.update(changes)
+        self._sender.queued()
 
     def _start(self, wait: float, resume: bool) -> None:
         self._sender.start()

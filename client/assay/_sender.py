@@ -1,7 +1,8 @@
 """The background sender: batches logged rows and delivers each batch exactly once.
 
-A daemon thread cuts the run's buffer into numbered batches (when it holds
-``batch_rows`` rows, or ``flush_interval`` seconds after the last cut), keeps
+A daemon thread cuts the run's buffer into numbered batches (at once when a row
+comes after a quiet ``flush_interval``, else ``flush_interval`` seconds after
+the last cut, or when the buffer contains ``batch_rows`` rows), keeps
 every batch until the server acknowledges it as committed, and sends the
 unacknowledged ones again after a reconnect. The server skips a batch number
 it has stored before, so a resent batch is never stored twice. While the server
@@ -36,15 +37,18 @@ Rows = list[tuple[int, float, dict[str, Any]]]
 TakeFunction = Callable[[], tuple[Rows, dict[str, Any], dict[str, Any]]]
 
 
-#: Bounds, in seconds, of one wait for acknowledgements between cuts.
+#: Bounds, in seconds, of one wait between cuts.
 MIN_RECEIVE_WAIT = 0.001
 MAX_RECEIVE_WAIT = 0.05
+#: Maximum wait of an idle sender, so that a closed connection is noticed within a second.
+MAX_IDLE_WAIT = 1.0
 
 
 @dataclass(frozen=True)
 class SenderOptions:
-    #: Seconds between batches. A point reaches live views up to this much
-    #: later; a longer interval sends fewer, larger batches.
+    #: Minimum seconds between two batches. A row logged after a quiet
+    #: interval is sent at once, and the rows after it wait up to this long,
+    #: so a longer interval sends fewer, larger batches.
     flush_interval: float = 0.05
     batch_rows: int = 10_000
     window: int = 32
@@ -87,8 +91,10 @@ class Sender(threading.Thread):
         self.credentials = credentials
         self.spool = spool
         self.options = options
-        #: Set when the buffer reaches ``batch_rows`` rows or finish() is called.
+        #: Set when something should be cut now: a row after a quiet flush
+        #: interval, a full buffer, or finish().
         self.wake = threading.Event()
+        #: When the last cut that took anything happened.
         self.last_cut = -math.inf
         self.first_attempt = threading.Event()
         self.done = threading.Event()
@@ -111,6 +117,12 @@ class Sender(threading.Thread):
         self.final_state: str | None = None
 
     # Calls from the run's thread.
+
+    def queued(self) -> None:
+        """Wake the sender when the run queued a row or a change after a quiet flush interval."""
+        quiet = time.monotonic() - self.last_cut >= self.options.flush_interval
+        if quiet and not self.wake.is_set():
+            self.wake.set()
 
     def request_finish(self, exit_code: int, timeout: float) -> None:
         self.finish_code = exit_code
@@ -181,14 +193,22 @@ class Sender(threading.Thread):
         elif time.monotonic() - self.last_sent > self.heartbeat_interval:
             self.client.send(protocol.pack({"type": "heartbeat"}))
             self.last_sent = time.monotonic()
-        # Waiting for acknowledgements ends when the next cut is due, so a
-        # point waits at most one flush interval before it is sent.
-        message = self.client.receive(0.2 if finishing else self._until_cut())
+        if finishing or self._window_full():
+            message = self.client.receive(0.2 if finishing else self._until_cut())
+        else:
+            message = self.client.receive(0)
         while message is not None:
             if self._handle(message):
                 return True
             message = self.client.receive(0)
+        if not finishing and not self._window_full():
+            # Acknowledgements wait in the socket until the next pass. The wait
+            # ends early when the run queues a row after a quiet interval.
+            self.wake.wait(self._until_cut())
         return False
+
+    def _window_full(self) -> bool:
+        return sum(1 for seq in self.unacked if seq <= self.sent_up_to) >= self.options.window
 
     def _apply_received_acks(self) -> None:
         """Apply the acks that arrived before the connection failed.
@@ -302,30 +322,39 @@ class Sender(threading.Thread):
         )
 
     def _until_cut(self) -> float:
-        due = self.last_cut + self.options.flush_interval - time.monotonic()
+        now = time.monotonic()
+        due = self.last_cut + self.options.flush_interval - now
+        if due <= 0:
+            # The pass just made took nothing, so no cut is due: the run's
+            # next row wakes the sender (see queued()).
+            due = min(MAX_IDLE_WAIT, self.last_sent + self.heartbeat_interval - now)
+            return max(MIN_RECEIVE_WAIT, due)
         return min(MAX_RECEIVE_WAIT, max(MIN_RECEIVE_WAIT, due))
 
     def _until_attempt(self) -> float:
         return max(0.01, self.next_attempt - time.monotonic())
 
     def _cut_when_due(self, finishing: bool) -> None:
-        """Cut batches every flush interval, or at once when the buffer fills or the run ends."""
+        """Cut batches a flush interval after the last cut, or when woken or finishing."""
         now = time.monotonic()
         if finishing or self.wake.is_set() or now - self.last_cut >= self.options.flush_interval:
+            # Clearing before the take keeps a wake for rows the take misses.
             self.wake.clear()
-            self.last_cut = now
-            self._cut_batches()
+            if self._cut_batches():
+                self.last_cut = now
 
-    def _cut_batches(self) -> None:
+    def _cut_batches(self) -> bool:
+        """Cut the queued rows and changes into batches; return False when there were none."""
         rows, config, summary = self.take()
         if not rows and not config and not summary:
-            return
+            return False
         for start in range(0, max(len(rows), 1), self.options.batch_rows):
             part = rows[start : start + self.options.batch_rows]
             if start == 0:
                 self._add_batch(part, config or None, summary or None)
             else:
                 self._add_batch(part, None, None)
+        return True
 
     def _add_batch(
         self, rows: Rows, config: dict[str, Any] | None, summary: dict[str, Any] | None

@@ -14,7 +14,7 @@ import pytest
 import assay
 from assay import protocol
 from assay._connection import IngestClient, TransientError
-from assay._sender import Rows, Sender, SenderOptions
+from assay._sender import MAX_IDLE_WAIT, Rows, Sender, SenderOptions
 from assay._spool import Spool
 from conftest import RunningServer
 
@@ -75,20 +75,51 @@ def test_unexpected_error_does_not_stop_sender(tmp_path: Path) -> None:
     assert spool.read_finish() == 0
 
 
-def test_ack_wait_ends_when_cut_due(tmp_path: Path) -> None:
+def test_wait_ends_when_cut_due(tmp_path: Path) -> None:
     options = SenderOptions(flush_interval=0.03)
     sender = Sender(lambda: ([], {}, {}), hello(), None, Spool(tmp_path / "spool"), options)
+    sender.last_sent = time.monotonic()
 
     sender.last_cut = time.monotonic()
     just_cut = sender._until_cut()
     sender.last_cut = time.monotonic() - 0.02
     cut_soon = sender._until_cut()
     sender.last_cut = time.monotonic() - 1.0
-    overdue = sender._until_cut()
+    quiet = sender._until_cut()
+    sender.last_sent = time.monotonic() - sender.heartbeat_interval + 0.1
+    heartbeat_soon = sender._until_cut()
 
     assert 0.02 < just_cut <= 0.03
     assert 0.0 < cut_soon <= 0.01
-    assert overdue == 0.001
+    # No cut is due: the run wakes the sender, which still looks at the socket.
+    assert quiet == MAX_IDLE_WAIT
+    assert 0.0 < heartbeat_soon <= 0.1
+
+
+def test_row_after_quiet_interval_wakes_sender(tmp_path: Path) -> None:
+    queued: Rows = []
+
+    def take() -> tuple[Rows, dict[str, Any], dict[str, Any]]:
+        taken = list(queued)
+        queued.clear()
+        return taken, {}, {}
+
+    options = SenderOptions(flush_interval=60.0)
+    sender = Sender(take, hello(), None, Spool(tmp_path / "spool"), options)
+
+    # A pass that takes nothing leaves the sender quiet, so a row wakes it.
+    sender._cut_when_due(finishing=False)
+    queued.append((0, 0.0, {"x": 0.0}))
+    sender.queued()
+    woken_when_quiet = sender.wake.is_set()
+    sender._cut_when_due(finishing=False)
+    # Within the interval after a cut that took a row, rows wait for the next cut.
+    queued.append((1, 0.0, {"x": 1.0}))
+    sender.queued()
+
+    assert woken_when_quiet
+    assert sender.next_seq == 1
+    assert not sender.wake.is_set()
 
 
 def test_connection_dropped_in_handshake_is_transient() -> None:
@@ -153,3 +184,22 @@ def test_full_buffer_is_cut_before_interval(sqlite_server: RunningServer, tmp_pa
     run.finish()
 
     assert history_length(sqlite_server, run.id) == 50
+
+
+def test_first_row_sent_at_once_then_interval_holds(
+    sqlite_server: RunningServer, tmp_path: Path
+) -> None:
+    run = start_run(sqlite_server, tmp_path, SenderOptions(flush_interval=3600.0))
+    run.log({"loss": 0.0})
+    deadline = time.monotonic() + 30
+    while history_length(sqlite_server, run.id) < 1:
+        assert time.monotonic() < deadline, "a row after a quiet start waited for the interval"
+        time.sleep(0.05)
+    for step in range(1, 6):
+        run.log({"loss": float(step)})
+    batches_before_finish = run._sender.next_seq
+    run.finish()
+
+    assert batches_before_finish == 1
+    assert history_length(sqlite_server, run.id) == 6
+    assert run._sender.next_seq == 2
