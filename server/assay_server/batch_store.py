@@ -5,7 +5,9 @@ so a transaction contains a few hundred small batches. Writing each with its own
 statements made every batch four or five round trips between the event loop
 and the database driver. Here a group is claimed, stored and summarised with
 a statement per table, and only the rare batches that add metric keys or
-carry config and summary updates take statements of their own.
+carry config and summary updates take statements of their own. The functions
+are plain, not async, so that ``Database.write_sync`` can run a whole group on
+SQLite's writer thread.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from assay_server import history, runs
 from assay_server.batch import Batch
@@ -42,15 +44,15 @@ class StoredBatch:
     revived: str | None
 
 
-async def store_batches(
-    connection: AsyncConnection, writes: Sequence[BatchWrite], is_sqlite: bool
+def store_batches(
+    connection: Connection, writes: Sequence[BatchWrite], is_sqlite: bool
 ) -> list[StoredBatch | None]:
     """Store ``writes`` inside an open transaction.
 
     Returns, for each write in order, its outcome, or None when its batch
     number was stored before (a resent batch) and nothing was written.
     """
-    claimed = await history.claim_batches(
+    claimed = history.claim_batches(
         connection, [(w.run_pk, w.session, w.batch.seq) for w in writes], is_sqlite
     )
     # The metric ids of each claimed write, by its index in ``writes``.
@@ -59,17 +61,15 @@ async def store_batches(
         key = (write.run_pk, write.session, write.batch.seq)
         if key in claimed:
             claimed.discard(key)
-            fresh[index] = await _with_metric_ids(connection, write, is_sqlite)
-    await history.write_batches(
+            fresh[index] = _with_metric_ids(connection, write, is_sqlite)
+    history.write_batches(
         connection, [(writes[i].run_pk, writes[i].batch, ids) for i, ids in fresh.items()]
     )
     for index in fresh:
         batch = writes[index].batch
         if batch.config or batch.summary:
-            await runs.merge_documents(
-                connection, writes[index].run_pk, batch.config, batch.summary
-            )
-    revived = await runs.touch_many(
+            runs.merge_documents(connection, writes[index].run_pk, batch.config, batch.summary)
+    revived = runs.touch_many(
         connection, sorted({writes[i].run_pk for i in fresh if writes[i].touch})
     )
     outcomes: list[StoredBatch | None] = []
@@ -85,11 +85,9 @@ async def store_batches(
     return outcomes
 
 
-async def _with_metric_ids(
-    connection: AsyncConnection, write: BatchWrite, is_sqlite: bool
-) -> dict[str, int]:
+def _with_metric_ids(connection: Connection, write: BatchWrite, is_sqlite: bool) -> dict[str, int]:
     missing = [c.key for c in write.batch.columns if c.key not in write.metric_ids]
     if not missing:
         return write.metric_ids
-    created = await history.ensure_metrics(connection, write.run_pk, missing, is_sqlite)
+    created = history.ensure_metrics(connection, write.run_pk, missing, is_sqlite)
     return {**write.metric_ids, **created}

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, text
+from sqlalchemy import create_engine, event, make_url, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
@@ -24,12 +25,21 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works; every instance must use the same one.
 MIGRATION_LOCK_ID = 0x61737361
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 class Database:
     """An async engine plus what differs between PostgreSQL and SQLite.
 
     SQLite allows one writer at a time, so on SQLite every write transaction
     takes ``write_lock`` first instead of failing with "database is locked".
+
+    ``write_sync`` runs a plain function in a write transaction. On SQLite it
+    runs on a thread of its own with the standard library's driver, so the
+    whole transaction costs the event loop one hand-off. Through the async
+    driver each statement costs a few hand-offs, and each one waits for its
+    turn in a busy event loop.
     """
 
     def __init__(self, url: str, pool_size: int = 20) -> None:
@@ -40,6 +50,14 @@ class Database:
             # pragmas on every transaction, which bounded ingest on SQLite.
             self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
             event.listen(self.engine.sync_engine, "connect", _configure_sqlite)
+            # One connection, used only by the one thread of ``sync_writes``.
+            self.sync_engine = create_engine(
+                make_url(url).set(drivername="sqlite+pysqlite"), pool_size=1, max_overflow=0
+            )
+            event.listen(self.sync_engine, "connect", _configure_sqlite)
+            self.sync_writes = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="assay-sqlite-writer"
+            )
         else:
             self.engine = create_async_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
@@ -55,6 +73,33 @@ class Database:
             return
         async with self.write_lock, self.engine.begin() as connection:
             yield connection
+
+    async def write_sync(
+        self, function: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Call ``function(connection, *args, **kwargs)`` in a write transaction.
+
+        The transaction commits when the function returns and rolls back when
+        it raises.
+        """
+        if not self.is_sqlite:
+            async with self.engine.begin() as connection:
+                return await connection.run_sync(function, *args, **kwargs)
+
+        def in_transaction() -> T:
+            with self.sync_engine.begin() as connection:
+                return function(connection, *args, **kwargs)
+
+        async with self.write_lock:
+            loop = asyncio.get_running_loop()
+            # Cancelling the caller cannot stop the thread, so the lock is held
+            # until the transaction ends either way.
+            future = loop.run_in_executor(self.sync_writes, in_transaction)
+            try:
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                await asyncio.wait([future])
+                raise
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:
@@ -88,6 +133,9 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self.is_sqlite:
+            self.sync_writes.shutdown(wait=True)
+            self.sync_engine.dispose()
 
 
 def head_revision() -> str | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Double, bindparam, case, delete, func, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from assay import protocol
@@ -97,20 +98,20 @@ class Series:
         return self.select(np.arange(low, high))
 
 
-async def ensure_metrics(
-    connection: AsyncConnection, run_pk: int, keys: Iterable[str], is_sqlite: bool
+def ensure_metrics(
+    connection: Connection, run_pk: int, keys: Iterable[str], is_sqlite: bool
 ) -> dict[str, int]:
     """Return the metric ids of ``keys`` for a run, creating the missing ones."""
     wanted = list(keys)
     if not wanted:
         return {}
-    await connection.execute(
+    connection.execute(
         insert_or_ignore(schema.metrics, is_sqlite),
         [{"run_pk": run_pk, "key": key, "count": 0, "chunk_count": 0} for key in wanted],
     )
     ids: dict[str, int] = {}
     for start in range(0, len(wanted), 1000):
-        rows = await connection.execute(
+        rows = connection.execute(
             select(schema.metrics.c.key, schema.metrics.c.id).where(
                 schema.metrics.c.run_pk == run_pk,
                 schema.metrics.c.key.in_(wanted[start : start + 1000]),
@@ -120,15 +121,8 @@ async def ensure_metrics(
     return ids
 
 
-async def claim_batch(
-    connection: AsyncConnection, run_pk: int, session: int, seq: int, is_sqlite: bool
-) -> bool:
-    """Record a batch number; False when it was stored before and must be skipped."""
-    return bool(await claim_batches(connection, [(run_pk, session, seq)], is_sqlite))
-
-
-async def claim_batches(
-    connection: AsyncConnection, keys: Sequence[tuple[int, int, int]], is_sqlite: bool
+def claim_batches(
+    connection: Connection, keys: Sequence[tuple[int, int, int]], is_sqlite: bool
 ) -> set[tuple[int, int, int]]:
     """Record ``(run_pk, session, seq)`` batch numbers in one statement.
 
@@ -141,7 +135,7 @@ async def claim_batches(
     b = schema.batches.c
     # An executemany with RETURNING runs as one multi-row INSERT per chunk of
     # rows ("insertmanyvalues"), compiled once rather than for every group size.
-    result = await connection.execute(
+    result = connection.execute(
         insert_or_ignore(schema.batches, is_sqlite).returning(b.run_pk, b.session, b.seq),
         [
             {"run_pk": run_pk, "session": session, "seq": seq, "stored_at": stored_at}
@@ -151,15 +145,8 @@ async def claim_batches(
     return {(row.run_pk, row.session, row.seq) for row in result}
 
 
-async def write_batch(
-    connection: AsyncConnection, run_pk: int, batch: Batch, metric_ids: dict[str, int]
-) -> None:
-    """Store the columns of a claimed batch and fold them into each metric's summary."""
-    await write_batches(connection, [(run_pk, batch, metric_ids)])
-
-
-async def write_batches(
-    connection: AsyncConnection, batches: Sequence[tuple[int, Batch, dict[str, int]]]
+def write_batches(
+    connection: Connection, batches: Sequence[tuple[int, Batch, dict[str, int]]]
 ) -> None:
     """Store claimed batches of any runs with one statement per table.
 
@@ -173,10 +160,10 @@ async def write_batches(
         for column in batch.columns
     ]
     if columns:
-        await connection.execute(
+        connection.execute(
             schema.chunks.insert(), [_chunk_row(metric_id, c) for metric_id, c in columns]
         )
-        await connection.execute(
+        connection.execute(
             _SUMMARY_UPDATE, [_summary_params(metric_id, c) for metric_id, c in columns]
         )
     next_steps = [
@@ -185,7 +172,7 @@ async def write_batches(
         if batch.max_step is not None
     ]
     if next_steps:
-        await connection.execute(_NEXT_STEP_UPDATE, next_steps)
+        connection.execute(_NEXT_STEP_UPDATE, next_steps)
 
 
 def _typed(name: str) -> Any:

@@ -261,10 +261,8 @@ class IngestConnection:
 
     async def _heartbeat(self) -> None:
         assert self.run is not None
-        async with self.context.db.transaction() as connection:
-            revived = await runs.touch(connection, self.run.pk)
-        if revived:
-            await self._publish_state(revived)
+        if await self.context.db.write_sync(runs.touch_many, [self.run.pk]):
+            await self._publish_state(runs.CRASHED)
 
     async def _finish(self, message: dict[str, Any]) -> None:
         assert self.run is not None

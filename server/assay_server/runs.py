@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from assay.protocol import tag_floats, untag_floats
@@ -184,26 +184,19 @@ async def _resume(
     )
 
 
-async def touch(connection: AsyncConnection, run_pk: int) -> str | None:
-    """Record a heartbeat; return the previous state when this revives a crashed run."""
-    return CRASHED if await touch_many(connection, [run_pk]) else None
-
-
-async def touch_many(connection: AsyncConnection, run_pks: Sequence[int]) -> set[int]:
+def touch_many(connection: Connection, run_pks: Sequence[int]) -> set[int]:
     """Record a heartbeat for each run; return the runs this revives from crashed."""
     if not run_pks:
         return set()
     pk = schema.runs.c.pk
-    revived = await connection.execute(
+    revived = connection.execute(
         update(schema.runs)
         .where(pk.in_(run_pks), schema.runs.c.state == CRASHED)
         .values(state=RUNNING)
         .returning(pk)
     )
     revived_pks = set(revived.scalars())
-    await connection.execute(
-        update(schema.runs).where(pk.in_(run_pks)).values(heartbeat_at=time.time())
-    )
+    connection.execute(update(schema.runs).where(pk.in_(run_pks)).values(heartbeat_at=time.time()))
     return revived_pks
 
 
@@ -239,17 +232,15 @@ async def mark_crashed(connection: AsyncConnection, timeout: float) -> list[Row[
     return list(result.all())
 
 
-async def merge_documents(
-    connection: AsyncConnection,
+def merge_documents(
+    connection: Connection,
     run_pk: int,
     config: dict[str, Any] | None,
     summary: dict[str, Any] | None,
 ) -> None:
     """Apply ``config`` and ``summary`` updates key by key, as ``dict.update`` does."""
-    row = (
-        await connection.execute(
-            select(schema.runs.c.config, schema.runs.c.summary).where(schema.runs.c.pk == run_pk)
-        )
+    row = connection.execute(
+        select(schema.runs.c.config, schema.runs.c.summary).where(schema.runs.c.pk == run_pk)
     ).one()
     values: dict[str, Any] = {}
     if config:
@@ -257,9 +248,7 @@ async def merge_documents(
     if summary:
         values["summary"] = {**row.summary, **tag_floats(summary)}
     if values:
-        await connection.execute(
-            update(schema.runs).where(schema.runs.c.pk == run_pk).values(**values)
-        )
+        connection.execute(update(schema.runs).where(schema.runs.c.pk == run_pk).values(**values))
 
 
 async def list_projects(connection: AsyncConnection, user: User | None) -> list[dict[str, Any]]:

@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from assay_server.database import Database
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-WriteGroup = Callable[[AsyncConnection, Sequence[Item]], Awaitable[Sequence[Result]]]
+WriteGroup = Callable[[Connection, Sequence[Item]], Sequence[Result]]
 
 #: The maximum number of items in one transaction; more wait for the next.
 MAX_ITEMS = 256
@@ -37,8 +37,9 @@ MAX_ITEMS = 256
 class GroupWriter(Generic[Item, Result]):
     """Writes items in shared transactions, ``concurrency`` transactions at a time.
 
-    ``write_group(connection, items)`` writes a list of items inside an open
-    transaction and returns one result per item, in order.
+    ``write_group(connection, items)`` is a plain function that writes a list
+    of items inside an open transaction and returns one result per item, in
+    order. It runs through ``Database.write_sync``.
     """
 
     def __init__(
@@ -102,8 +103,7 @@ class GroupWriter(Generic[Item, Result]):
     async def _run_group(self, group: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         items = [item for item, _ in group]
         try:
-            async with self.db.transaction() as connection:
-                results = await self.write_group(connection, items)
+            results = await self.db.write_sync(self.write_group, items)
         except Exception as exc:
             if len(group) == 1:
                 _settle(group[0][1], exception=exc)
@@ -119,8 +119,7 @@ class GroupWriter(Generic[Item, Result]):
 
     async def _run_alone(self, item: Item, future: asyncio.Future[Result]) -> None:
         try:
-            async with self.db.transaction() as connection:
-                (result,) = await self.write_group(connection, [item])
+            (result,) = await self.db.write_sync(self.write_group, [item])
         except Exception as exc:
             _settle(future, exception=exc)
             return

@@ -43,8 +43,7 @@ def write(
 
 
 async def store(db: Database, writes: list[BatchWrite]) -> list[StoredBatch | None]:
-    async with db.transaction() as connection:
-        return await store_batches(connection, writes, db.is_sqlite)
+    return await db.write_sync(store_batches, writes, db.is_sqlite)
 
 
 async def metric_rows(db: Database, run_pk: int) -> dict[str, Any]:
@@ -196,7 +195,9 @@ async def test_group_statement_count_is_fixed(database: Database) -> None:
     def record(*args: Any) -> None:
         statements.append(args[2])
 
-    event.listen(database.engine.sync_engine, "before_cursor_execute", record)
+    # On SQLite, groups are written through the engine of the writer thread.
+    engine = database.sync_engine if database.is_sqlite else database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
     try:
         outcomes = await store(
             database,
@@ -206,7 +207,7 @@ async def test_group_statement_count_is_fixed(database: Database) -> None:
             ],
         )
     finally:
-        event.remove(database.engine.sync_engine, "before_cursor_execute", record)
+        event.remove(engine, "before_cursor_execute", record)
 
     assert all(outcome is not None for outcome in outcomes)
     # Claim, chunks, metric summaries, next steps, revival and heartbeats:

@@ -16,6 +16,7 @@ from assay import protocol
 from assay_server import history, runs, schema
 from assay_server.auth import User
 from assay_server.batch import decode_batch
+from assay_server.batch_store import BatchWrite, store_batches
 from assay_server.database import Database
 from assay_server.downsample import MIN_SAMPLES, _bucket_points, _Classes, downsample, overview
 
@@ -31,12 +32,8 @@ async def new_run(db: Database) -> int:
 
 async def store(db: Database, run_pk: int, seq: int, rows: list[Any]) -> None:
     batch = decode_batch({"type": "batch", "seq": seq, **protocol.encode_rows(rows)})
-    async with db.transaction() as connection:
-        assert await history.claim_batch(connection, run_pk, 1, seq, db.is_sqlite)
-        ids = await history.ensure_metrics(
-            connection, run_pk, [c.key for c in batch.columns], db.is_sqlite
-        )
-        await history.write_batch(connection, run_pk, batch, ids)
+    write = BatchWrite(run_pk, 1, batch, {}, touch=False)
+    assert await db.write_sync(store_batches, [write], db.is_sqlite) != [None]
 
 
 async def read(db: Database, run_pk: int, keys: list[str] | None = None) -> list[dict[str, Any]]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 
 import pytest
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from assay_server import schema
 from assay_server.database import Database
@@ -24,13 +25,13 @@ class UserWrites:
     def __init__(self) -> None:
         self.groups: list[list[str]] = []
 
-    async def __call__(self, connection: AsyncConnection, names: Sequence[str]) -> list[str]:
+    def __call__(self, connection: Connection, names: Sequence[str]) -> list[str]:
         self.groups.append(list(names))
-        await connection.execute(
+        connection.execute(
             schema.users.insert(), [{"name": name, "created_at": 0.0} for name in names]
         )
         if "broken" in names:
-            await connection.execute(text("SELECT * FROM no_such_table"))
+            connection.execute(text("SELECT * FROM no_such_table"))
         if "invalid" in names:
             raise ValueError("batch 7 is invalid")
         return [name.upper() for name in names]
@@ -95,22 +96,71 @@ async def test_item_error_reaches_its_caller(database: Database) -> None:
     assert count == 0  # the insert before the error was rolled back
 
 
-async def test_close_cancels_waiting_items(database: Database) -> None:
-    started = asyncio.Event()
+def block(connection: Connection, release: threading.Event) -> None:
+    """Hold the transaction until ``release`` is set (SQLite) or it is cancelled.
 
-    async def slow(connection: AsyncConnection, names: Sequence[str]) -> list[None]:
+    On SQLite the function runs on the writer thread, where waiting is fine.
+    On PostgreSQL it runs on the event loop, so it waits in the database.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_sleep(30)"))
+    else:
+        release.wait(30)
+
+
+async def test_close_cancels_waiting_items(database: Database) -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow(connection: Connection, names: Sequence[str]) -> list[None]:
         started.set()
-        await asyncio.sleep(30)
+        block(connection, release)
         return [None for _ in names]
 
     writer = GroupWriter(database, slow)
     first = asyncio.create_task(writer.write("first"))
-    await started.wait()
+    assert await asyncio.to_thread(started.wait, 30)
     second = asyncio.create_task(writer.write("second"))
     await asyncio.sleep(0)
+    # A transaction on SQLite's writer thread cannot be interrupted: it ends
+    # when released.
+    asyncio.get_running_loop().call_later(0.2, release.set)
     await writer.close()
 
     with pytest.raises(asyncio.CancelledError):
         await first
     with pytest.raises(asyncio.CancelledError):
         await second
+
+
+async def test_cancelled_write_keeps_lock_until_it_ends(database: Database) -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    def insert_when_released(connection: Connection, name: str) -> None:
+        started.set()
+        block(connection, release)
+        connection.execute(schema.users.insert(), [{"name": name, "created_at": 0.0}])
+
+    def insert(connection: Connection, name: str) -> None:
+        connection.execute(schema.users.insert(), [{"name": name, "created_at": 0.0}])
+
+    cancelled = asyncio.create_task(database.write_sync(insert_when_released, "cancelled"))
+    assert await asyncio.to_thread(started.wait, 30)
+    cancelled.cancel()
+    after = asyncio.create_task(database.write_sync(insert, "after"))
+    await asyncio.sleep(0.2)
+    waited = not after.done()
+    release.set()
+    await after
+
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    if database.is_sqlite:
+        # The next write waited for the cancelled one's thread, which committed.
+        assert waited
+        assert await user_names(database) == {"cancelled", "after"}
+    else:
+        # The cancelled transaction rolled back and the next one did not wait.
+        assert not waited
+        assert await user_names(database) == {"after"}

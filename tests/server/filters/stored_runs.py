@@ -12,9 +12,10 @@ import pytest
 from sqlalchemy import delete
 
 from assay import protocol
-from assay_server import filters, history, runs, schema
+from assay_server import filters, runs, schema
 from assay_server.auth import User
 from assay_server.batch import decode_batch
+from assay_server.batch_store import BatchWrite, store_batches
 from assay_server.database import Database
 from assay_server.settings import Settings
 
@@ -127,15 +128,11 @@ async def _store_run(db: Database, run: StoredRun) -> None:
             }
             rows.append((step, 1.7e9 + step, values))
         batch = decode_batch({"type": "batch", "seq": seq, **protocol.encode_rows(rows)})
-        async with db.transaction() as connection:
-            assert await history.claim_batch(connection, attached.pk, 1, seq, db.is_sqlite)
-            ids = await history.ensure_metrics(
-                connection, attached.pk, [column.key for column in batch.columns], db.is_sqlite
-            )
-            await history.write_batch(connection, attached.pk, batch, ids)
+        write = BatchWrite(attached.pk, 1, batch, {}, touch=False)
+        assert await db.write_sync(store_batches, [write], db.is_sqlite) != [None]
+    if run.summary:
+        await db.write_sync(runs.merge_documents, attached.pk, None, run.summary)
     async with db.transaction() as connection:
-        if run.summary:
-            await runs.merge_documents(connection, attached.pk, None, run.summary)
         if run.state in (runs.FINISHED, runs.FAILED):
             await runs.finish_run(connection, attached.pk, 0 if run.state == runs.FINISHED else 1)
 
