@@ -11,8 +11,12 @@ on it; both clocks are this machine's. Points logged during the first
     python bench/live.py --database-url postgresql://postgres@127.0.0.1:5432/assay_bench \\
         --redis-url redis://127.0.0.1:6379/0
 
-The SDK batches what is logged for ``--flush-interval`` seconds (its default
-is 0.05 s), so up to that interval is part of every latency measured here.
+Each run logs at its own offset within the period, as separate training jobs
+do. ``--lockstep`` logs every run in the same instant instead, which sends a
+burst of ``--runs`` batches per step. The SDK sends a point at once when its run was
+quiet for ``--flush-interval`` seconds (default 0.05 s) and holds later points
+until that interval has passed since the last batch, so at 10 steps a second
+each point leaves as it is logged.
 The result is printed as JSON and written to ``bench/results/live-*.json``.
 """
 
@@ -59,13 +63,17 @@ def start_runs(args: argparse.Namespace, key: str, spool: Path) -> list[assay.Ru
 def drive_runs(args: argparse.Namespace, runs: list[assay.Run], stop_at: float) -> int:
     """Log one step to every run ``args.rate`` times a second until ``stop_at`` (epoch seconds).
 
+    Each run logs at its own offset within the period, as the runs of a sweep
+    on separate machines do. With ``args.lockstep`` they all log in one instant.
     Returns the number of steps logged to each run.
     """
     period = 1 / args.rate
+    offsets = [0.0 if args.lockstep else period * index / len(runs) for index in range(len(runs))]
     tick = time.monotonic()
     step = 0
     while time.time() < stop_at:
-        for run in runs:
+        for run, offset in zip(runs, offsets, strict=True):
+            time.sleep(max(0.0, tick + offset - time.monotonic()))
             run.log({"loss": math.exp(-step / 100), "lr": 0.01}, step=step)  # METRICS keys
         step += 1
         tick += period
@@ -198,6 +206,7 @@ def measure(args: argparse.Namespace, key: str, scratch: Path) -> dict[str, Any]
         "steps_per_second_per_run": args.rate,
         "workspaces": args.workspaces,
         "flush_interval_s": args.flush_interval,
+        "lockstep": args.lockstep,
         "duration_s": args.duration,
         "backend": "postgresql+redis" if args.redis_url else "sqlite+in-process bus",
         "points_sent": steps * METRICS * args.runs * args.workspaces,
@@ -223,6 +232,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=5, help="seconds not measured")
     parser.add_argument("--flush-interval", type=float, default=0.05, help="SDK batching, seconds")
+    parser.add_argument(
+        "--lockstep", action="store_true", help="log every run in the same instant"
+    )
     parser.add_argument("--port", type=int, default=8791, help="port of the server started")
     parser.add_argument("--database-url", help="PostgreSQL URL; default embedded SQLite")
     parser.add_argument("--redis-url", help="Redis URL; default in-process bus")

@@ -84,20 +84,30 @@ async def watch(
 ) -> None:
     """Gather one socket's points until ``stop``; record every failure in ``tally``."""
     headers = {"Authorization": f"Bearer {key}"}
+
+    async def read(socket: Any) -> None:
+        # One plain receive per frame: a timeout per receive made a task per
+        # frame, and the sockets' process could not keep up with the server.
+        async for frame in socket:
+            received = time.time()
+            message = protocol.unpack(frame)
+            tally_message(message, tally, measure, received, ready)
+        tally.errors.append(f"socket closed by the server: {socket.close_code}")
+
     try:
         # Like a browser, the socket takes messages of any size.
         async with connect(
             url, additional_headers=headers, open_timeout=60, max_size=None
         ) as socket:
             await socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
-            while not stop.is_set():
-                try:
-                    frame = await asyncio.wait_for(socket.recv(), timeout=0.5)
-                except TimeoutError:
-                    continue
-                received = time.time()
-                message = protocol.unpack(frame)  # type: ignore[arg-type]
-                tally_message(message, tally, measure, received, ready)
+            reader = asyncio.create_task(read(socket))
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({reader, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if reader.done():
+                reader.result()
+            else:
+                reader.cancel()
     except (OSError, WebSocketException, TimeoutError) as exc:
         tally.errors.append(f"socket failed: {exc!r}")
 
