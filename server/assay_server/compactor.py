@@ -85,8 +85,7 @@ class Compactor:
         async with self.db.reading() as connection:
             metric_ids = await history.compactable_metrics(connection, run_pk, min_chunks)
         for metric_id in metric_ids:
-            async with self.db.transaction() as connection:
-                removed = await history.compact_metric(connection, metric_id, complete)
+            removed = await self.db.write_sync(history.compact_metric, metric_id, complete)
             log.debug(
                 "compacted metric %s of run %s: %s chunks merged", metric_id, run_id, removed
             )

@@ -426,9 +426,7 @@ async def compactable_metrics(
     return [row.id for row in rows]
 
 
-async def compact_metric(
-    connection: AsyncConnection, metric_id: int, complete: bool = True
-) -> int:
+def compact_metric(connection: Connection, metric_id: int, complete: bool = True) -> int:
     """Merge runs of neighbouring small chunks; return how many chunks were removed.
 
     Only neighbours merge, and their points keep their order inside the merged
@@ -438,17 +436,15 @@ async def compact_metric(
     class (see ``merge_plan``), as suits a run that is still written.
     """
     c = schema.chunks.c
-    layout = (
-        await connection.execute(
-            select(c.id, c.count).where(c.metric_id == metric_id).order_by(c.id)
-        )
+    layout = connection.execute(
+        select(c.id, c.count).where(c.metric_id == metric_id).order_by(c.id)
     ).all()
     groups = merge_plan([(chunk_id, count) for chunk_id, count in layout], complete)
     removed = 0
     for group in groups:
-        await _merge_chunks(connection, group)
+        _merge_chunks(connection, group)
         removed += len(group) - 1
-    await connection.execute(
+    connection.execute(
         update(schema.metrics)
         .where(schema.metrics.c.id == metric_id)
         .values(chunk_count=len(layout) - removed)
@@ -505,10 +501,10 @@ def _merge_all(layout: Sequence[tuple[int, int]]) -> list[list[int]]:
     return [group for group in groups if len(group) > 1]
 
 
-async def _merge_chunks(connection: AsyncConnection, chunk_ids: list[int]) -> None:
+def _merge_chunks(connection: Connection, chunk_ids: list[int]) -> None:
     c = schema.chunks.c
-    rows = (
-        await connection.execute(select(schema.chunks).where(c.id.in_(chunk_ids)).order_by(c.id))
+    rows = connection.execute(
+        select(schema.chunks).where(c.id.in_(chunk_ids)).order_by(c.id)
     ).all()
     kinds = [
         np.zeros(row._mapping["count"], np.uint8)
@@ -528,7 +524,7 @@ async def _merge_chunks(connection: AsyncConnection, chunk_ids: list[int]) -> No
     )
     lows = [row.value_min for row in rows if row.value_min is not None]
     highs = [row.value_max for row in rows if row.value_max is not None]
-    await connection.execute(
+    connection.execute(
         update(schema.chunks)
         .where(c.id == chunk_ids[0])
         .values(
@@ -547,4 +543,4 @@ async def _merge_chunks(connection: AsyncConnection, chunk_ids: list[int]) -> No
             times=times,
         )
     )
-    await connection.execute(delete(schema.chunks).where(c.id.in_(chunk_ids[1:])))
+    connection.execute(delete(schema.chunks).where(c.id.in_(chunk_ids[1:])))

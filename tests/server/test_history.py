@@ -49,9 +49,9 @@ async def test_compaction_keeps_history(database: Database) -> None:
         await store(database, run_pk, seq, rows)
     before = await read(database, run_pk)
 
-    async with database.transaction() as connection:
+    async with database.reading() as connection:
         metric_ids = await history.compactable_metrics(connection, run_pk)
-        removed = await history.compact_metric(connection, metric_ids[0])
+    removed = await database.write_sync(history.compact_metric, metric_ids[0])
     after = await read(database, run_pk)
     async with database.reading() as connection:
         chunk_count = await connection.scalar(select(func.count()).select_from(schema.chunks))
@@ -277,9 +277,9 @@ async def test_compaction_writes_overview(database: Database) -> None:
             return [row.overview_count for row in rows]
 
     before = await overviews()
-    async with database.transaction() as connection:
+    async with database.reading() as connection:
         metric_ids = await history.compactable_metrics(connection, run_pk)
-        await history.compact_metric(connection, metric_ids[0])
+    await database.write_sync(history.compact_metric, metric_ids[0])
     after = await overviews()
     summary = await read_long(database, run_pk, 50)
 
