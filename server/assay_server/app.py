@@ -40,6 +40,7 @@ from assay_server.errors import AssayError, TooManyRequests
 from assay_server.live import LiveHub
 from assay_server.membership import MembershipEngine
 from assay_server.ratelimit import Limits
+from assay_server.rechecks import SharedChecks
 from assay_server.reports import routes as report_routes
 from assay_server.reports import shares as report_shares
 from assay_server.reports import socket as report_socket
@@ -152,6 +153,7 @@ def create_app(settings: Settings, on_admin_key: Callable[[str], None] | None = 
         await app.state.revocations.start()
         app.state.limits = Limits.create(settings)
         app.state.sockets = SocketLimits(settings.max_sockets_per_user)
+        app.state.rechecks = SharedChecks()
         reaper = asyncio.create_task(reap_crashed_runs(context))
         log.info("assay server ready on %s:%s", settings.host, settings.port)
         try:

@@ -8,6 +8,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
@@ -23,6 +24,7 @@ from assay_server.bus import BUS_ERRORS
 from assay_server.errors import AssayError, NotFound
 from assay_server.live import STREAMS_LOST, LiveHub, ResyncNeeded, Subscriber, batch_frame
 from assay_server.membership_socket import MembershipWatch
+from assay_server.rechecks import credential_key
 from assay_server.reports.follow import ReportFollow
 from assay_server.reports.socket import RECHECK_INTERVAL, close_reason
 from assay_server.revocations import LINK_ENDED
@@ -199,18 +201,25 @@ class LiveConnection:
         while True:
             await asyncio.sleep(RECHECK_INTERVAL)
             try:
-                if not await self._still_allowed():
+                if not await self._still_allowed(shared=True):
                     return
             except (SQLAlchemyError, OSError):
                 log.exception("live connection %s: checking access failed", self.id)
 
-    async def _still_allowed(self) -> bool:
+    async def _still_allowed(self, shared: bool = False) -> bool:
         """Check the credentials again, so a removed member or revoked link loses the socket.
 
         A share link's report may have changed too, so its scope is read again.
+        With ``shared``, as in the periodic recheck, the outcome of a check made
+        for another socket with the same credentials within a second is used.
         """
+        check = partial(access.project_access, self.websocket, allow_share=True)
         try:
-            granted = await access.project_access(self.websocket, allow_share=True)
+            if shared:
+                key = credential_key(self.websocket, f"project\0{self.websocket.url.path}")
+                granted = await self.websocket.app.state.rechecks.run(key, check)
+            else:
+                granted = await check()
         except AssayError as exc:
             log.info("live connection %s lost its access: %s", self.id, exc.message)
             await self._close(CLOSE_ACCESS_LOST, close_reason(exc.message))

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import WebSocketRoute
@@ -16,6 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from assay_server import access, logs, metrics
 from assay_server.api import context, error_response
 from assay_server.errors import AssayError
+from assay_server.rechecks import credential_key
 from assay_server.reports import wire
 from assay_server.reports.room import SHARE_REVOKED, RejectedUpdate, Room
 from assay_server.reports.rooms import ReportRooms
@@ -160,8 +162,9 @@ async def recheck_share(websocket: WebSocket, peer: SocketPeer, share_id: str) -
     while True:
         await asyncio.sleep(RECHECK_INTERVAL)
         try:
-            async with context(websocket).db.reading() as connection:
-                live = await access.share_is_live(connection, share_id)
+            live = await websocket.app.state.rechecks.run(
+                b"share\0" + share_id.encode(), partial(share_is_live, websocket, share_id)
+            )
         except (SQLAlchemyError, OSError):
             log.exception("connection %s: checking share link %s failed", peer.id, share_id)
             continue
@@ -169,6 +172,11 @@ async def recheck_share(websocket: WebSocket, peer: SocketPeer, share_id: str) -
             log.info("connection %s: share link %s no longer valid; closing", peer.id, share_id)
             peer.close(SHARE_REVOKED, LINK_ENDED)
             return
+
+
+async def share_is_live(websocket: WebSocket, share_id: str) -> bool:
+    async with context(websocket).db.reading() as connection:
+        return await access.share_is_live(connection, share_id)
 
 
 async def recheck_member(
@@ -183,7 +191,10 @@ async def recheck_member(
     while True:
         await asyncio.sleep(RECHECK_INTERVAL)
         try:
-            current = await access.report_access(websocket, granted.report_id)
+            key = credential_key(websocket, f"report\0{granted.report_id}")
+            current = await websocket.app.state.rechecks.run(
+                key, partial(access.report_access, websocket, granted.report_id)
+            )
         except AssayError as exc:
             log.info(
                 "report %s connection %s: %s; closing", granted.report_id, peer.id, exc.message

@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from sqlalchemy import event
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -164,3 +165,34 @@ async def test_failed_recheck_logged_socket_kept(
     assert failures
     assert closed is not None
     assert closed[0] == 4403
+
+
+async def test_sockets_of_one_key_share_rechecks(server: RunningServer, report_id: str) -> None:
+    key = add_user(server, "many")
+    change_member(server, "many", "viewer")
+    lookups = 0
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        nonlocal lookups
+        if "api_keys" in statement:
+            lookups += 1
+
+    engine = server.app.state.context.db.engine.sync_engine
+    headers = {"Authorization": f"Bearer {key}"}
+    sockets = [await connect(live_url(server), additional_headers=headers) for _ in range(10)]
+    try:
+        for socket in sockets:
+            await socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
+            await socket.recv()
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            # Eight recheck intervals, in which ten sockets checking alone would
+            # look the key up 80 times. Shared, a check serves all for a second.
+            await asyncio.sleep(8 * INTERVAL + 0.05)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+    finally:
+        for socket in sockets:
+            await socket.close()
+
+    assert 1 <= lookups <= 6
