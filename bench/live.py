@@ -1,8 +1,9 @@
 """Latency from ``run.log()`` to a workspace's live socket receiving the point.
 
-The load is ``--runs`` SDK runs in this process, each logging one step of two
-metrics ``--rate`` times a second, watched by ``--workspaces`` live sockets
-(what each open browser workspace holds, see ``docs/live.md``). A point's
+The load is ``--runs`` SDK runs spread over ``--run-processes`` processes,
+each logging one step of two metrics ``--rate`` times a second, watched by
+``--workspaces`` live sockets (what each open browser workspace holds, see
+``docs/live.md``). A point's
 latency is the time its socket received it minus the time ``run.log()`` stamped
 on it; both clocks are this machine's. Points logged during the first
 ``--warmup`` seconds are not counted.
@@ -51,16 +52,43 @@ METRICS = 2
 DRAIN_SECONDS = 10
 
 
-def start_runs(args: argparse.Namespace, key: str, spool: Path) -> list[assay.Run]:
+def start_runs(args: argparse.Namespace, key: str, spool: Path, count: int) -> list[assay.Run]:
     options = assay.SenderOptions(flush_interval=args.flush_interval)
     server = f"http://127.0.0.1:{args.port}"
     return [
         assay.init(PROJECT, server=server, api_key=key, spool_dir=spool, settings=options)
-        for _ in range(args.runs)
+        for _ in range(count)
     ]
 
 
-def drive_runs(args: argparse.Namespace, runs: list[assay.Run], stop_at: float) -> int:
+def run_share(
+    args: argparse.Namespace,
+    key: str,
+    spool: Path,
+    first: int,
+    count: int,
+    started: Any,
+    begin: Any,
+    steps: Any,
+) -> None:
+    """Start runs ``first`` to ``first + count`` here, and drive them once ``begin`` is set.
+
+    Training jobs run in processes of their own. A hundred runs in one
+    interpreter put over 200 threads behind its lock, which the runs of a
+    sweep do not share.
+    """
+    runs = start_runs(args, key, spool, count)
+    gc.collect()
+    gc.freeze()
+    started.release()
+    while begin.value == 0.0:
+        time.sleep(0.01)
+    steps.value = drive_runs(args, runs, begin.value + args.warmup + args.duration, first)
+
+
+def drive_runs(
+    args: argparse.Namespace, runs: list[assay.Run], stop_at: float, first: int = 0
+) -> int:
     """Log one step to every run ``args.rate`` times a second until ``stop_at`` (epoch seconds).
 
     Each run logs at its own offset within the period, as the runs of a sweep
@@ -68,7 +96,10 @@ def drive_runs(args: argparse.Namespace, runs: list[assay.Run], stop_at: float) 
     Returns the number of steps logged to each run.
     """
     period = 1 / args.rate
-    offsets = [0.0 if args.lockstep else period * index / len(runs) for index in range(len(runs))]
+    offsets = [
+        0.0 if args.lockstep else period * (first + index) / args.runs
+        for index in range(len(runs))
+    ]
     tick = time.monotonic()
     step = 0
     while time.time() < stop_at:
@@ -174,15 +205,28 @@ def watch_all(
 
 
 def measure(args: argparse.Namespace, key: str, scratch: Path) -> dict[str, Any]:
-    spool = scratch / "spool"
-    # The runs exist before the sockets subscribe, and a subscription covers
-    # every run of the project, so no point is logged before a socket watches.
-    runs = start_runs(args, key, spool)
     url = f"ws://127.0.0.1:{args.port}/api/v1/projects/{PROJECT}/live"
     output = str(scratch / "latencies.npy")
     spawn = multiprocessing.get_context("spawn")
     ready = spawn.Event()
     begin = spawn.Value("d", 0.0)
+    # The runs exist before the sockets subscribe, and a subscription covers
+    # every run of the project, so no point is logged before a socket watches.
+    started = spawn.Semaphore(0)
+    shares = np.array_split(np.arange(args.runs), args.run_processes)
+    workers = []
+    for index, share in enumerate(part for part in shares if len(part)):
+        steps_logged = spawn.Value("i", 0)
+        worker = spawn.Process(
+            target=run_share,
+            args=(args, key, scratch / f"spool-{index}", int(share[0]), len(share), started),
+            kwargs={"begin": begin, "steps": steps_logged},
+        )
+        worker.start()
+        workers.append((worker, steps_logged, len(share)))
+    for _ in workers:
+        if not started.acquire(timeout=120):
+            raise RuntimeError("the runs did not start within 120 s")
     # The sockets get a process of their own, so that decoding frames does not
     # compete for one interpreter with the runs' sender threads.
     child = spawn.Process(
@@ -195,7 +239,10 @@ def measure(args: argparse.Namespace, key: str, scratch: Path) -> dict[str, Any]
     gc.collect()
     gc.freeze()
     begin.value = time.time()
-    steps = drive_runs(args, runs, begin.value + args.warmup + args.duration)
+    for worker, _, _ in workers:
+        worker.join(args.warmup + args.duration + 120)
+    # Steps logged by all runs together.
+    run_steps = sum(logged.value * count for _, logged, count in workers)
     child.join(DRAIN_SECONDS + 60)
     values = np.load(output) * 1000
     counts = json.loads(Path(output + ".json").read_text())
@@ -207,9 +254,10 @@ def measure(args: argparse.Namespace, key: str, scratch: Path) -> dict[str, Any]
         "workspaces": args.workspaces,
         "flush_interval_s": args.flush_interval,
         "lockstep": args.lockstep,
+        "run_processes": args.run_processes,
         "duration_s": args.duration,
         "backend": "postgresql+redis" if args.redis_url else "sqlite+in-process bus",
-        "points_sent": steps * METRICS * args.runs * args.workspaces,
+        "points_sent": run_steps * METRICS * args.workspaces,
         "points_received": counts["received"],
         "points_measured": len(values),
         "resyncs": counts["resyncs"],
@@ -234,6 +282,9 @@ def main() -> None:
     parser.add_argument("--flush-interval", type=float, default=0.05, help="SDK batching, seconds")
     parser.add_argument(
         "--lockstep", action="store_true", help="log every run in the same instant"
+    )
+    parser.add_argument(
+        "--run-processes", type=int, default=4, help="processes the runs are spread over"
     )
     parser.add_argument("--port", type=int, default=8791, help="port of the server started")
     parser.add_argument("--database-url", help="PostgreSQL URL; default embedded SQLite")
