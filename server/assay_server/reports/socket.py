@@ -175,6 +175,7 @@ async def recheck_share(websocket: WebSocket, peer: SocketPeer, share_id: str) -
 
 
 async def share_is_live(websocket: WebSocket, share_id: str) -> bool:
+    """Read whether the share link ``share_id`` is neither revoked nor expired."""
     async with context(websocket).db.reading() as connection:
         return await access.share_is_live(connection, share_id)
 
