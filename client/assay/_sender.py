@@ -207,8 +207,12 @@ class Sender(threading.Thread):
             self.wake.wait(self._until_cut())
         return False
 
+    def _in_flight(self) -> int:
+        """Count the batches sent on this connection and not yet acknowledged."""
+        return sum(1 for seq in self.unacked if seq <= self.sent_up_to)
+
     def _window_full(self) -> bool:
-        return sum(1 for seq in self.unacked if seq <= self.sent_up_to) >= self.options.window
+        return self._in_flight() >= self.options.window
 
     def _apply_received_acks(self) -> None:
         """Apply the acks that arrived before the connection failed.
@@ -379,7 +383,7 @@ class Sender(threading.Thread):
 
     def _send_pending(self) -> None:
         assert self.client is not None
-        in_flight = sum(1 for seq in self.unacked if seq <= self.sent_up_to)
+        in_flight = self._in_flight()
         for seq, pending in self.unacked.items():
             if in_flight >= self.options.window:
                 break

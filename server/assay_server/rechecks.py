@@ -4,8 +4,8 @@ Every open socket checks its credentials again every few seconds. A browser
 with many tabs, or a thousand sockets opened with one API key, would each
 take a database connection for the same result, and at a thousand sockets
 the connection pool ran dry. ``SharedChecks`` runs one check per credential
-and target at a time and gives its outcome to every socket that asks within
-``ttl`` seconds.
+and target at a time, and every socket that requests the same check within
+``ttl`` seconds gets its outcome.
 """
 
 from __future__ import annotations

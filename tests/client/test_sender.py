@@ -100,9 +100,9 @@ def test_row_after_quiet_interval_wakes_sender(tmp_path: Path) -> None:
     queued: Rows = []
 
     def take() -> tuple[Rows, dict[str, Any], dict[str, Any]]:
-        taken = list(queued)
+        rows = list(queued)
         queued.clear()
-        return taken, {}, {}
+        return rows, {}, {}
 
     options = SenderOptions(flush_interval=60.0)
     sender = Sender(take, hello(), None, Spool(tmp_path / "spool"), options)
