@@ -39,6 +39,8 @@ MAX_NOTES_LENGTH = 65_536
 # Close codes: 1008 for a protocol violation, 1011 when the server failed.
 CLOSE_PROTOCOL = 1008
 CLOSE_SERVER_ERROR = 1011
+#: The close code for a connection that ended without a close frame from the client.
+CLOSE_ABNORMAL = 1006
 
 
 class IngestConnection:
@@ -305,7 +307,12 @@ class IngestConnection:
             log.warning("event %s of run %s not published", kind, self.run.run_id, exc_info=True)
 
     async def _send(self, message: dict[str, Any]) -> None:
-        await self.websocket.send_bytes(protocol.pack(message))
+        try:
+            await self.websocket.send_bytes(protocol.pack(message))
+        except RuntimeError:
+            # uvicorn refuses a send after it closed the socket itself, as it
+            # does when a keepalive ping times out. The client is gone.
+            raise WebSocketDisconnect(CLOSE_ABNORMAL) from None
 
     async def _send_error(
         self, code: str, message: str, seq: object = None, fatal: bool = False

@@ -11,8 +11,11 @@ without the SDK's checks in front of them.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import sqlite3
 import struct
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +39,8 @@ TIMEOUT = 10.0
 CLOSE_PROTOCOL_ERROR = 1008
 CLOSE_MESSAGE_TOO_BIG = 1009
 TIMESTAMP = 1_700_000_000.0
+#: A masked, empty client frame of opcode 3, which the websocket protocol reserves.
+RESERVED_OPCODE_FRAME = bytes([0x83, 0x80, 0, 0, 0, 0])
 
 
 def ingest_url(server: RunningServer) -> str:
@@ -273,6 +278,38 @@ def test_oversized_message_stores_nothing(
     assert close_code in (1006, CLOSE_MESSAGE_TOO_BIG)
     assert_nothing_stored(reader, REJECTED)
     assert_server_carries_on(server, bystander)
+
+
+def test_ack_to_socket_closed_by_server_is_no_error(
+    sqlite_server: RunningServer, sqlite_reader: assay.Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server closes a socket whose keepalive ping timed out, or whose
+    # frames break the websocket protocol, even while it writes a batch read
+    # before. That batch's ack then meets a closed socket. Here the write
+    # waits for a lock that the test holds until the close went out.
+    caplog.set_level(logging.INFO)
+    database = sqlite3.connect(sqlite_server.settings.data_dir / "assay.db", isolation_level=None)
+    with attached(sqlite_server, "leaver") as connection:
+        database.execute("BEGIN EXCLUSIVE")
+        try:
+            connection.send(pack_good_batch(0, step=3, value=1.5))
+            time.sleep(0.3)
+            connection.socket.sendall(RESERVED_OPCODE_FRAME)
+            wait_for_close(connection)
+        finally:
+            database.execute("COMMIT")
+            database.close()
+
+    deadline = time.monotonic() + TIMEOUT
+    while not any("errors/leaver closed" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, "the connection's handler never ended"
+        time.sleep(0.01)
+    # The batch was stored, and the handler ended without an error.
+    history = sqlite_reader.run(PROJECT, "leaver").history()
+    assert history == [{"step": 3, "_timestamp": TIMESTAMP, "ok": 1.5}]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    with attached(sqlite_server, "fresh") as fresh:
+        assert_batch_acknowledged(fresh)
 
 
 def test_message_at_size_limit_is_stored(server: RunningServer, reader: assay.Api) -> None:
