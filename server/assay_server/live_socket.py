@@ -22,7 +22,15 @@ from assay_server import access, logs, metrics, runs, schema
 from assay_server.api import context, error_response
 from assay_server.bus import BUS_ERRORS
 from assay_server.errors import AssayError, NotFound
-from assay_server.live import STREAMS_LOST, LiveHub, ResyncNeeded, Subscriber, batch_frame
+from assay_server.live import (
+    STREAMS_LOST,
+    Chunk,
+    LiveHub,
+    ResyncNeeded,
+    Subscriber,
+    batch_frame,
+    chunk_messages,
+)
 from assay_server.membership_socket import MembershipWatch
 from assay_server.rechecks import credential_key
 from assay_server.reports.follow import ReportFollow
@@ -350,37 +358,41 @@ class LiveConnection:
 
     async def _send_frames(self) -> None:
         while True:
-            frames = await self.subscriber.next_frames()
-            if frames is None:
+            chunks = await self.subscriber.next_chunks()
+            if chunks is None:
                 self.hub.remove(self.subscriber)
                 await self._resync(self.subscriber.resync_reason)
                 continue
             async with self.send_lock:
-                await self.websocket.send_bytes(batch_frame(frames))
-            for frame in frames:
-                await self._follow_new_runs(frame)
+                await self.websocket.send_bytes(batch_frame(chunks))
+            for chunk in chunks:
+                await self._follow_new_runs(chunk)
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
             await self.websocket.close(code, reason)
 
-    async def _follow_new_runs(self, frame: bytes) -> None:
+    async def _follow_new_runs(self, chunk: Chunk) -> None:
         # A run created after the subscription gets its live stream watched
         # from its first entry.
-        if b"run.created" not in frame:
+        if b"run.created" not in chunk.body:
             return
-        message = protocol.unpack(frame)
-        if message["type"] == "event" and message["event"] == "run.created":
+        for message in chunk_messages(chunk):
+            if message["type"] != "event" or message["event"] != "run.created":
+                continue
             stream = self.hub.bus.live_stream(self.project_id, message["run_id"])
-            if stream not in self.watched:
-                try:
-                    await self._watch(stream, "0-0", announce=True)
-                except ResyncNeeded as exc:
-                    await self._resync(str(exc))
-                except BUS_ERRORS:
-                    log.exception("live connection %s failed to follow %s", self.id, stream)
-                    self.hub.remove(self.subscriber)
-                    await self._resync(STREAMS_LOST)
+            if stream in self.watched:
+                continue
+            try:
+                await self._watch(stream, "0-0", announce=True)
+            except ResyncNeeded as exc:
+                await self._resync(str(exc))
+                return
+            except BUS_ERRORS:
+                log.exception("live connection %s failed to follow %s", self.id, stream)
+                self.hub.remove(self.subscriber)
+                await self._resync(STREAMS_LOST)
+                return
 
     async def _resync(self, reason: str) -> None:
         self.subscriber.reset()

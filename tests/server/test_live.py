@@ -18,8 +18,15 @@ from websockets.sync.client import ClientConnection, connect
 
 import assay
 from assay import protocol
-from assay_server.bus import LocalBus
-from assay_server.live import LiveHub, ResyncNeeded, Subscriber, batch_frame
+from assay_server.bus import LocalBus, id_key
+from assay_server.live import (
+    Chunk,
+    LiveHub,
+    ResyncNeeded,
+    Subscriber,
+    batch_frame,
+    chunk_messages,
+)
 from assay_server.live_socket import LiveConnection
 from assay_server.settings import Settings
 from conftest import RunningServer, live_messages, sign_in_with_key
@@ -283,6 +290,26 @@ def test_cross_site_logout_rejected(server: RunningServer) -> None:
     assert after.status_code == 200
 
 
+async def frames_of(subscriber: Subscriber, count: int) -> list[bytes]:
+    """Wait for ``count`` frames of ``subscriber``, each as its own encoded message."""
+    frames: list[bytes] = []
+    while len(frames) < count:
+        chunks = await asyncio.wait_for(subscriber.next_chunks(), 5)
+        assert chunks is not None
+        frames += [protocol.pack(m) for c in chunks for m in chunk_messages(c)]
+    return frames
+
+
+def one_point_body() -> bytes:
+    """A batch body of one point, as ingest publishes it."""
+    rows = protocol.encode_rows([(0, 1.0, {"loss": 0.5})])
+    return protocol.pack({key: rows[key] for key in ("steps", "times", "metrics")})
+
+
+def state_event(index: int) -> dict[str, Any]:
+    return {"type": "run.state", "run_id": str(index), "data": b"\x80", "time": 0.0}
+
+
 async def test_full_queue_drops_slow_subscriber() -> None:
     bus = LocalBus("t:", 100, 100)
     hub = LiveHub(bus)
@@ -292,16 +319,18 @@ async def test_full_queue_drops_slow_subscriber() -> None:
     await hub.add(slow, stream, None)
     await hub.add(fast, stream, None)
 
-    for index in range(10):
-        event = {"type": "run.state", "run_id": str(index), "data": b"\x80", "time": 0.0}
-        await bus.publish_event(1, event)
-    frames = await asyncio.wait_for(fast.next_frames(), 5)
-    slow_frames = await slow.next_frames()
+    # Two reads at least: one read goes whole to a subscriber with nothing queued.
+    for index in range(5):
+        await bus.publish_event(1, state_event(index))
+    first = await frames_of(fast, 5)
+    for index in range(5, 10):
+        await bus.publish_event(1, state_event(index))
+    second = await frames_of(fast, 5)
+    slow_chunks = await slow.next_chunks()
     await hub.close()
 
-    assert frames is not None
-    assert len(frames) == 10
-    assert slow_frames is None  # the socket sends a resync instead
+    assert [protocol.unpack(f)["run_id"] for f in first + second] == [str(i) for i in range(10)]
+    assert slow_chunks is None  # the socket sends a resync instead
     assert slow.overflowed
     assert all(slow not in watchers for watchers in hub.topics.values())
 
@@ -312,19 +341,91 @@ async def test_queue_over_byte_limit_overflows() -> None:
     small = b"\x80" * 400
 
     big_accepted = subscriber.offer("s", "1-0", big)
-    taken = await subscriber.next_frames()
+    taken = await subscriber.next_chunks()
     smalls_accepted = [subscriber.offer("s", f"2-{i}", small) for i in range(2)]
     third_accepted = subscriber.offer("s", "2-2", small)
-    after_overflow = await subscriber.next_frames()
+    after_overflow = await subscriber.next_chunks()
 
     # A frame larger than the limit still goes to a socket with nothing queued.
     assert big_accepted is True
-    assert taken == [big]
+    assert taken == [Chunk(1, big)]
     assert smalls_accepted == [True, True]
     assert third_accepted is False
     assert subscriber.overflowed
     assert subscriber.resync_reason == "the connection fell behind the live streams"
     assert after_overflow is None
+
+
+async def test_queue_over_frame_limit_overflows() -> None:
+    subscriber = Subscriber(3)
+    frame = b"\x80"
+
+    whole = subscriber.put(Chunk(5, frame * 5))
+    taken = await subscriber.next_chunks()
+    first = subscriber.put(Chunk(2, frame * 2))
+    second = subscriber.put(Chunk(2, frame * 2))
+
+    # A chunk over the limit goes whole to a subscriber with nothing queued.
+    assert whole is True
+    assert taken == [Chunk(5, frame * 5)]
+    assert first is True
+    assert second is False
+    assert subscriber.overflowed
+    assert await subscriber.next_chunks() is None
+
+
+async def test_subscribers_of_one_read_share_its_bytes() -> None:
+    bus = LocalBus("t:", 100, 100)
+    hub = LiveHub(bus)
+    events = bus.event_stream(1)
+    run = bus.live_stream(1, "r")
+    both = [Subscriber(), Subscriber()]
+    only_events = Subscriber()
+    for subscriber in both:
+        await hub.add(subscriber, events, "0-0")
+        await hub.add(subscriber, run, "0-0")
+    await hub.add(only_events, events, "0-0")
+
+    async with hub.lock:  # the reader waits, so that one read returns all three
+        await bus.publish_event(1, state_event(0))
+        await bus.publish_event(1, state_event(1))
+        await bus.publish_batch(1, "r", {"seq": 0, "session": 1, "body": one_point_body()})
+    chunks = [await asyncio.wait_for(s.next_chunks(), 5) for s in [*both, only_events]]
+    await hub.close()
+
+    first, second, third = chunks
+    assert None not in chunks
+    assert first[0].frame_count == 3
+    assert first[0].body is second[0].body
+    assert [m["stream"] for m in chunk_messages(first[0])] == [events, events, run]
+    assert third[0].frame_count == 2
+    assert [m["run_id"] for m in chunk_messages(third[0])] == ["0", "1"]
+
+
+async def test_subscriber_gets_only_entries_after_its_cursor() -> None:
+    bus = LocalBus("t:", 100, 100)
+    hub = LiveHub(bus)
+    stream = bus.event_stream(1)
+    early = Subscriber()
+    await hub.add(early, stream, None)
+    for index in range(4):
+        await bus.publish_event(1, state_event(index))
+    # Added before the reader read the entries, with a cursor in their middle:
+    # its backlog is the two newer ones.
+    late = Subscriber()
+    ids = [entry[1] for entry in await bus.read_many({stream: "0-0"}, 0)]
+    await hub.add(late, stream, ids[1])
+    ahead = dict(late.ahead)
+    early_frames = await frames_of(early, 4)
+    late_frames = await frames_of(late, 2)
+    await asyncio.sleep(0.3)
+    await hub.close()
+
+    assert [protocol.unpack(f)["run_id"] for f in early_frames] == ["0", "1", "2", "3"]
+    assert [protocol.unpack(f)["run_id"] for f in late_frames] == ["2", "3"]
+    assert ahead == {stream: id_key(ids[3])}
+    assert late.queue.empty()
+    assert late.ahead == {}
 
 
 class LeftWebSocket:
@@ -359,13 +460,14 @@ async def test_queued_frames_leave_in_batches() -> None:
     for index, frame in enumerate(frames):
         subscriber.offer("s", f"1-{index}", frame)
 
-    first = await subscriber.next_frames(max_bytes=len(frames[0]) * 4)
-    rest = await subscriber.next_frames()
+    first = await subscriber.next_chunks(max_bytes=len(frames[0]) * 4)
+    rest = await subscriber.next_chunks()
 
-    assert first == frames[:4]
-    assert rest == frames[4:]
-    assert live_messages(batch_frame(frames)) == [protocol.unpack(f) for f in frames]
-    assert batch_frame(frames[:1]) == frames[0]
+    assert first == [Chunk(1, f) for f in frames[:4]]
+    assert rest == [Chunk(1, f) for f in frames[4:]]
+    joined = batch_frame([Chunk(2, frames[0] + frames[1]), Chunk(4, b"".join(frames[2:]))])
+    assert live_messages(joined) == [protocol.unpack(f) for f in frames]
+    assert batch_frame([Chunk(1, frames[0])]) == frames[0]
 
 
 async def test_trimmed_stream_raises_resync() -> None:
