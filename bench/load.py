@@ -3,8 +3,8 @@
 ``--sockets`` live sockets (default 1,000) watch one project while ``--runs``
 SDK runs (default 200) log two metrics ``--rate`` times a second each, for
 ``--minutes`` (default 5), against one ``assay serve`` process started here.
-The sockets share one child process, and the runs are spread over
-``--run-processes`` more.
+The sockets are spread over ``--socket-processes`` child processes and the
+runs over ``--run-processes`` more.
 The script counts errors: failed or closed sockets, error and resync
 messages, batches the server rejected and runs that did not finish. It checks
 that every socket received every point exactly once and samples the server's
@@ -58,6 +58,7 @@ class LoadConfig:
     sockets: int = 1000
     runs: int = 200
     run_processes: int = 4
+    socket_processes: int = 4
     rate: float = 1.0
     seconds: float = 300.0
     sample_seconds: float = 5.0
@@ -132,27 +133,36 @@ def tally_message(
 
 
 def watch_all(
-    url: str, key: str, config: LoadConfig, ready: Any, stop: Any, expected: Any, output: str
+    url: str,
+    key: str,
+    indexes: range,
+    latency_sockets: int,
+    ready: Any,
+    stop: Any,
+    expected: Any,
+    output: str,
 ) -> None:
-    """Run every live socket in this child process; write their tallies to ``output``.
+    """Run the live sockets numbered ``indexes`` in this child process.
 
-    The sockets stop when ``stop`` is set, or once each has received
-    ``expected`` points after the parent set it (it starts at -1).
+    Writes their tallies to ``output``. Sockets numbered below
+    ``latency_sockets`` measure latency. The sockets stop when ``stop`` is set,
+    or once each has received ``expected`` points after the parent set it (it
+    starts at -1).
     """
 
     async def run() -> list[SocketTally]:
-        tallies = [SocketTally() for _ in range(config.sockets)]
+        tallies = [SocketTally() for _ in indexes]
         stopped = asyncio.Event()
         subscribed = [0]
 
         def one_more() -> None:
             subscribed[0] += 1
-            if subscribed[0] == config.sockets:
+            if subscribed[0] == len(tallies):
                 ready.set()
 
         tasks = []
-        for index, tally in enumerate(tallies):
-            measure = index < config.latency_sockets
+        for index, tally in zip(indexes, tallies, strict=True):
+            measure = index < latency_sockets
             tasks.append(asyncio.create_task(watch(url, key, tally, measure, stopped, one_more)))
             if index % 50 == 49:
                 await asyncio.sleep(0.05)  # spreads the handshakes a little
@@ -244,7 +254,7 @@ def drive_all(config: LoadConfig, server_url: str, key: str, spool: Path) -> tup
     """
     spawn = multiprocessing.get_context("spawn")
     results = spawn.Queue()
-    shares = [len(part) for part in np.array_split(np.arange(config.runs), config.run_processes)]
+    shares = [len(part) for part in split(config.runs, config.run_processes)]
     workers = [
         spawn.Process(
             target=drive_share, args=(config, server_url, key, spool / str(index), share, results)
@@ -263,6 +273,12 @@ def drive_all(config: LoadConfig, server_url: str, key: str, spool: Path) -> tup
     for worker in workers:
         worker.join(60)
     return expected, errors
+
+
+def split(count: int, parts: int) -> list[range]:
+    """Number ``count`` things from 0 and cut them into at most ``parts`` runs of numbers."""
+    bounds = np.linspace(0, count, max(1, min(parts, count)) + 1).astype(int)
+    return [range(start, stop) for start, stop in zip(bounds, bounds[1:], strict=False)]
 
 
 def run_errors(runs: list[assay.Run]) -> list[str]:
@@ -335,30 +351,38 @@ def measure(config: LoadConfig, key: str, scratch: Path, server_pid: int) -> dic
     sampler = RssSampler(server_pid, config.sample_seconds)
     sampler.start()
     spawn = multiprocessing.get_context("spawn")
-    ready, stop = spawn.Event(), spawn.Event()
+    stop = spawn.Event()
     expected_points = spawn.Value("q", -1)
-    output = str(scratch / "tallies.json")
     url = f"ws://127.0.0.1:{config.port}/api/v1/projects/{PROJECT}/live"
-    # The sockets get a process of their own, so that decoding frames does not
-    # compete for one interpreter with the runs' sender threads.
-    child = spawn.Process(
-        target=watch_all, args=(url, key, config, ready, stop, expected_points, output)
-    )
-    child.start()
-    if not ready.wait(300):
+    # The sockets get processes of their own, so that decoding frames competes
+    # neither with the runs' sender threads nor, past one core, with itself.
+    children = []
+    for index, part in enumerate(split(config.sockets, config.socket_processes)):
+        ready = spawn.Event()
+        output = scratch / f"tallies-{index}.json"
+        args = (url, key, part, config.latency_sockets, ready, stop, expected_points, str(output))
+        child = spawn.Process(target=watch_all, args=args)
+        child.start()
+        children.append((child, ready, output))
+    deadline = time.monotonic() + 300
+    if not all(ready.wait(max(0.0, deadline - time.monotonic())) for _, ready, _ in children):
         stop.set()
-        child.join(60)
+        for child, _, _ in children:
+            child.join(60)
         raise RuntimeError(f"the {config.sockets} live sockets did not subscribe within 300 s")
     subscribed_rss = rss_mib(server_pid)
     started = time.monotonic()
     expected, errors = drive_all(config, server_url, key, scratch / "spool")
     logged_seconds = time.monotonic() - started
     expected_points.value = sum(expected.values())
-    child.join(DRAIN_SECONDS)
+    drained_by = time.monotonic() + DRAIN_SECONDS
+    for child, _, _ in children:
+        child.join(max(0.0, drained_by - time.monotonic()))
     stop.set()
-    child.join(60)
+    for child, _, _ in children:
+        child.join(60)
     sampler.stop()
-    tallies = json.loads(Path(output).read_text())
+    tallies = [tally for _, _, output in children for tally in json.loads(output.read_text())]
     errors += [error for tally in tallies for error in tally["errors"]]
     errors += delivery_errors(tallies, expected)
     summary = summarize(config, expected, tallies, errors, sampler.samples, subscribed_rss)
@@ -397,6 +421,7 @@ def summarize(
         "steps_per_second_per_run": config.rate,
         "backend": "postgresql+redis" if config.redis_url else "sqlite+in-process bus",
         "run_processes": config.run_processes,
+        "socket_processes": config.socket_processes,
         "points_logged": sum(expected.values()),
         "points_delivered": sum(sum(tally["points"].values()) for tally in tallies),
         "points_expected": sum(expected.values()) * config.sockets,
@@ -428,6 +453,12 @@ def main() -> None:
     parser.add_argument(
         "--run-processes", type=int, default=4, help="worker processes the runs are spread over"
     )
+    parser.add_argument(
+        "--socket-processes",
+        type=int,
+        default=4,
+        help="child processes the live sockets are spread over",
+    )
     parser.add_argument("--rate", type=float, default=1.0, help="steps per second per run")
     parser.add_argument("--minutes", type=float, default=5.0, help="minutes of logging")
     parser.add_argument(
@@ -444,6 +475,7 @@ def main() -> None:
         sockets=args.sockets,
         runs=args.runs,
         run_processes=args.run_processes,
+        socket_processes=args.socket_processes,
         rate=args.rate,
         seconds=args.minutes * 60,
         sample_seconds=args.sample_seconds,
