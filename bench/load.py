@@ -3,8 +3,13 @@
 ``--sockets`` live sockets (default 1,000) watch one project while ``--runs``
 SDK runs (default 200) log two metrics ``--rate`` times a second each, for
 ``--minutes`` (default 5), against one ``assay serve`` process started here.
-The sockets are spread over ``--socket-processes`` child processes and the
-runs over ``--run-processes`` more.
+The sockets whose latency is measured get a child process of their own. The
+other sockets are spread over ``--socket-processes`` more, which run at
+``--socket-nice`` (default 10) so that on a small machine reading them takes
+the CPU the server leaves. They must still receive every point, or the server
+asks them to resync, which counts as an error.
+The runs are spread over ``--run-processes`` more, and each logs at its own
+offset within the period (``--lockstep`` logs them all in one instant).
 The script counts errors: failed or closed sockets, error and resync
 messages, batches the server rejected and runs that did not finish. It checks
 that every socket received every point exactly once and samples the server's
@@ -59,7 +64,11 @@ class LoadConfig:
     runs: int = 200
     run_processes: int = 4
     socket_processes: int = 4
+    #: Niceness of the processes of the sockets whose latency is not measured.
+    socket_nice: int = 10
     rate: float = 1.0
+    #: Every run logs in the same instant, instead of at its own offset in the period.
+    lockstep: bool = False
     seconds: float = 300.0
     sample_seconds: float = 5.0
     latency_sockets: int = 50
@@ -137,6 +146,7 @@ def watch_all(
     key: str,
     indexes: range,
     latency_sockets: int,
+    niceness: int,
     ready: Any,
     stop: Any,
     expected: Any,
@@ -145,10 +155,11 @@ def watch_all(
     """Run the live sockets numbered ``indexes`` in this child process.
 
     Writes their tallies to ``output``. Sockets numbered below
-    ``latency_sockets`` measure latency. The sockets stop when ``stop`` is set,
-    or once each has received ``expected`` points after the parent set it (it
-    starts at -1).
+    ``latency_sockets`` measure latency. The process first adds ``niceness``
+    to its own. The sockets stop when ``stop`` is set, or once each has
+    received ``expected`` points after the parent set it (it starts at -1).
     """
+    os.nice(niceness)
 
     async def run() -> list[SocketTally]:
         tallies = [SocketTally() for _ in indexes]
@@ -208,17 +219,25 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def drive_runs(config: LoadConfig, runs: list[assay.Run]) -> int:
+def drive_runs(config: LoadConfig, runs: list[assay.Run], first: int) -> int:
     """Log one step of every metric to every run ``config.rate`` times a second.
 
+    The runs are numbered from ``first`` among all the runs, and each logs at
+    its own offset within the period, as the runs of a sweep on separate
+    machines do; with ``config.lockstep`` they all log in one instant.
     Returns the number of steps logged to each run, once every run finished.
     """
     period = 1 / config.rate
+    offsets = [
+        0.0 if config.lockstep else period * (first + index) / config.runs
+        for index in range(len(runs))
+    ]
     tick = time.monotonic()
     stop_at = tick + config.seconds
     step = 0
     while time.monotonic() < stop_at:
-        for run in runs:
+        for run, offset in zip(runs, offsets, strict=True):
+            time.sleep(max(0.0, tick + offset - time.monotonic()))
             run.log({"loss": 1 / (step + 1), "acc": step / 1e6}, step=step)
         step += 1
         tick += period
@@ -230,18 +249,18 @@ def drive_runs(config: LoadConfig, runs: list[assay.Run]) -> int:
 
 
 def drive_share(
-    config: LoadConfig, server_url: str, key: str, spool: Path, count: int, results: Any
+    config: LoadConfig, server_url: str, key: str, spool: Path, part: range, results: Any
 ) -> None:
-    """Start ``count`` runs in this worker process and drive them.
+    """Start the runs numbered ``part`` in this worker process and drive them.
 
     Puts the points logged per run and the runs' errors on ``results``.
     """
     options = assay.SenderOptions(flush_interval=0.2)
     runs = [
         assay.init(PROJECT, server=server_url, api_key=key, spool_dir=spool, settings=options)
-        for _ in range(count)
+        for _ in part
     ]
-    steps = drive_runs(config, runs)
+    steps = drive_runs(config, runs, part.start)
     results.put(({run.id: steps * len(METRICS) for run in runs}, run_errors(runs)))
 
 
@@ -254,13 +273,12 @@ def drive_all(config: LoadConfig, server_url: str, key: str, spool: Path) -> tup
     """
     spawn = multiprocessing.get_context("spawn")
     results = spawn.Queue()
-    shares = [len(part) for part in split(config.runs, config.run_processes)]
     workers = [
         spawn.Process(
-            target=drive_share, args=(config, server_url, key, spool / str(index), share, results)
+            target=drive_share, args=(config, server_url, key, spool / str(index), part, results)
         )
-        for index, share in enumerate(shares)
-        if share
+        for index, part in enumerate(split(config.runs, config.run_processes))
+        if part
     ]
     for worker in workers:
         worker.start()
@@ -356,11 +374,19 @@ def measure(config: LoadConfig, key: str, scratch: Path, server_pid: int) -> dic
     url = f"ws://127.0.0.1:{config.port}/api/v1/projects/{PROJECT}/live"
     # The sockets get processes of their own, so that decoding frames competes
     # neither with the runs' sender threads nor, past one core, with itself.
+    measured = min(config.latency_sockets, config.sockets)
+    rest = [
+        range(part.start + measured, part.stop + measured)
+        for part in split(config.sockets - measured, config.socket_processes)
+    ]
     children = []
-    for index, part in enumerate(split(config.sockets, config.socket_processes)):
+    for index, part in enumerate([range(measured), *rest]):
+        if not part:
+            continue
         ready = spawn.Event()
         output = scratch / f"tallies-{index}.json"
-        args = (url, key, part, config.latency_sockets, ready, stop, expected_points, str(output))
+        niceness = 0 if index == 0 else config.socket_nice
+        args = (url, key, part, measured, niceness, ready, stop, expected_points, str(output))
         child = spawn.Process(target=watch_all, args=args)
         child.start()
         children.append((child, ready, output))
@@ -419,9 +445,11 @@ def summarize(
         "sockets": config.sockets,
         "runs": config.runs,
         "steps_per_second_per_run": config.rate,
+        "lockstep": config.lockstep,
         "backend": "postgresql+redis" if config.redis_url else "sqlite+in-process bus",
         "run_processes": config.run_processes,
         "socket_processes": config.socket_processes,
+        "socket_nice": config.socket_nice,
         "points_logged": sum(expected.values()),
         "points_delivered": sum(sum(tally["points"].values()) for tally in tallies),
         "points_expected": sum(expected.values()) * config.sockets,
@@ -457,9 +485,18 @@ def main() -> None:
         "--socket-processes",
         type=int,
         default=4,
-        help="child processes the live sockets are spread over",
+        help="child processes the sockets not measured are spread over",
+    )
+    parser.add_argument(
+        "--socket-nice",
+        type=int,
+        default=10,
+        help="niceness of the processes of the sockets not measured (default 10)",
     )
     parser.add_argument("--rate", type=float, default=1.0, help="steps per second per run")
+    parser.add_argument(
+        "--lockstep", action="store_true", help="log every run in the same instant"
+    )
     parser.add_argument("--minutes", type=float, default=5.0, help="minutes of logging")
     parser.add_argument(
         "--sample-seconds", type=float, default=5.0, help="seconds between RSS samples"
@@ -476,7 +513,9 @@ def main() -> None:
         runs=args.runs,
         run_processes=args.run_processes,
         socket_processes=args.socket_processes,
+        socket_nice=args.socket_nice,
         rate=args.rate,
+        lockstep=args.lockstep,
         seconds=args.minutes * 60,
         sample_seconds=args.sample_seconds,
         latency_sockets=args.latency_sockets,
