@@ -70,7 +70,10 @@ def print_admin_key(settings: Settings, key: str) -> None:
 def create_bus(settings: Settings) -> Bus:
     if settings.redis_url is None:
         return LocalBus(
-            settings.redis_prefix, settings.live_stream_length, settings.event_stream_length
+            settings.redis_prefix,
+            settings.live_stream_length,
+            settings.event_stream_length,
+            settings.stream_idle_ttl,
         )
     return RedisBus(
         settings.redis_url,

@@ -86,12 +86,21 @@ class StreamNames:
 
 
 class LocalBus(StreamNames):
-    """In-memory streams with Redis stream semantics, for a single instance."""
+    """In-memory streams with Redis stream semantics, for a single instance.
 
-    def __init__(self, prefix: str, live_length: int, event_length: int) -> None:
+    Like the Redis streams, a stream is deleted once nothing was appended to it
+    for ``idle_ttl`` seconds, so memory grows with the runs of the last
+    ``idle_ttl`` seconds and not with every run the server has seen.
+    """
+
+    def __init__(
+        self, prefix: str, live_length: int, event_length: int, idle_ttl: int = 86_400
+    ) -> None:
         super().__init__(prefix)
         self.live_length = live_length
         self.event_length = event_length
+        self.idle_ttl = idle_ttl
+        self.swept_at = time.monotonic()
         self.streams: dict[str, deque[KeyedEntry]] = {}
         self.trimmed: dict[str, str] = {}
         self.changed = asyncio.Condition()
@@ -151,6 +160,7 @@ class LocalBus(StreamNames):
         self.streams.clear()
 
     async def _append(self, stream: str, fields: dict[str, Any], length: int) -> None:
+        self._expire_idle()
         entries = self.streams.get(stream)
         if entries is None:
             entries = self.streams[stream] = deque(maxlen=length)
@@ -160,6 +170,24 @@ class LocalBus(StreamNames):
         entries.append((id_key(entry_id), entry_id, fields))
         async with self.changed:
             self.changed.notify_all()
+
+    def _expire_idle(self) -> None:
+        """Delete the streams idle for ``idle_ttl`` seconds.
+
+        The streams are looked at no more often than once a minute, or once
+        per ``idle_ttl`` when that is shorter.
+        """
+        now = time.monotonic()
+        if now - self.swept_at < min(self.idle_ttl, 60):
+            return
+        self.swept_at = now
+        oldest_kept = (int(time.time() * 1000) - self.idle_ttl * 1000, 0)
+        idle = {name for name, entries in self.streams.items() if entries[-1][0] < oldest_kept}
+        for name in idle:
+            del self.streams[name]
+            self.trimmed.pop(name, None)
+        for session in [session for session in self.published if session[0] in idle]:
+            del self.published[session]
 
     def _next_id(self) -> str:
         now = int(time.time() * 1000)
@@ -209,6 +237,31 @@ return 1
 """
 
 
+#: Connections each Redis client opens at most. A command waits up to
+#: ``POOL_WAIT`` seconds for one of them to be free.
+POOL_CONNECTIONS = 100
+POOL_WAIT = 5.0
+
+
+def redis_client(url: str, socket_timeout: float = 5.0) -> redis.Redis:
+    """Open a client whose commands wait for a free pooled connection.
+
+    redis-py's default pool fails a command at once with "Too many
+    connections" when all of its 100 connections are busy, as when 200 runs
+    start together. Timeouts keep a hung Redis from holding anything up
+    forever.
+    """
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=POOL_CONNECTIONS,
+        timeout=POOL_WAIT,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=5,
+    )
+    # The client owns its pool, so closing the client closes the connections.
+    return redis.Redis.from_pool(pool)
+
+
 class RedisBus(StreamNames):
     """Streams in Redis, shared by every instance of the server."""
 
@@ -217,10 +270,9 @@ class RedisBus(StreamNames):
     ) -> None:
         super().__init__(prefix)
         self.idle_ttl = idle_ttl
-        # Timeouts keep a hung Redis from holding up acknowledgements forever.
-        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self.client = redis_client(url)
         # Blocking reads get a connection of their own, with room for the block time.
-        self.reader = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5)
+        self.reader = redis_client(url, socket_timeout=30)
         self.live_length = live_length
         self.event_length = event_length
         self._publish_once = self.client.register_script(PUBLISH_ONCE)

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as redis
 
+from assay_server.bus import redis_client
 from assay_server.errors import TooManyRequests
 from assay_server.settings import Settings
 
@@ -99,7 +100,7 @@ class RedisCounters:
     """Counters in Redis, shared by every instance that uses the same Redis and prefix."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self.client = redis_client(url)
         self.prefix = prefix + "ratelimit:"
         self._increment = self.client.register_script(INCREMENT)
 

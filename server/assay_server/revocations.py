@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 import redis.asyncio as redis
 
+from assay_server.bus import redis_client
+
 log = logging.getLogger(__name__)
 
 CloseSocket = Callable[[], None]
@@ -34,9 +36,7 @@ class Revocations:
         self.client: redis.Redis | None = None
         self.reader: asyncio.Task[None] | None = None
         if redis_url is not None:
-            self.client = redis.Redis.from_url(
-                redis_url, socket_timeout=5, socket_connect_timeout=5
-            )
+            self.client = redis_client(redis_url)
             self.pubsub = self.client.pubsub()
 
     async def start(self) -> None:

@@ -87,7 +87,7 @@ class Settings:
     stream_idle_ttl: int = _field(
         86_400,
         "ASSAY_STREAM_IDLE_TTL",
-        "Seconds after its last entry that Redis deletes a run's live stream or a "
+        "Seconds after its last entry that the bus deletes a run's live stream or a "
         "project's event stream; the database keeps everything.",
     )
     live_queue_bytes: int = _field(

@@ -13,7 +13,7 @@ import redis
 
 import assay
 from assay import protocol
-from assay_server.bus import Bus, LocalBus, RedisBus
+from assay_server.bus import POOL_CONNECTIONS, Bus, LocalBus, RedisBus
 from conftest import RunningServer
 
 
@@ -130,6 +130,47 @@ async def test_idle_streams_expire(redis_url: str, redis_prefix: str) -> None:
     assert all(0 < ttl <= 2 for ttl in ttls), ttls
     assert present == [1, 1, 0]
     assert left == [0, 0, 0]
+
+
+async def test_more_commands_than_pooled_connections_wait(
+    redis_url: str, redis_prefix: str
+) -> None:
+    # 200 runs starting together publish more events at once than the pool
+    # has connections; the commands past 100 wait for one instead of failing.
+    bus = RedisBus(redis_url, redis_prefix, 1000, 1000)
+    events = [
+        {"type": "run.created", "run_id": str(index), "data": b"", "time": 1}
+        for index in range(3 * POOL_CONNECTIONS)
+    ]
+    try:
+        await asyncio.gather(*(bus.publish_event(1, event) for event in events))
+        found = await bus.read_many({bus.event_stream(1): "0-0"}, 0)
+    finally:
+        await bus.close()
+
+    assert sorted(int(_text(fields["run_id"])) for _, _, fields in found) == list(
+        range(3 * POOL_CONNECTIONS)
+    )
+
+
+async def test_idle_local_streams_expire() -> None:
+    bus = LocalBus("t:", 100, 100, idle_ttl=1)
+    stream = bus.live_stream(1, "r")
+    await bus.publish_batch(1, "r", {"seq": 0, "session": 7, "body": b"x"})
+    await bus.publish_event(1, {"type": "run.created", "run_id": "r", "data": b"", "time": 1})
+    cursor = (await bus.read_many({stream: "0-0"}, 0))[0][1]
+    await asyncio.sleep(1.1)
+    # Another run's batch is the next append, and it deletes the idle streams.
+    await bus.publish_batch(1, "other", {"seq": 0, "session": 1, "body": b"x"})
+    left = set(bus.streams)
+    gap_reported = await bus.trimmed_after(stream, cursor)
+    # The run's batch numbers were forgotten with its stream, as in Redis.
+    appended_again = await bus.publish_batch(1, "r", {"seq": 0, "session": 7, "body": b"x"})
+
+    assert left == {bus.live_stream(1, "other")}
+    assert gap_reported is True
+    assert appended_again is True
+    assert list(bus.published) == [(bus.live_stream(1, "other"), 1), (stream, 7)]
 
 
 def _text(value: Any) -> str:
