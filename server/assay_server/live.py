@@ -20,6 +20,7 @@ offered alone.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from typing import Any, NamedTuple
@@ -39,6 +40,9 @@ QUEUE_LIMIT = 1000
 #: of any size reaches a socket that keeps up.
 QUEUE_BYTES = 32 * 1024 * 1024
 BLOCK_MS = 200
+#: Entries, and bytes of them, that the hub keeps of each stream it reads.
+TAIL_LENGTH = 128
+TAIL_BYTES = 256 * 1024
 FELL_BEHIND = "the connection fell behind the live streams"
 STREAMS_LOST = "the live streams were unreachable, so entries may be missing"
 #: A batch message stops growing at this size; the frames after it wait for the next one.
@@ -187,6 +191,43 @@ class Subscriber:
             self.queue.get_nowait()
 
 
+class StreamTail:
+    """The newest entries of one stream that the hub read, encoded.
+
+    It holds every entry after ``start_key`` up to the hub's position in the
+    stream, so a subscriber that starts from a cursor at or after
+    ``start_key`` catches up from memory, without reading the bus. When all
+    sockets follow a new run at once, that is one read of the bus instead of
+    one per socket.
+    """
+
+    def __init__(self, start_key: tuple[int, int]) -> None:
+        self.start_key = start_key
+        self.entries: collections.deque[tuple[tuple[int, int], str, bytes]] = collections.deque()
+        self.size = 0
+
+    def covers(self, key: tuple[int, int]) -> bool:
+        return key >= self.start_key
+
+    def append(self, key: tuple[int, int], entry_id: str, frame: bytes) -> None:
+        self.entries.append((key, entry_id, frame))
+        self.size += len(frame)
+        while len(self.entries) > TAIL_LENGTH or self.size > TAIL_BYTES:
+            dropped_key, _, dropped = self.entries.popleft()
+            self.size -= len(dropped)
+            self.start_key = dropped_key
+
+    def after(self, key: tuple[int, int]) -> list[tuple[tuple[int, int], str, bytes]]:
+        """Return the entries newer than ``key``, oldest first."""
+        newer = []
+        for entry in reversed(self.entries):
+            if entry[0] <= key:
+                break
+            newer.append(entry)
+        newer.reverse()
+        return newer
+
+
 class StreamGroup(NamedTuple):
     """The entries of one stream in one read, encoded, oldest first."""
 
@@ -205,6 +246,7 @@ class LiveHub:
         self.queue_bytes = queue_bytes
         self.topics: dict[str, set[Subscriber]] = {}
         self.positions: dict[str, str] = {}
+        self.tails: dict[str, StreamTail] = {}
         self.lock = asyncio.Lock()
         self.changed = asyncio.Event()
         self.reader: asyncio.Task[None] | None = None
@@ -221,29 +263,85 @@ class LiveHub:
         lost, and the bus's errors when it is unreachable.
         """
         async with self.lock:
-            if after is None:
-                after = await self.bus.last_id(stream)
-            elif await self.bus.trimmed_after(stream, after):
-                raise ResyncNeeded(f"stream {stream} no longer contains entries after {after}")
-            subscriber.start(stream, after, announce)
-            # Entries already in the stream go out now, under the lock, so the
-            # reader cannot deliver a newer one first.
-            backlog = await self.bus.read_many({stream: after}, 0)
-            for entry in backlog:
-                if not subscriber.offer(entry[0], entry[1], encode_entry(entry)):
-                    raise ResyncNeeded("too many entries to catch up")
-            # A stream already read keeps its position: other subscribers may
-            # still wait for entries older than this subscriber's cursor.
-            position = self.positions.setdefault(stream, subscriber.cursors[stream])
-            if subscriber.cursor_keys[stream] > id_key(position):
-                subscriber.ahead[stream] = subscriber.cursor_keys[stream]
-            else:
-                subscriber.ahead.pop(stream, None)
-            self.topics.setdefault(stream, set()).add(subscriber)
-            start = after
+            start = await self._add(subscriber, stream, after, announce)
         self._start_reader()
         self.changed.set()
         return start
+
+    async def add_many(
+        self, subscriber: Subscriber, streams: list[str], after: str, announce: bool = False
+    ) -> None:
+        """Watch each of ``streams`` from just after ``after``, as ``add`` does.
+
+        It takes the hub's lock once for all of them. When a hundred runs
+        start together, every socket follows each of them, and a turn of the
+        lock per stream and socket kept senders from draining their queues.
+        """
+        async with self.lock:
+            for stream in streams:
+                await self._add(subscriber, stream, after, announce)
+        self._start_reader()
+        self.changed.set()
+
+    async def _add(
+        self, subscriber: Subscriber, stream: str, after: str | None, announce: bool
+    ) -> str:
+        start = self._start_from_tail(subscriber, stream, after, announce)
+        if start is not None:
+            self.topics[stream].add(subscriber)
+            return start
+        if after is None:
+            after = await self.bus.last_id(stream)
+        elif await self.bus.trimmed_after(stream, after):
+            raise ResyncNeeded(f"stream {stream} no longer contains entries after {after}")
+        subscriber.start(stream, after, announce)
+        # Entries already in the stream go out now, under the lock, so the
+        # reader cannot deliver a newer one first.
+        backlog = [
+            (id_key(entry[1]), entry[1], encode_entry(entry))
+            for entry in await self.bus.read_many({stream: after}, 0)
+        ]
+        for key, entry_id, frame in backlog:
+            if not subscriber.offer(stream, entry_id, frame, key):
+                raise ResyncNeeded("too many entries to catch up")
+        if stream not in self.topics:
+            tail = self.tails[stream] = StreamTail(id_key(after))
+            for key, entry_id, frame in backlog:
+                tail.append(key, entry_id, frame)
+        # A stream already read keeps its position: other subscribers may
+        # still wait for entries older than this subscriber's cursor.
+        position = self.positions.setdefault(stream, subscriber.cursors[stream])
+        if subscriber.cursor_keys[stream] > id_key(position):
+            subscriber.ahead[stream] = subscriber.cursor_keys[stream]
+        else:
+            subscriber.ahead.pop(stream, None)
+        self.topics.setdefault(stream, set()).add(subscriber)
+        return after
+
+    def _start_from_tail(
+        self, subscriber: Subscriber, stream: str, after: str | None, announce: bool
+    ) -> str | None:
+        """Start ``subscriber`` on ``stream`` from the hub's tail, when it covers ``after``.
+
+        Returns the cursor it starts from, or None when the stream is not read
+        yet, or ``after`` lies before the tail or beyond the hub's position;
+        the caller then reads the bus.
+        """
+        tail = self.tails.get(stream)
+        if tail is None or stream not in self.topics:
+            return None
+        position = self.positions[stream]
+        if after is None:
+            after = position
+        key = id_key(after)
+        if not tail.covers(key) or key > id_key(position):
+            return None
+        subscriber.start(stream, after, announce)
+        for entry_key, entry_id, frame in tail.after(key):
+            if not subscriber.offer(stream, entry_id, frame, entry_key):
+                raise ResyncNeeded("too many entries to catch up")
+        subscriber.ahead.pop(stream, None)
+        return after
 
     def remove(self, subscriber: Subscriber) -> None:
         for stream in list(self.topics):
@@ -252,6 +350,7 @@ class LiveHub:
             if not watchers:
                 del self.topics[stream]
                 self.positions.pop(stream, None)
+                self.tails.pop(stream, None)
 
     async def close(self) -> None:
         if self.reader is not None:
@@ -320,9 +419,14 @@ class LiveHub:
             group = groups.get(stream)
             if group is None:
                 group = groups[stream] = StreamGroup(stream, [], [], [])
+            key = id_key(entry_id)
+            frame = encode_entry(entry)
             group.ids.append(entry_id)
-            group.keys.append(id_key(entry_id))
-            group.frames.append(encode_entry(entry))
+            group.keys.append(key)
+            group.frames.append(frame)
+            tail = self.tails.get(stream)
+            if tail is not None and (not tail.entries or key > tail.entries[-1][0]):
+                tail.append(key, entry_id, frame)
         for group in groups.values():
             if group.keys[-1] > id_key(self.positions.get(group.stream, "0-0")):
                 self.positions[group.stream] = group.ids[-1]

@@ -377,22 +377,23 @@ class LiveConnection:
         # from its first entry.
         if b"run.created" not in chunk.body:
             return
+        streams = []
         for message in chunk_messages(chunk):
-            if message["type"] != "event" or message["event"] != "run.created":
-                continue
-            stream = self.hub.bus.live_stream(self.project_id, message["run_id"])
-            if stream in self.watched:
-                continue
-            try:
-                await self._watch(stream, "0-0", announce=True)
-            except ResyncNeeded as exc:
-                await self._resync(str(exc))
-                return
-            except BUS_ERRORS:
-                log.exception("live connection %s failed to follow %s", self.id, stream)
-                self.hub.remove(self.subscriber)
-                await self._resync(STREAMS_LOST)
-                return
+            if message["type"] == "event" and message["event"] == "run.created":
+                stream = self.hub.bus.live_stream(self.project_id, message["run_id"])
+                if stream not in self.watched and stream not in streams:
+                    streams.append(stream)
+        if not streams:
+            return
+        self.watched.update(streams)
+        try:
+            await self.hub.add_many(self.subscriber, streams, "0-0", announce=True)
+        except ResyncNeeded as exc:
+            await self._resync(str(exc))
+        except BUS_ERRORS:
+            log.exception("live connection %s failed to follow %s", self.id, ", ".join(streams))
+            self.hub.remove(self.subscriber)
+            await self._resync(STREAMS_LOST)
 
     async def _resync(self, reason: str) -> None:
         self.subscriber.reset()

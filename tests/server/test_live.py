@@ -20,6 +20,7 @@ import assay
 from assay import protocol
 from assay_server.bus import LocalBus, id_key
 from assay_server.live import (
+    TAIL_LENGTH,
     Chunk,
     LiveHub,
     ResyncNeeded,
@@ -426,6 +427,106 @@ async def test_subscriber_gets_only_entries_after_its_cursor() -> None:
     assert ahead == {stream: id_key(ids[3])}
     assert late.queue.empty()
     assert late.ahead == {}
+
+
+class CountingBus(LocalBus):
+    """The in-process bus, counting the backlog reads that subscribers make."""
+
+    def __init__(self) -> None:
+        super().__init__("t:", 1000, 1000)
+        self.backlog_reads = 0
+
+    async def read_many(self, cursors: dict[str, str], block_ms: int) -> list[Any]:
+        if block_ms == 0:
+            self.backlog_reads += 1
+        return await super().read_many(cursors, block_ms)
+
+
+async def test_followers_of_a_read_stream_start_from_memory() -> None:
+    bus = CountingBus()
+    hub = LiveHub(bus)
+    stream = bus.event_stream(1)
+    first = Subscriber()
+    await hub.add(first, stream, "0-0")
+    for index in range(3):
+        await bus.publish_event(1, state_event(index))
+    await frames_of(first, 3)
+    ids = [entry[1] for entry in await bus.read_many({stream: "0-0"}, 0)]
+    reads_before = bus.backlog_reads
+
+    # From the start, from the middle, and from now: all from the hub's tail.
+    whole, middle, now = Subscriber(), Subscriber(), Subscriber()
+    starts = [
+        await hub.add(whole, stream, "0-0"),
+        await hub.add(middle, stream, ids[0]),
+        await hub.add(now, stream, None),
+    ]
+    reads_after = bus.backlog_reads
+    caught_up = [await frames_of(s, n) for s, n in ((whole, 3), (middle, 2))]
+    await bus.publish_event(1, state_event(3))
+    latest = [await frames_of(s, 1) for s in (first, whole, middle, now)]
+    await asyncio.sleep(0.3)
+    await hub.close()
+
+    assert reads_after == reads_before
+    assert starts == ["0-0", ids[0], ids[2]]
+    assert [[protocol.unpack(f)["run_id"] for f in frames] for frames in caught_up] == [
+        ["0", "1", "2"],
+        ["1", "2"],
+    ]
+    assert [protocol.unpack(frames[0])["run_id"] for frames in latest] == ["3"] * 4
+    assert all(s.queue.empty() for s in (first, whole, middle, now))
+
+
+async def test_new_runs_followed_together() -> None:
+    bus = CountingBus()
+    hub = LiveHub(bus)
+    runs = [bus.live_stream(1, name) for name in ("a", "b")]
+    for name in ("a", "b"):
+        await bus.publish_batch(1, name, {"seq": 0, "session": 1, "body": one_point_body()})
+    first, second = Subscriber(), Subscriber()
+
+    await hub.add_many(first, runs, "0-0", announce=True)
+    reads_for_first = bus.backlog_reads
+    await hub.add_many(second, runs, "0-0", announce=True)
+    messages = [
+        [m for c in await asyncio.wait_for(s.next_chunks(), 5) or [] for m in chunk_messages(c)]
+        for s in (first, second)
+    ]
+    await hub.close()
+
+    # The second follower started from the hub's tails, without reading the bus.
+    assert reads_for_first == 2
+    assert bus.backlog_reads == 2
+    for received in messages:
+        assert [(m["type"], m["stream"]) for m in received] == [
+            ("watch", runs[0]),
+            ("points", runs[0]),
+            ("watch", runs[1]),
+            ("points", runs[1]),
+        ]
+
+
+async def test_cursor_before_the_tail_reads_the_bus() -> None:
+    bus = CountingBus()
+    hub = LiveHub(bus)
+    stream = bus.event_stream(1)
+    first = Subscriber()
+    await hub.add(first, stream, "0-0")
+    total = TAIL_LENGTH + 5
+    for index in range(total):
+        await bus.publish_event(1, state_event(index))
+    await frames_of(first, total)
+    reads_before = bus.backlog_reads
+
+    late = Subscriber(limit=10 * total)
+    await hub.add(late, stream, "0-0")
+    frames = await frames_of(late, total)
+    await hub.close()
+
+    # The tail kept only the newest entries, so the start came from the bus.
+    assert bus.backlog_reads == reads_before + 1
+    assert [protocol.unpack(f)["run_id"] for f in frames] == [str(i) for i in range(total)]
 
 
 class LeftWebSocket:
