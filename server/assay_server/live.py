@@ -41,8 +41,8 @@ QUEUE_LIMIT = 1000
 QUEUE_BYTES = 32 * 1024 * 1024
 BLOCK_MS = 200
 #: Entries, and bytes of them, that the hub keeps of each stream it reads.
-TAIL_LENGTH = 128
-TAIL_BYTES = 256 * 1024
+TAIL_LENGTH = 32
+TAIL_BYTES = 64 * 1024
 FELL_BEHIND = "the connection fell behind the live streams"
 STREAMS_LOST = "the live streams were unreachable, so entries may be missing"
 #: A batch message stops growing at this size; the frames after it wait for the next one.
