@@ -6,8 +6,8 @@ SDK runs (default 200) log two metrics ``--rate`` times a second each, for
 The sockets whose latency is measured get a child process of their own. The
 other sockets are spread over ``--socket-processes`` more, which run at
 ``--socket-nice`` (default 10) so that on a small machine reading them takes
-the CPU the server leaves. They must still receive every point, or the server
-asks them to resync, which counts as an error.
+the CPU the server leaves. They must still receive every point: a socket that
+falls behind gets a resync message from the server, which counts as an error.
 The runs are spread over ``--run-processes`` more, and each logs at its own
 offset within the period (``--lockstep`` logs them all in one instant).
 The script counts errors: failed or closed sockets, error and resync
@@ -222,9 +222,9 @@ def rss_mib(pid: int) -> float:
 def drive_runs(config: LoadConfig, runs: list[assay.Run], first: int) -> int:
     """Log one step of every metric to every run ``config.rate`` times a second.
 
-    The runs are numbered from ``first`` among all the runs, and each logs at
-    its own offset within the period, as the runs of a sweep on separate
-    machines do; with ``config.lockstep`` they all log in one instant.
+    The runs are numbered from ``first`` among all the runs. Each logs at its
+    own offset within the period, as the runs of a sweep on separate machines
+    do. With ``config.lockstep`` they all log in one instant.
     Returns the number of steps logged to each run, once every run finished.
     """
     period = 1 / config.rate

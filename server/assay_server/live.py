@@ -194,11 +194,11 @@ class Subscriber:
 class StreamTail:
     """The newest entries of one stream that the hub read, encoded.
 
-    It holds every entry after ``start_key`` up to the hub's position in the
-    stream, so a subscriber that starts from a cursor at or after
-    ``start_key`` catches up from memory, without reading the bus. When all
-    sockets follow a new run at once, that is one read of the bus instead of
-    one per socket.
+    It contains every entry after ``start_key`` up to the hub's position in
+    the stream. A subscriber that starts from a cursor at or after
+    ``start_key`` therefore catches up from memory, without reading the bus.
+    When all sockets follow a new run at once, that makes one read of the bus
+    instead of one per socket.
     """
 
     def __init__(self, start_key: tuple[int, int]) -> None:
@@ -295,19 +295,19 @@ class LiveHub:
         elif await self.bus.trimmed_after(stream, after):
             raise ResyncNeeded(f"stream {stream} no longer contains entries after {after}")
         subscriber.start(stream, after, announce)
+
         # Entries already in the stream go out now, under the lock, so the
         # reader cannot deliver a newer one first.
         backlog = [
             (id_key(entry[1]), entry[1], encode_entry(entry))
             for entry in await self.bus.read_many({stream: after}, 0)
         ]
-        for key, entry_id, frame in backlog:
-            if not subscriber.offer(stream, entry_id, frame, key):
-                raise ResyncNeeded("too many entries to catch up")
+        _queue_backlog(subscriber, stream, backlog)
         if stream not in self.topics:
             tail = self.tails[stream] = StreamTail(id_key(after))
             for key, entry_id, frame in backlog:
                 tail.append(key, entry_id, frame)
+
         # A stream already read keeps its position: other subscribers may
         # still wait for entries older than this subscriber's cursor.
         position = self.positions.setdefault(stream, subscriber.cursors[stream])
@@ -323,9 +323,9 @@ class LiveHub:
     ) -> str | None:
         """Start ``subscriber`` on ``stream`` from the hub's tail, when it covers ``after``.
 
-        Returns the cursor it starts from, or None when the stream is not read
-        yet, or ``after`` lies before the tail or beyond the hub's position;
-        the caller then reads the bus.
+        Returns the cursor it starts from. Returns None when the stream is not
+        read yet, or when ``after`` lies before the tail or beyond the hub's
+        position, so that the caller reads the bus instead.
         """
         tail = self.tails.get(stream)
         if tail is None or stream not in self.topics:
@@ -337,9 +337,7 @@ class LiveHub:
         if not tail.covers(key) or key > id_key(position):
             return None
         subscriber.start(stream, after, announce)
-        for entry_key, entry_id, frame in tail.after(key):
-            if not subscriber.offer(stream, entry_id, frame, entry_key):
-                raise ResyncNeeded("too many entries to catch up")
+        _queue_backlog(subscriber, stream, tail.after(key))
         subscriber.ahead.pop(stream, None)
         return after
 
@@ -440,6 +438,18 @@ class LiveHub:
             if group.stream in subscriber.cursor_keys:
                 frames += subscriber.take(group)
         return Chunk(len(frames), b"".join(frames))
+
+
+def _queue_backlog(
+    subscriber: Subscriber, stream: str, backlog: list[tuple[tuple[int, int], str, bytes]]
+) -> None:
+    """Queue the entries a new watch of ``stream`` catches up on, oldest first.
+
+    Raises ``ResyncNeeded`` when they do not fit in the subscriber's queue.
+    """
+    for key, entry_id, frame in backlog:
+        if not subscriber.offer(stream, entry_id, frame, key):
+            raise ResyncNeeded("too many entries to catch up")
 
 
 def batch_frame(chunks: list[Chunk]) -> bytes:

@@ -280,7 +280,7 @@ def test_oversized_message_stores_nothing(
     assert_server_carries_on(server, bystander)
 
 
-def test_ack_to_socket_closed_by_server_is_no_error(
+def test_ack_to_server_closed_socket(
     sqlite_server: RunningServer, sqlite_reader: assay.Api, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The server closes a socket whose keepalive ping timed out, or whose

@@ -362,13 +362,13 @@ async def test_queue_over_frame_limit_overflows() -> None:
     frame = b"\x80"
 
     whole = subscriber.put(Chunk(5, frame * 5))
-    taken = await subscriber.next_chunks()
+    delivered = await subscriber.next_chunks()
     first = subscriber.put(Chunk(2, frame * 2))
     second = subscriber.put(Chunk(2, frame * 2))
 
     # A chunk over the limit goes whole to a subscriber with nothing queued.
     assert whole is True
-    assert taken == [Chunk(5, frame * 5)]
+    assert delivered == [Chunk(5, frame * 5)]
     assert first is True
     assert second is False
     assert subscriber.overflowed
@@ -442,15 +442,21 @@ class CountingBus(LocalBus):
         return await super().read_many(cursors, block_ms)
 
 
-async def test_followers_of_a_read_stream_start_from_memory() -> None:
+async def hub_after_events(count: int) -> tuple[CountingBus, LiveHub, str, Subscriber]:
+    """Start a hub whose subscriber received ``count`` events of project 1's stream."""
     bus = CountingBus()
     hub = LiveHub(bus)
     stream = bus.event_stream(1)
     first = Subscriber()
     await hub.add(first, stream, "0-0")
-    for index in range(3):
+    for index in range(count):
         await bus.publish_event(1, state_event(index))
-    await frames_of(first, 3)
+    await frames_of(first, count)
+    return bus, hub, stream, first
+
+
+async def test_followers_of_a_read_stream_start_from_memory() -> None:
+    bus, hub, stream, first = await hub_after_events(3)
     ids = [entry[1] for entry in await bus.read_many({stream: "0-0"}, 0)]
     reads_before = bus.backlog_reads
 
@@ -508,15 +514,8 @@ async def test_new_runs_followed_together() -> None:
 
 
 async def test_cursor_before_the_tail_reads_the_bus() -> None:
-    bus = CountingBus()
-    hub = LiveHub(bus)
-    stream = bus.event_stream(1)
-    first = Subscriber()
-    await hub.add(first, stream, "0-0")
     total = TAIL_LENGTH + 5
-    for index in range(total):
-        await bus.publish_event(1, state_event(index))
-    await frames_of(first, total)
+    bus, hub, stream, _ = await hub_after_events(total)
     reads_before = bus.backlog_reads
 
     late = Subscriber(limit=10 * total)
