@@ -403,6 +403,31 @@ async def test_subscribers_of_one_read_share_its_bytes() -> None:
     assert [m["run_id"] for m in chunk_messages(third[0])] == ["0", "1"]
 
 
+async def test_reads_are_spaced_by_the_subscribers_reached() -> None:
+    bus = LocalBus("t:", 100, 100)
+    # One subscriber: the reads start 0.3 s apart, the most allowed.
+    hub = LiveHub(bus, read_spacing=0.5, read_spacing_max=0.3)
+    stream = bus.event_stream(1)
+    subscriber = Subscriber()
+    await hub.add(subscriber, stream, None)
+    await bus.publish_event(1, state_event(0))
+    first = await asyncio.wait_for(subscriber.next_chunks(), 5)
+    first_at = time.monotonic()
+    await bus.publish_event(1, state_event(1))
+    await asyncio.sleep(0.05)
+    await bus.publish_event(1, state_event(2))
+    await asyncio.sleep(0.05)
+    second = await asyncio.wait_for(subscriber.next_chunks(), 5)
+    second_at = time.monotonic()
+    await hub.close()
+
+    assert first is not None and second is not None
+    assert [chunk.frame_count for chunk in first] == [1]
+    # Published during the pause after the first read, both come in the next read.
+    assert [chunk.frame_count for chunk in second] == [2]
+    assert 0.2 < second_at - first_at < 0.45
+
+
 async def test_subscriber_gets_only_entries_after_its_cursor() -> None:
     bus = LocalBus("t:", 100, 100)
     hub = LiveHub(bus)
