@@ -74,6 +74,7 @@ def create_bus(settings: Settings) -> Bus:
             settings.live_stream_length,
             settings.event_stream_length,
             settings.stream_idle_ttl,
+            settings.local_bus_bytes,
         )
     return RedisBus(
         settings.redis_url,

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import redis.asyncio as redis
 
 from assay import protocol
+from assay_server.settings import LOCAL_BUS_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -90,16 +91,32 @@ class LocalBus(StreamNames):
 
     Like the Redis streams, a stream is deleted once nothing was appended to it
     for ``idle_ttl`` seconds, so memory grows with the runs of the last
-    ``idle_ttl`` seconds and not with every run the server has seen.
+    ``idle_ttl`` seconds and not with every run the server has seen. The
+    entries of all streams together take at most about ``max_bytes``: past
+    that, the oldest entries go first, whatever their stream, as Redis's
+    ``maxmemory`` with LRU eviction does for whole streams. A cursor before an
+    entry dropped so reads as trimmed, and its socket resyncs.
     """
 
     def __init__(
-        self, prefix: str, live_length: int, event_length: int, idle_ttl: int = 86_400
+        self,
+        prefix: str,
+        live_length: int,
+        event_length: int,
+        idle_ttl: int = 86_400,
+        max_bytes: int = LOCAL_BUS_BYTES,
     ) -> None:
         super().__init__(prefix)
         self.live_length = live_length
         self.event_length = event_length
         self.idle_ttl = idle_ttl
+        self.max_bytes = max_bytes
+        #: Every entry appended, oldest first, as (stream, key, size), and the
+        #: sum of the sizes. Entries already gone (trimmed by length, or in an
+        #: expired stream) stay counted until they reach the front, so the
+        #: entries kept take at most ``max_bytes``.
+        self.appended: deque[tuple[str, tuple[int, int], int]] = deque()
+        self.appended_bytes = 0
         self.swept_at = time.monotonic()
         self.streams: dict[str, deque[KeyedEntry]] = {}
         self.trimmed: dict[str, str] = {}
@@ -167,9 +184,23 @@ class LocalBus(StreamNames):
         if len(entries) == length:
             self.trimmed[stream] = entries[0][1]
         entry_id = self._next_id()
-        entries.append((id_key(entry_id), entry_id, fields))
+        key = id_key(entry_id)
+        entries.append((key, entry_id, fields))
+        size = entry_size(fields)
+        self.appended.append((stream, key, size))
+        self.appended_bytes += size
+        self._drop_oldest()
         async with self.changed:
             self.changed.notify_all()
+
+    def _drop_oldest(self) -> None:
+        """Drop the oldest entries of all streams until the rest fit ``max_bytes``."""
+        while self.appended_bytes > self.max_bytes and len(self.appended) > 1:
+            stream, key, size = self.appended.popleft()
+            self.appended_bytes -= size
+            entries = self.streams.get(stream)
+            if entries and entries[0][0] == key:
+                self.trimmed[stream] = entries.popleft()[1]
 
     def _expire_idle(self) -> None:
         """Delete the streams idle for ``idle_ttl`` seconds.
@@ -216,6 +247,18 @@ class LocalBus(StreamNames):
             if entries and entries[-1][0] > threshold:
                 return True
         return False
+
+
+#: Bytes an in-process entry takes besides its fields' values: the entry's
+#: tuple, its id, its key and its fields' dict.
+ENTRY_OVERHEAD = 512
+
+
+def entry_size(fields: dict[str, Any]) -> int:
+    """About how many bytes an in-process stream entry with ``fields`` takes."""
+    return ENTRY_OVERHEAD + sum(
+        len(value) for value in fields.values() if isinstance(value, bytes | str)
+    )
 
 
 #: Append a batch only when its seq is above the highest one appended for its

@@ -28,6 +28,8 @@ class Setting:
 
 #: Redis accepts larger expiries, but a stream idle for a year serves no live view.
 MAX_STREAM_IDLE_TTL = 365 * 86_400
+MIN_LOCAL_BUS_BYTES = 1024 * 1024
+LOCAL_BUS_BYTES = 128 * 1024 * 1024
 
 
 def _field(default: Any, env: str, help: str) -> Any:
@@ -89,6 +91,12 @@ class Settings:
         "ASSAY_STREAM_IDLE_TTL",
         "Seconds after its last entry that the bus deletes a run's live stream or a "
         "project's event stream; the database keeps everything.",
+    )
+    local_bus_bytes: int = _field(
+        LOCAL_BUS_BYTES,
+        "ASSAY_LOCAL_BUS_BYTES",
+        "Bytes of stream entries the in-process bus keeps when ASSAY_REDIS_URL is "
+        "unset; past them it drops the oldest entries of all streams.",
     )
     live_queue_bytes: int = _field(
         32 * 1024 * 1024,
@@ -201,6 +209,11 @@ class Settings:
             raise SettingsError(
                 f"ASSAY_LIVE_QUEUE_BYTES must be a positive number of bytes, "
                 f"got {self.live_queue_bytes!r}"
+            )
+        if self.local_bus_bytes < MIN_LOCAL_BUS_BYTES:
+            raise SettingsError(
+                f"ASSAY_LOCAL_BUS_BYTES must be at least {MIN_LOCAL_BUS_BYTES} (1 MiB), "
+                f"got {self.local_bus_bytes!r}"
             )
         if not 1 <= self.stream_idle_ttl <= MAX_STREAM_IDLE_TTL:
             raise SettingsError(

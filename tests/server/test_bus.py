@@ -13,7 +13,7 @@ import redis
 
 import assay
 from assay import protocol
-from assay_server.bus import POOL_CONNECTIONS, Bus, LocalBus, RedisBus
+from assay_server.bus import POOL_CONNECTIONS, Bus, LocalBus, RedisBus, entry_size
 from conftest import RunningServer
 
 
@@ -171,6 +171,28 @@ async def test_idle_local_streams_expire() -> None:
     assert gap_reported is True
     assert appended_again is True
     assert list(bus.published) == [(bus.live_stream(1, "other"), 1), (stream, 7)]
+
+
+async def test_local_bus_drops_oldest_entries_past_its_bytes() -> None:
+    body = b"x" * 488  # with the entry's overhead, 1,000 bytes an entry
+    bus = LocalBus("t:", 100, 100, max_bytes=4_500)
+    first, second = bus.live_stream(1, "a"), bus.live_stream(1, "b")
+    for seq in range(3):
+        await bus.publish_batch(1, "a", {"seq": seq, "session": 1, "body": body})
+    a_ids = [entry[1] for entry in await bus.read_many({first: "0-0"}, 0)]
+    for seq in range(3):
+        await bus.publish_batch(1, "b", {"seq": seq, "session": 1, "body": body})
+    left = await bus.read_many({first: "0-0", second: "0-0"}, 0)
+
+    assert entry_size({"seq": 0, "session": 1, "body": body}) == 1_000
+    # Six entries of 1,000 bytes in 4,500: the two oldest, both of stream a, went.
+    assert [(entry[0], entry[1]) for entry in left][:1] == [(first, a_ids[2])]
+    assert [entry[0] for entry in left] == [first, second, second, second]
+    assert bus.appended_bytes == 4_000
+    assert await bus.trimmed_after(first, "0-0") is True
+    assert await bus.trimmed_after(first, a_ids[0]) is True
+    assert await bus.trimmed_after(first, a_ids[1]) is False
+    assert await bus.trimmed_after(second, "0-0") is False
 
 
 def _text(value: Any) -> str:

@@ -65,6 +65,7 @@ def test_standard_urls_get_async_driver(url: str, expected: str) -> None:
         ({"ASSAY_DATABASE_URL": "mysql://u@h/db"}, "postgresql:// or sqlite:/// URL"),
         ({"ASSAY_CRASH_TIMEOUT": "1", "ASSAY_HEARTBEAT_INTERVAL": "5"}, "must be longer"),
         ({"ASSAY_LIVE_QUEUE_BYTES": "0"}, "ASSAY_LIVE_QUEUE_BYTES must be a positive number"),
+        ({"ASSAY_LOCAL_BUS_BYTES": "1000"}, "ASSAY_LOCAL_BUS_BYTES must be at least 1048576"),
         ({"ASSAY_STREAM_IDLE_TTL": "0"}, "ASSAY_STREAM_IDLE_TTL must be a whole number"),
         ({"ASSAY_STREAM_IDLE_TTL": "31536001"}, "from 1 to 31536000, got 31536001"),
     ],
