@@ -86,6 +86,9 @@ class SocketTally:
 
     points: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    #: Seconds from the server appending each batch to the bus (the millisecond
+    #: in its entry id) to the socket receiving it: the fan-out's part.
+    fanout: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -135,6 +138,8 @@ def tally_message(
         tally.errors.append(f"{kind}: {message}")
     elif kind == "points":
         run_id = message["run_id"]
+        if measure:
+            tally.fanout.append(received - int(message["id"].split("-")[0]) / 1000)
         for column in message["metrics"].values():
             tally.points[run_id] = tally.points.get(run_id, 0) + len(column["steps"])
             if measure:
@@ -430,6 +435,17 @@ def error_kind(error: str) -> str:
     return "other"
 
 
+def percentiles(values: Any) -> dict[str, float | None]:
+    """Return the p50, p99 and maximum of ``values`` rounded to 0.1, or Nones when empty."""
+    if not len(values):
+        return {"p50": None, "p99": None, "max": None}
+    return {
+        "p50": round(float(np.percentile(values, 50)), 1),
+        "p99": round(float(np.percentile(values, 99)), 1),
+        "max": round(float(values.max()), 1),
+    }
+
+
 def summarize(
     config: LoadConfig,
     expected: dict[str, int],
@@ -440,6 +456,7 @@ def summarize(
 ) -> dict[str, Any]:
     """Build the summary of one load run from what the sockets and the sampler gathered."""
     latencies = np.array([value for tally in tallies for value in tally["latencies"]]) * 1000
+    fanout = np.array([value for tally in tallies for value in tally["fanout"]]) * 1000
     rss = [value for _, value in rss_samples]
     return {
         "sockets": config.sockets,
@@ -458,10 +475,9 @@ def summarize(
         "errors": errors[:20],
         "latency_ms": {
             "sockets_measured": min(config.latency_sockets, config.sockets),
-            "p50": round(float(np.percentile(latencies, 50)), 1) if len(latencies) else None,
-            "p99": round(float(np.percentile(latencies, 99)), 1) if len(latencies) else None,
-            "max": round(float(latencies.max()), 1) if len(latencies) else None,
+            **percentiles(latencies),
         },
+        "fanout_ms": percentiles(fanout),
         "rss_mib": {
             "first": round(rss[0], 1),
             "after_subscribe": round(subscribed_rss, 1),

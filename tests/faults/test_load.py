@@ -50,3 +50,6 @@ def test_short_load_loses_nothing(
     assert summary["points_logged"] > 0
     assert summary["points_delivered"] == summary["points_logged"] * SOCKETS
     assert summary["points_expected"] == summary["points_delivered"]
+    # The fan-out runs from the bus append, which comes after the log call.
+    assert summary["fanout_ms"]["p50"] >= 0
+    assert summary["fanout_ms"]["max"] <= summary["latency_ms"]["max"] + 1
