@@ -35,7 +35,7 @@ from assay_server.membership_socket import MembershipWatch
 from assay_server.rechecks import credential_key
 from assay_server.reports.follow import ReportFollow
 from assay_server.reports.socket import RECHECK_INTERVAL, close_reason
-from assay_server.revocations import LINK_ENDED
+from assay_server.revocations import CLOSE_ACCESS_LOST, LINK_ENDED
 from assay_server.socket_limits import socket_owner
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,6 @@ MAX_ENTRY_PART = 2**64 - 1
 
 #: Close code when the database or the bus is unreachable; the client reconnects.
 CLOSE_UNAVAILABLE = 1011
-#: Close code when the credentials no longer allow the project (member removed, link revoked).
-CLOSE_ACCESS_LOST = 4403
 #: The messages a browser may send; each one checks the credentials again.
 MESSAGE_TYPES = ("subscribe", "watch", "follow")
 #: Longer than any report id the server hands out.

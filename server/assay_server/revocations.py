@@ -27,6 +27,9 @@ CloseSocket = Callable[[], None]
 
 #: The close reason of a socket whose share link was revoked or expired.
 LINK_ENDED = "this share link was revoked or has expired"
+#: Close code of a live or report socket whose credentials no longer open what
+#: it watches: a member removed, a role lowered, a share link revoked or expired.
+CLOSE_ACCESS_LOST = 4403
 
 
 class Revocations:

@@ -46,10 +46,6 @@ class Peer(Protocol):
         ...
 
 
-#: The close code of a connection whose share link was revoked or expired.
-SHARE_REVOKED = 4403
-
-
 class RejectedUpdate(ValueError):
     """An update or message the room did not apply; the text is sent to its sender."""
 

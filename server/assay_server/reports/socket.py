@@ -19,9 +19,9 @@ from assay_server.api import context, error_response
 from assay_server.errors import AssayError
 from assay_server.rechecks import credential_key
 from assay_server.reports import wire
-from assay_server.reports.room import SHARE_REVOKED, RejectedUpdate, Room
+from assay_server.reports.room import RejectedUpdate, Room
 from assay_server.reports.rooms import ReportRooms
-from assay_server.revocations import LINK_ENDED
+from assay_server.revocations import CLOSE_ACCESS_LOST, LINK_ENDED
 from assay_server.socket_limits import socket_owner
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,6 @@ MAX_FRAMES_PER_WAKE = 64
 TOO_SLOW = 1013
 #: Seconds between database checks that a socket's credentials still open the report.
 RECHECK_INTERVAL = 5.0
-#: The close code of a socket whose member lost the access it opened the report with.
-ACCESS_LOST = 4403
 #: A close reason is at most 123 bytes of UTF-8; longer messages are cut.
 MAX_REASON_BYTES = 123
 
@@ -170,7 +168,7 @@ async def recheck_share(websocket: WebSocket, peer: SocketPeer, share_id: str) -
             continue
         if not live:
             log.info("connection %s: share link %s no longer valid; closing", peer.id, share_id)
-            peer.close(SHARE_REVOKED, LINK_ENDED)
+            peer.close(CLOSE_ACCESS_LOST, LINK_ENDED)
             return
 
 
@@ -200,7 +198,7 @@ async def recheck_member(
             log.info(
                 "report %s connection %s: %s; closing", granted.report_id, peer.id, exc.message
             )
-            peer.close(ACCESS_LOST, close_reason(exc.message))
+            peer.close(CLOSE_ACCESS_LOST, close_reason(exc.message))
             return
         except (SQLAlchemyError, OSError):
             log.exception(
@@ -211,7 +209,9 @@ async def recheck_member(
             log.info(
                 "report %s connection %s: may no longer edit; closing", granted.report_id, peer.id
             )
-            peer.close(ACCESS_LOST, "this connection may no longer edit the report; reconnect")
+            peer.close(
+                CLOSE_ACCESS_LOST, "this connection may no longer edit the report; reconnect"
+            )
             return
 
 
@@ -226,7 +226,7 @@ def close_at_expiry(peer: SocketPeer, granted: access.ReportAccess) -> asyncio.T
         return None
     loop = asyncio.get_running_loop()
     delay = max(0.0, granted.share.expires_at - time.time())
-    return loop.call_later(delay, peer.close, SHARE_REVOKED, LINK_ENDED)
+    return loop.call_later(delay, peer.close, CLOSE_ACCESS_LOST, LINK_ENDED)
 
 
 async def report_socket(websocket: WebSocket) -> None:
@@ -270,7 +270,7 @@ async def serve_report(
         recheck = None
         if granted.share is not None:
             forget = websocket.app.state.revocations.register(
-                granted.share.share_id, lambda: peer.close(SHARE_REVOKED, LINK_ENDED)
+                granted.share.share_id, lambda: peer.close(CLOSE_ACCESS_LOST, LINK_ENDED)
             )
             recheck = asyncio.create_task(recheck_share(websocket, peer, granted.share.share_id))
         elif granted.user is not None or granted.role is not None:
