@@ -330,21 +330,21 @@ async def share_grant(connection: HTTPConnection) -> ShareGrant | None:
     token = connection.query_params.get(SHARE_PARAM)
     if token is None:
         return None
-    # Failed look-ups are counted per client address, so tokens cannot be guessed
-    # at speed, while a valid link's many requests count nothing.
-    # NOTE: the check and the count are two steps, so guesses sent concurrently can
-    # all pass the check before any is counted, exceeding the limit by that many.
+    # Look-ups are counted per client address, so tokens cannot be guessed at
+    # speed. Each one counts before the look-up, so concurrent guesses cannot
+    # pass the limit together, and a valid link's is forgiven, so its many
+    # requests count nothing.
     limiter = connection.app.state.limits.share
     address = connection.client.host if connection.client else "unknown"
-    await limiter.ensure_allowed(address)
+    await limiter.check(address)
     async with _context(connection).db.reading() as db:
         grant = await find_share(db, token)
     if grant is None:
-        await limiter.add(address)
         raise Unauthorized(
             "this share link is invalid, revoked or expired; ask the report's owner for a new one",
             code="invalid_share",
         )
+    await limiter.forgive(address)
     return grant
 
 

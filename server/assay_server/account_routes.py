@@ -17,7 +17,7 @@ from starlette.routing import Route
 from assay_server import accounts, sessions
 from assay_server.api import authenticated, context
 from assay_server.auth import User, bearer_token
-from assay_server.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from assay_server.errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized
 from assay_server.ratelimit import Limits
 from assay_server.request_body import read_json
 
@@ -61,16 +61,22 @@ async def sign_in(request: Request) -> Response:
         # Never hash megabytes of input: no valid password is this long.
         accounts.check_password(password)
     address = client_address(request)
-    await limits(request).login_name.ensure_allowed(name.lower())
-    await limits(request).login_address.ensure_allowed(address)
+    # Each attempt counts before the password is checked, and a success is
+    # forgiven, so concurrent guesses cannot pass the limit together.
+    await limits(request).login_name.check(name.lower())
+    try:
+        await limits(request).login_address.check(address)
+    except TooManyRequests:
+        await limits(request).login_name.forgive(name.lower())
+        raise
 
     user = await check_credentials(request, name, password)
     if user is None:
-        await limits(request).login_name.add(name.lower())
-        await limits(request).login_address.add(address)
         # The attempted name is not logged: people sometimes type a password into it.
         log.info("sign-in failed from %s", address)
         raise Unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
+    await limits(request).login_name.forgive(name.lower())
+    await limits(request).login_address.forgive(address)
 
     await sessions.end_session(request)
     async with context(request).db.transaction() as connection:
@@ -141,7 +147,7 @@ async def change_password(request: Request) -> Response:
     body = await json_object(request)
     current = body.get("current")
     new = accounts.check_password(body.get("new"))
-    await limits(request).login_name.ensure_allowed(user.name.lower())
+    await limits(request).login_name.check(user.name.lower())
 
     async with context(request).db.reading() as connection:
         stored = await accounts.stored_hash(connection, user.id)
@@ -153,8 +159,8 @@ async def change_password(request: Request) -> Response:
                 code="invalid_field",
             )
     elif not isinstance(current, str) or not await accounts.verify_password(stored, current):
-        await limits(request).login_name.add(user.name.lower())
         raise Unauthorized("the current password is wrong", code="invalid_credentials")
+    await limits(request).login_name.forgive(user.name.lower())
 
     new_hash = await accounts.hash_password(new)
     keep = None

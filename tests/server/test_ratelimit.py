@@ -47,16 +47,42 @@ async def test_keys_counted_apart(store: CounterStore) -> None:
         await limiter.check("token-a")
 
 
-async def test_ensure_allowed_does_not_count(store: CounterStore) -> None:
+async def test_forgiven_attempts_do_not_count(store: CounterStore) -> None:
     limiter = RateLimiter("sign_in_name", 2, 60.0, store, "failed sign-ins")
     for _ in range(5):
-        await limiter.ensure_allowed("alice")
-    await limiter.add("alice")
-    await limiter.ensure_allowed("alice")
-    await limiter.add("alice")
+        await limiter.check("alice")
+        await limiter.forgive("alice")
+    await limiter.check("alice")
+    await limiter.check("alice")
 
     with pytest.raises(TooManyRequests):
-        await limiter.ensure_allowed("alice")
+        await limiter.check("alice")
+
+
+async def test_forgiving_never_goes_below_zero(store: CounterStore) -> None:
+    limiter = RateLimiter("sign_in_name", 1, 60.0, store, "failed sign-ins")
+    for _ in range(3):
+        await limiter.forgive("alice")
+    await limiter.check("alice")
+
+    with pytest.raises(TooManyRequests):
+        await limiter.check("alice")
+
+
+async def test_concurrent_attempts_stay_within_limit(store: CounterStore) -> None:
+    limiter = RateLimiter("share_link", 10, 60.0, store, "share-link look-ups")
+
+    async def attempt() -> bool:
+        try:
+            await limiter.check("address")
+        except TooManyRequests:
+            return False
+        await asyncio.sleep(0.05)  # the look-up, which fails: nothing is forgiven
+        return True
+
+    passed = await asyncio.gather(*(attempt() for _ in range(30)))
+
+    assert passed.count(True) == 10
 
 
 async def test_window_expiry_resets_count(store: CounterStore) -> None:
@@ -68,12 +94,11 @@ async def test_window_expiry_resets_count(store: CounterStore) -> None:
     deadline = time.monotonic() + 5
     while True:
         try:
-            await limiter.ensure_allowed("token-a")
+            await limiter.check("token-a")
             break
         except TooManyRequests:
             assert time.monotonic() < deadline, "the window never ended"
             await asyncio.sleep(0.05)
-    await limiter.check("token-a")
 
 
 async def test_redis_stores_hashed_keys(redis_url: str, redis_prefix: str) -> None:
@@ -94,5 +119,5 @@ async def test_unreachable_redis_lets_requests_through() -> None:
     limiter = RateLimiter("share_link", 0, 60.0, store, "share-link look-ups")
 
     await limiter.check("token-a")
-    await limiter.ensure_allowed("token-a")
+    await limiter.forgive("token-a")
     await store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 from collections.abc import Iterator
@@ -174,6 +175,28 @@ def test_sign_in_limited_per_address(server: RunningServer) -> None:
     assert [response.status_code for response in failures] == [401] * LOGIN_FAILURES
     assert blocked.status_code == 429
     assert "from this address" in blocked.json()["error"]["message"]
+
+
+def test_concurrent_sign_ins_stay_within_limit(server: RunningServer) -> None:
+    add_user(server, "alice")
+
+    async def guess_together() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        "/api/v1/session", json={"name": "alice", "password": "wrong password!"}
+                    )
+                    for _ in range(LOGIN_FAILURES + 10)
+                )
+            )
+        return [response.status_code for response in responses]
+
+    statuses = asyncio.run(guess_together())
+
+    # Every guess counts before its password is checked, so no more than the
+    # limit are checked, however many arrive together.
+    assert sorted(statuses) == [401] * LOGIN_FAILURES + [429] * 10
 
 
 def test_successful_sign_ins_not_counted(server: RunningServer) -> None:

@@ -466,6 +466,26 @@ def test_guessed_tokens_rejected(server: RunningServer, shared_project: dict[str
     assert real.status_code == 429
 
 
+def test_concurrent_guesses_stay_within_limit(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    path = f"/api/v1/projects/{PROJECT}/reports/{shared_project['report_id']}"
+
+    async def guess_together() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            responses = await asyncio.gather(
+                *(
+                    client.get(path, params={"share": secrets.token_urlsafe(32)})
+                    for _ in range(SHARE_LOOKUPS + 20)
+                )
+            )
+        return [response.status_code for response in responses]
+
+    statuses = asyncio.run(guess_together())
+
+    assert sorted(statuses) == [401] * SHARE_LOOKUPS + [429] * 20
+
+
 def test_valid_link_requests_not_limited(
     server: RunningServer, shared_project: dict[str, Any]
 ) -> None:
