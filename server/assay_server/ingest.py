@@ -154,8 +154,14 @@ class IngestConnection:
                 "group": spec.group,
             }
             await self._publish_event("run.created", data)
-        elif self.run.previous_state != self.run.state:
+            return
+        if self.run.previous_state != self.run.state:
             await self._publish_state(self.run.previous_state)
+        if self.run.summary:
+            # Summary values wait up to SUMMARY_INTERVAL before they go out, and
+            # a server that was killed meanwhile never sent them. The stored
+            # summary brings live views up to date when the SDK reconnects.
+            await self._publish_event("run.summary", {"summary": self.run.summary})
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]

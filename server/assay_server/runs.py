@@ -6,7 +6,7 @@ import base64
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
@@ -54,6 +54,9 @@ class AttachedRun:
     next_step: int
     #: The state after the hello: running, or the ended state it kept.
     state: str = RUNNING
+    #: Of a resumed run, its stored summary: the last value of each metric and
+    #: the keys set through ``run.summary``.
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 async def ensure_project(
@@ -149,6 +152,7 @@ async def attach_run(
     ended = existing.session == spec.session and existing.state in (FINISHED, FAILED)
     if not ended:
         await _resume(connection, existing, spec, now)
+    logged = (await _summaries(connection, [existing.pk])).get(existing.pk, {})
     return AttachedRun(
         existing.pk,
         project_id,
@@ -158,6 +162,7 @@ async def attach_run(
         existing.state,
         int(existing.next_step),
         existing.state if ended else RUNNING,
+        {**logged, **untag_floats(existing.summary)},
     )
 
 

@@ -172,6 +172,27 @@ def test_summary_events_merge_quick_batches(
     assert merged["loss"] == -math.inf
 
 
+def test_resumed_run_announces_its_stored_summary(
+    server: RunningServer, client: LiveClient, tmp_path: Path
+) -> None:
+    first = start_run(server, tmp_path, id="resumed")
+    first.log({"loss": math.nan, "acc": None, "lr": math.inf, "gap": -math.inf}, step=0)
+    first.finish()
+    client.subscribe()
+    # A server killed before a merged summary went out never sends it; the
+    # stored summary goes out when the SDK reconnects and resumes the run.
+    again = start_run(server, tmp_path, id="resumed", resume="must")
+    summary = client.next(lambda m: is_summary(m) and m["run_id"] == "resumed")
+    again.finish()
+
+    values = summary["data"]["summary"]
+    assert set(values) == {"loss", "acc", "lr", "gap"}
+    assert math.isnan(values["loss"])
+    assert values["acc"] is None
+    assert values["lr"] == math.inf
+    assert values["gap"] == -math.inf
+
+
 def test_reconnect_with_cursors_misses_nothing(
     server: RunningServer, project: str, tmp_path: Path
 ) -> None:
