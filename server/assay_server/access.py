@@ -330,21 +330,22 @@ async def share_grant(connection: HTTPConnection) -> ShareGrant | None:
     token = connection.query_params.get(SHARE_PARAM)
     if token is None:
         return None
-    # Look-ups are counted per client address, so tokens cannot be guessed at
-    # speed. Each one counts before the look-up, so concurrent guesses cannot
-    # pass the limit together, and a valid link's is forgiven, so its many
-    # requests count nothing.
+    # Failed look-ups are counted per client address, so tokens cannot be
+    # guessed at speed, while a valid link's many requests count nothing.
     limiter = connection.app.state.limits.share
     address = connection.client.host if connection.client else "unknown"
-    await limiter.check(address)
+    await limiter.ensure_allowed(address)
     async with _context(connection).db.reading() as db:
         grant = await find_share(db, token)
     if grant is None:
-        raise Unauthorized(
+        # Guesses sent together all pass the check above; each failure's count
+        # decides whether it gets a 401 or, past the limit, a 429.
+        raise await limiter.fail(address) or Unauthorized(
             "this share link is invalid, revoked or expired; ask the report's owner for a new one",
             code="invalid_share",
         )
-    await limiter.forgive(address)
+    # A valid token found while guesses sent with it went past the limit waits too.
+    await limiter.ensure_allowed(address)
     return grant
 
 

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from assay_server import accounts, sessions
 from assay_server.api import authenticated, context
 from assay_server.auth import User, bearer_token
-from assay_server.errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized
+from assay_server.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from assay_server.ratelimit import Limits
 from assay_server.request_body import read_json
 
@@ -61,22 +61,25 @@ async def sign_in(request: Request) -> Response:
         # Never hash megabytes of input: no valid password is this long.
         accounts.check_password(password)
     address = client_address(request)
-    # Each attempt counts before the password is checked, and a success is
-    # forgiven, so concurrent guesses cannot pass the limit together.
-    await limits(request).login_name.check(name.lower())
-    try:
-        await limits(request).login_address.check(address)
-    except TooManyRequests:
-        await limits(request).login_name.forgive(name.lower())
-        raise
+    await limits(request).login_name.ensure_allowed(name.lower())
+    await limits(request).login_address.ensure_allowed(address)
 
     user = await check_credentials(request, name, password)
     if user is None:
         # The attempted name is not logged: people sometimes type a password into it.
         log.info("sign-in failed from %s", address)
-        raise Unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
-    await limits(request).login_name.forgive(name.lower())
-    await limits(request).login_address.forgive(address)
+        # Guesses sent together all pass the checks above; each failure's
+        # count decides whether it gets a 401 or, past the limit, a 429.
+        name_past_limit = await limits(request).login_name.fail(name.lower())
+        address_past_limit = await limits(request).login_address.fail(address)
+        raise (
+            name_past_limit
+            or address_past_limit
+            or Unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
+        )
+    # A right password found while guesses sent with it went past the limit waits too.
+    await limits(request).login_name.ensure_allowed(name.lower())
+    await limits(request).login_address.ensure_allowed(address)
 
     await sessions.end_session(request)
     async with context(request).db.transaction() as connection:
@@ -147,7 +150,7 @@ async def change_password(request: Request) -> Response:
     body = await json_object(request)
     current = body.get("current")
     new = accounts.check_password(body.get("new"))
-    await limits(request).login_name.check(user.name.lower())
+    await limits(request).login_name.ensure_allowed(user.name.lower())
 
     async with context(request).db.reading() as connection:
         stored = await accounts.stored_hash(connection, user.id)
@@ -159,8 +162,11 @@ async def change_password(request: Request) -> Response:
                 code="invalid_field",
             )
     elif not isinstance(current, str) or not await accounts.verify_password(stored, current):
-        raise Unauthorized("the current password is wrong", code="invalid_credentials")
-    await limits(request).login_name.forgive(user.name.lower())
+        past_limit = await limits(request).login_name.fail(user.name.lower())
+        raise past_limit or Unauthorized(
+            "the current password is wrong", code="invalid_credentials"
+        )
+    await limits(request).login_name.ensure_allowed(user.name.lower())
 
     new_hash = await accounts.hash_password(new)
     keep = None

@@ -51,21 +51,14 @@ end
 return {count, left}
 """
 
-# DECR above zero only: a key whose window ended is gone, and stays gone.
-DECREMENT = """
-local count = tonumber(redis.call('GET', KEYS[1]) or '0')
-if count > 0 then redis.call('DECR', KEYS[1]) end
-return 0
-"""
-
 
 class CounterStore(Protocol):
     async def increment(self, key: str, window: float) -> tuple[int, float]:
         """Count one hit on ``key``; return the count and the seconds left in its window."""
         ...
 
-    async def decrement(self, key: str) -> None:
-        """Take back one hit on ``key`` within its window; a count never goes below zero."""
+    async def peek(self, key: str) -> tuple[int, float]:
+        """Return ``key``'s count and the seconds left in its window, without counting."""
         ...
 
     async def reset(self, key: str) -> None: ...
@@ -89,10 +82,12 @@ class LocalCounters:
         self.counters[key] = (count + 1, ends)
         return count + 1, ends - now
 
-    async def decrement(self, key: str) -> None:
+    async def peek(self, key: str) -> tuple[int, float]:
+        now = time.monotonic()
         count, ends = self.counters.get(key, (0, 0.0))
-        if count > 0 and ends > time.monotonic():
-            self.counters[key] = (count - 1, ends)
+        if ends <= now:
+            return 0, 0.0
+        return count, ends - now
 
     async def reset(self, key: str) -> None:
         self.counters.pop(key, None)
@@ -108,7 +103,6 @@ class RedisCounters:
         self.client = redis_client(url)
         self.prefix = prefix + "ratelimit:"
         self._increment = self.client.register_script(INCREMENT)
-        self._decrement = self.client.register_script(DECREMENT)
 
     async def increment(self, key: str, window: float) -> tuple[int, float]:
         reply: Any = await self._increment(
@@ -116,8 +110,14 @@ class RedisCounters:
         )
         return int(reply[0]), int(reply[1]) / 1000
 
-    async def decrement(self, key: str) -> None:
-        await self._decrement(keys=[self.prefix + key])
+    async def peek(self, key: str) -> tuple[int, float]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(self.prefix + key)
+            pipe.pttl(self.prefix + key)
+            raw, left = await pipe.execute()
+        if raw is None or left < 0:
+            return 0, 0.0
+        return int(raw), left / 1000
 
     async def reset(self, key: str) -> None:
         await self.client.delete(self.prefix + key)
@@ -147,27 +147,29 @@ class RateLimiter:
     def _key(self, key: str) -> str:
         return f"{self.name}:" + hashlib.sha256(key.encode()).hexdigest()
 
-    async def check(self, key: str) -> None:
-        """Count one attempt for ``key``; raise ``TooManyRequests`` past the limit."""
+    async def ensure_allowed(self, key: str) -> None:
+        """Raise ``TooManyRequests`` when ``key`` reached the limit, without counting."""
+        try:
+            count, left = await self.store.peek(self._key(key))
+        except (redis.RedisError, OSError):
+            log.exception("rate limit %s: reading failed; letting the request through", self.name)
+            return
+        if count >= self.limit:
+            raise self._error(left)
+
+    async def fail(self, key: str) -> TooManyRequests | None:
+        """Count one failed attempt for ``key``; past the limit, return the error to raise.
+
+        Counting and deciding are one step, so failures that arrive together
+        cannot all pass: the first ``limit`` of a window get None, and the
+        caller raises its own error (a 401); the others get the 429 to raise.
+        """
         try:
             count, left = await self.store.increment(self._key(key), self.window)
         except (redis.RedisError, OSError):
-            log.exception("rate limit %s: counting failed; letting the request through", self.name)
-            return
-        if count > self.limit:
-            raise self._error(left)
-
-    async def forgive(self, key: str) -> None:
-        """Take back the attempt that ``check`` counted for ``key``, once it succeeded.
-
-        Counting before the attempt and forgiving a success, instead of
-        counting failures after the fact, keeps concurrent attempts within the
-        limit: each one is counted before any of them is checked further.
-        """
-        try:
-            await self.store.decrement(self._key(key))
-        except (redis.RedisError, OSError):
-            log.exception("rate limit %s: taking back an attempt failed", self.name)
+            log.exception("rate limit %s: counting failed", self.name)
+            return None
+        return self._error(left) if count > self.limit else None
 
     def _error(self, left: float) -> TooManyRequests:
         retry_after = max(1, math.ceil(left))

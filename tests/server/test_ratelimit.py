@@ -25,86 +25,76 @@ async def store(
     await counters.close()
 
 
-async def test_check_raises_past_limit(store: CounterStore) -> None:
+async def test_failures_past_limit_get_an_error(store: CounterStore) -> None:
     limiter = RateLimiter("share_link", 3, 60.0, store, "share-link look-ups")
-    for _ in range(3):
-        await limiter.check("token-a")
+    within = [await limiter.fail("address-a") for _ in range(3)]
+    past = await limiter.fail("address-a")
 
-    with pytest.raises(TooManyRequests) as raised:
-        await limiter.check("token-a")
-
-    assert raised.value.status == 429
-    assert 59 <= raised.value.retry_after <= 60
-    assert "at most 3 in 60 seconds" in raised.value.message
+    assert within == [None, None, None]
+    assert past is not None
+    assert past.status == 429
+    assert 59 <= past.retry_after <= 60
+    assert "at most 3 in 60 seconds" in past.message
+    with pytest.raises(TooManyRequests):
+        await limiter.ensure_allowed("address-a")
 
 
 async def test_keys_counted_apart(store: CounterStore) -> None:
     limiter = RateLimiter("share_link", 1, 60.0, store, "share-link look-ups")
-    await limiter.check("token-a")
+    await limiter.fail("address-a")
 
-    await limiter.check("token-b")
+    await limiter.ensure_allowed("address-b")
     with pytest.raises(TooManyRequests):
-        await limiter.check("token-a")
+        await limiter.ensure_allowed("address-a")
 
 
-async def test_forgiven_attempts_do_not_count(store: CounterStore) -> None:
+async def test_ensure_allowed_does_not_count(store: CounterStore) -> None:
     limiter = RateLimiter("sign_in_name", 2, 60.0, store, "failed sign-ins")
     for _ in range(5):
-        await limiter.check("alice")
-        await limiter.forgive("alice")
-    await limiter.check("alice")
-    await limiter.check("alice")
+        await limiter.ensure_allowed("alice")
+    await limiter.fail("alice")
+    await limiter.ensure_allowed("alice")
+    await limiter.fail("alice")
 
     with pytest.raises(TooManyRequests):
-        await limiter.check("alice")
+        await limiter.ensure_allowed("alice")
 
 
-async def test_forgiving_never_goes_below_zero(store: CounterStore) -> None:
-    limiter = RateLimiter("sign_in_name", 1, 60.0, store, "failed sign-ins")
-    for _ in range(3):
-        await limiter.forgive("alice")
-    await limiter.check("alice")
-
-    with pytest.raises(TooManyRequests):
-        await limiter.check("alice")
-
-
-async def test_concurrent_attempts_stay_within_limit(store: CounterStore) -> None:
+async def test_failures_sent_together_stay_within_limit(store: CounterStore) -> None:
     limiter = RateLimiter("share_link", 10, 60.0, store, "share-link look-ups")
 
-    async def attempt() -> bool:
-        try:
-            await limiter.check("address")
-        except TooManyRequests:
-            return False
-        await asyncio.sleep(0.05)  # the look-up, which fails: nothing is forgiven
-        return True
+    async def guess() -> bool:
+        await limiter.ensure_allowed("address")
+        await asyncio.sleep(0.05)  # the look-up, which fails
+        return await limiter.fail("address") is None
 
-    passed = await asyncio.gather(*(attempt() for _ in range(30)))
+    within_limit = await asyncio.gather(*(guess() for _ in range(30)))
 
-    assert passed.count(True) == 10
+    # All 30 passed the first check together; only 10 are within the limit.
+    assert within_limit.count(True) == 10
 
 
 async def test_window_expiry_resets_count(store: CounterStore) -> None:
     limiter = RateLimiter("share_link", 1, 0.3, store, "share-link look-ups")
-    await limiter.check("token-a")
+    await limiter.fail("address-a")
     with pytest.raises(TooManyRequests):
-        await limiter.check("token-a")
+        await limiter.ensure_allowed("address-a")
 
     deadline = time.monotonic() + 5
     while True:
         try:
-            await limiter.check("token-a")
+            await limiter.ensure_allowed("address-a")
             break
         except TooManyRequests:
             assert time.monotonic() < deadline, "the window never ended"
             await asyncio.sleep(0.05)
+    assert await limiter.fail("address-a") is None
 
 
 async def test_redis_stores_hashed_keys(redis_url: str, redis_prefix: str) -> None:
     store = RedisCounters(redis_url, redis_prefix)
     limiter = RateLimiter("share_link", 5, 60.0, store, "share-link look-ups")
-    await limiter.check("secret-share-token")
+    await limiter.fail("secret-share-token")
     keys = [key.decode() async for key in store.client.scan_iter(match=redis_prefix + "*")]
     await store.close()
 
@@ -118,6 +108,8 @@ async def test_unreachable_redis_lets_requests_through() -> None:
     store = RedisCounters("redis://127.0.0.1:9/0", "assay-test:")
     limiter = RateLimiter("share_link", 0, 60.0, store, "share-link look-ups")
 
-    await limiter.check("token-a")
-    await limiter.forgive("token-a")
+    await limiter.ensure_allowed("address-a")
+    past = await limiter.fail("address-a")
     await store.close()
+
+    assert past is None

@@ -486,6 +486,25 @@ def test_concurrent_guesses_stay_within_limit(
     assert sorted(statuses) == [401] * SHARE_LOOKUPS + [429] * 20
 
 
+def test_valid_link_requests_sent_together_not_limited(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    share = create_share(server, shared_project["report_id"], role="view")
+    path = f"/api/v1/projects/{PROJECT}/reports/{shared_project['report_id']}"
+
+    async def open_together() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            responses = await asyncio.gather(
+                *(
+                    client.get(path, params={"share": share["token"]})
+                    for _ in range(SHARE_LOOKUPS + 20)
+                )
+            )
+        return [response.status_code for response in responses]
+
+    assert asyncio.run(open_together()) == [200] * (SHARE_LOOKUPS + 20)
+
+
 def test_valid_link_requests_not_limited(
     server: RunningServer, shared_project: dict[str, Any]
 ) -> None:
