@@ -284,10 +284,13 @@ def _cast(item: dataclasses.Field[Any], raw: str) -> Any:
         "float": float,
         "Path": Path,
     }
-    cast = casts.get(kind.replace(" | None", ""), str)
+    kind = kind.replace(" | None", "")
+    cast = casts.get(kind, str)
     try:
         return cast(raw)
     except ValueError:
+        expected = {"int": "a whole number", "float": "a number"}.get(kind, kind)
         raise SettingsError(
-            f"{item.metadata['env']} must be {kind.replace(' | None', '')}, got {raw!r}"
+            f"{item.metadata['env']} must be {expected}, got {raw!r}. "
+            f"{item.metadata['help']} Unset it for the default, {item.default}."
         ) from None

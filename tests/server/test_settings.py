@@ -58,7 +58,12 @@ def test_standard_urls_get_async_driver(url: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        ({"ASSAY_PORT": "eighty"}, "ASSAY_PORT must be int, got 'eighty'"),
+        ({"ASSAY_PORT": "eighty"}, "ASSAY_PORT must be a whole number, got 'eighty'"),
+        (
+            {"ASSAY_LOCAL_BUS_BYTES": "abc"},
+            "ASSAY_LOCAL_BUS_BYTES must be a whole number, got 'abc'. Bytes of stream entries",
+        ),
+        ({"ASSAY_CRASH_TIMEOUT": "soon"}, "must be a number, got 'soon'. .* default, 60.0."),
         ({"ASSAY_PORT": "0"}, "port must be between 1 and 65535, got 0"),
         ({"ASSAY_BOOTSTRAP_API_KEY": "short"}, "at least 16 characters"),
         ({"ASSAY_REDIS_URL": "localhost:6379"}, "must start with redis://"),
