@@ -47,6 +47,22 @@ NOT_BUILT = (
 )
 
 
+class WebAppFiles(StaticFiles):
+    """The built web app's files, or a 404 that names the build step when it is not built."""
+
+    async def check_config(self) -> None:
+        # Starlette raises RuntimeError here, a 500, for a missing directory.
+        # Until the check passes it runs again on each request, so a build
+        # made while the server runs is served without a restart.
+        if self.directory is not None and not Path(self.directory).is_dir():
+            raise NotFound(
+                "the web app is not built; run `make install`, or "
+                "`npm ci && npm run build` in client/web",
+                code="web_app_not_built",
+            )
+        await super().check_config()
+
+
 def bundle_version() -> str:
     """Hash the bundle, so that browsers fetch it again after each build."""
     try:
@@ -115,5 +131,5 @@ routes = [
     Route("/projects/{project}/reports", page),
     Route("/projects/{project}/reports/{report_id}", page),
     Route("/projects/{project}/members", page),
-    Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
+    Mount("/static", WebAppFiles(directory=STATIC, check_dir=False), name="static"),
 ]

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-import httpx
+import asyncio
+from pathlib import Path
 
+import httpx
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from assay_server.api import error_response
+from assay_server.errors import AssayError
+from assay_server.pages import WebAppFiles
 from conftest import RunningServer, sign_in_with_key
 
 
@@ -55,3 +63,21 @@ def test_unknown_page_is_not_found(sqlite_server: RunningServer) -> None:
         response = client.get("/projects/demo/elsewhere")
 
     assert response.status_code == 404
+
+
+def test_unbuilt_web_app_answers_404_naming_the_build(tmp_path: Path) -> None:
+    files = WebAppFiles(directory=tmp_path / "static", check_dir=False)
+    app = Starlette(
+        routes=[Mount("/static", files)], exception_handlers={AssayError: error_response}
+    )
+
+    async def fetch() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://assay") as client:
+            return await client.get("/static/app.js")
+
+    response = asyncio.run(fetch())
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "web_app_not_built"
+    assert "npm ci && npm run build" in response.json()["error"]["message"]
