@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from pathlib import Path
 
 import httpx
@@ -76,7 +77,10 @@ def test_unbuilt_web_app_answers_404_naming_the_build(tmp_path: Path) -> None:
         async with httpx.AsyncClient(transport=transport, base_url="http://assay") as client:
             return await client.get("/static/app.js")
 
-    response = asyncio.run(fetch())
+    # The browser tests' Playwright keeps an event loop running in this
+    # thread, so the request runs in a thread of its own.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        response = pool.submit(asyncio.run, fetch()).result()
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "web_app_not_built"
