@@ -94,8 +94,8 @@ class LocalBus(StreamNames):
     ``idle_ttl`` seconds and not with every run the server has seen. The
     entries of all streams together take at most about ``max_bytes``: past
     that, the oldest entries go first, whatever their stream, as Redis's
-    ``maxmemory`` with LRU eviction does for whole streams. A cursor before an
-    entry dropped so reads as trimmed, and its socket resyncs.
+    ``maxmemory`` with LRU eviction does for whole streams. A cursor before a
+    dropped entry reads as trimmed, so its socket resyncs.
     """
 
     def __init__(
@@ -255,7 +255,7 @@ ENTRY_OVERHEAD = 512
 
 
 def entry_size(fields: dict[str, Any]) -> int:
-    """About how many bytes an in-process stream entry with ``fields`` takes."""
+    """Estimate the bytes an in-process stream entry with ``fields`` takes."""
     return ENTRY_OVERHEAD + sum(
         len(value) for value in fields.values() if isinstance(value, bytes | str)
     )

@@ -421,7 +421,7 @@ class LiveHub:
             log.info("%d live subscribers asked to resync: %s", len(subscribers), reason)
 
     def _dispatch(self, entries: list[StreamEntry]) -> int:
-        """Queue the entries for their subscribers; return how many subscribers that reached."""
+        """Queue the entries for their subscribers and return the number of subscribers reached."""
         groups = self._group(entries)
         if not groups:
             return 0
@@ -434,8 +434,8 @@ class LiveHub:
         for subscriber in reached:
             # Most subscribers watch every stream read and are not ahead of the
             # reader on any: they share the read's bytes, with no work per entry.
-            # Watching every stream the hub reads settles that without a look
-            # at the streams read.
+            # A subscriber that watches every stream the hub reads needs no
+            # check of the streams in this read.
             if subscriber.ahead or (
                 subscriber.watching != every and not read <= subscriber.cursor_keys.keys()
             ):

@@ -161,8 +161,8 @@ class RateLimiter:
         """Count one failed attempt for ``key``; past the limit, return the error to raise.
 
         Counting and deciding are one step, so failures that arrive together
-        cannot all pass: the first ``limit`` of a window get None, and the
-        caller raises its own error (a 401); the others get the 429 to raise.
+        cannot all pass. The first ``limit`` of a window get None, and the
+        caller raises its own error, a 401. The others get the 429 to raise.
         """
         try:
             count, left = await self.store.increment(self._key(key), self.window)
