@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import redis.asyncio as redis
 
 from assay import protocol
+from assay_server import metrics
 from assay_server.settings import LOCAL_BUS_BYTES
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,8 @@ class LocalBus(StreamNames):
         #: entries kept take at most ``max_bytes``.
         self.appended: deque[tuple[str, tuple[int, int], int]] = deque()
         self.appended_bytes = 0
+        #: Whether the entries have reached ``max_bytes``, logged the first time only.
+        self.full = False
         self.swept_at = time.monotonic()
         self.streams: dict[str, deque[KeyedEntry]] = {}
         self.trimmed: dict[str, str] = {}
@@ -195,12 +198,27 @@ class LocalBus(StreamNames):
 
     def _drop_oldest(self) -> None:
         """Drop the oldest entries of all streams until the rest fit ``max_bytes``."""
+        dropped = 0
         while self.appended_bytes > self.max_bytes and len(self.appended) > 1:
             stream, key, size = self.appended.popleft()
             self.appended_bytes -= size
             entries = self.streams.get(stream)
             if entries and entries[0][0] == key:
                 self.trimmed[stream] = entries.popleft()[1]
+                dropped += 1
+        metrics.LOCAL_BUS_HELD_BYTES.set(self.appended_bytes)
+        if not dropped:
+            return
+        metrics.LOCAL_BUS_DROPPED.inc(dropped)
+        if not self.full:
+            # A long-lived server stays at the bound once it reaches it, so
+            # only the first drop is logged, and the counter counts the rest.
+            self.full = True
+            log.info(
+                "the in-process bus reached ASSAY_LOCAL_BUS_BYTES (%d bytes); it now drops "
+                "the oldest entries, and a live socket behind them resyncs",
+                self.max_bytes,
+            )
 
     def _expire_idle(self) -> None:
         """Delete the streams idle for ``idle_ttl`` seconds.

@@ -35,6 +35,15 @@ RUNSET_EVALUATIONS = Counter(
     "that an event changed).",
     ["mode"],
 )
+LOCAL_BUS_HELD_BYTES = Gauge(
+    "assay_local_bus_bytes",
+    "Estimated bytes of the entries the in-process bus holds (no Redis configured).",
+)
+LOCAL_BUS_DROPPED = Counter(
+    "assay_local_bus_dropped_entries",
+    "Entries the in-process bus dropped, oldest first, to stay within "
+    "ASSAY_LOCAL_BUS_BYTES. A live socket whose cursor was in them resyncs.",
+)
 CRASHED_RUNS = Counter("assay_crashed_runs", "Runs marked crashed after heartbeats stopped.")
 LOG_MESSAGES = Counter(
     "assay_log_messages",

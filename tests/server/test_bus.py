@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import msgpack
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 import assay
 from assay import protocol
@@ -173,7 +175,11 @@ async def test_idle_local_streams_expire() -> None:
     assert list(bus.published) == [(bus.live_stream(1, "other"), 1), (stream, 7)]
 
 
-async def test_local_bus_drops_oldest_entries_past_its_bytes() -> None:
+async def test_local_bus_drops_oldest_entries_past_its_bytes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="assay_server.bus")
+    dropped_before = dropped_entries()
     body = b"x" * 488  # with the entry's overhead, 1,000 bytes an entry
     bus = LocalBus("t:", 100, 100, max_bytes=4_500)
     first, second = bus.live_stream(1, "a"), bus.live_stream(1, "b")
@@ -193,6 +199,18 @@ async def test_local_bus_drops_oldest_entries_past_its_bytes() -> None:
     assert await bus.trimmed_after(first, a_ids[0]) is True
     assert await bus.trimmed_after(first, a_ids[1]) is False
     assert await bus.trimmed_after(second, "0-0") is False
+    # The drops are counted for /metrics, and the first one is logged once.
+    assert dropped_entries() - dropped_before == 2
+    assert REGISTRY.get_sample_value("assay_local_bus_bytes") == 4_000
+    reached = [r.getMessage() for r in caplog.records if "reached" in r.getMessage()]
+    assert reached == [
+        "the in-process bus reached ASSAY_LOCAL_BUS_BYTES (4500 bytes); it now drops "
+        "the oldest entries, and a live socket behind them resyncs"
+    ]
+
+
+def dropped_entries() -> float:
+    return REGISTRY.get_sample_value("assay_local_bus_dropped_entries_total") or 0.0
 
 
 def _text(value: Any) -> str:
