@@ -11,9 +11,13 @@ import socket
 import sys
 import time
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import uvicorn
+from sqlalchemy.engine import make_url
+from sqlalchemy.util import asbool
 
 from assay import protocol
 from assay_server import accounts, logs, metrics
@@ -280,6 +284,11 @@ class DrainingServer(uvicorn.Server):
 
 
 def db_upgrade(args: argparse.Namespace) -> int:
+    """Create the database if needed, apply pending migrations and print the revision.
+
+    Unlike ``assay admin``, this creates the data directory and a new SQLite
+    database, because a first deployment runs it on an empty database.
+    """
     settings = load_settings(args)
     if settings is None:
         return 2
@@ -311,7 +320,10 @@ def set_password(args: argparse.Namespace, password: str) -> int:
     except AssayError as exc:
         print(f"assay: error: {exc.message}", file=sys.stderr)
         return 2
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    problem = missing_database(settings, "assay admin set-password")
+    if problem is not None:
+        print(f"assay: error: {problem}", file=sys.stderr)
+        return 2
 
     async def store() -> str | None:
         db = Database(settings.resolved_database_url)
@@ -338,3 +350,58 @@ def set_password(args: argparse.Namespace, password: str) -> int:
         return 1
     print(f"password of {args.name} set")
     return 0
+
+
+def missing_database(settings: Settings, command: str) -> str | None:
+    """Check for the configured SQLite database file and return an error message if it is missing.
+
+    Opening a SQLite file that does not exist creates an empty one, so the
+    commands that change an existing database check for the file first.
+    Otherwise one run in the wrong directory creates ``./.assay/assay.db`` and
+    then finds no users in it. PostgreSQL is not checked, because connecting
+    to a database that does not exist fails without creating one.
+    """
+    url = settings.resolved_database_url
+    if make_url(url).get_backend_name() != "sqlite":
+        return None
+    path = sqlite_file(url)
+    if path is None:
+        return (
+            f"the database URL {settings.database_url!r} names an in-memory SQLite "
+            f"database, which starts empty and is gone when {command} exits. Set "
+            "--database-url or ASSAY_DATABASE_URL to the URL of the server's database."
+        )
+    if path.is_file():
+        return None
+    if settings.database_url is not None:
+        return (
+            f"SQLite database {path} not found; the database URL {settings.database_url!r} "
+            f"names it. {command} changes an existing database only, so nothing was "
+            "created. Set --database-url or ASSAY_DATABASE_URL to the URL of the "
+            "server's database."
+        )
+    return (
+        f"SQLite database {path} not found. {command} changes an existing database "
+        "only, so nothing was created. Run it in the directory where `assay serve` "
+        "runs, or set --data-dir or ASSAY_DATA_DIR to the server's data directory, "
+        "or --database-url or ASSAY_DATABASE_URL to the URL of its database."
+    )
+
+
+def sqlite_file(url: str) -> Path | None:
+    """Return the absolute path of the file of SQLite URL ``url``, or None when it is in memory.
+
+    Handles the URL forms of SQLAlchemy 2.1's pysqlite dialect: ``sqlite://`` and ``sqlite:///:memory:``
+    in memory, ``sqlite:///PATH`` relative to the working directory, and with
+    ``uri=true`` a SQLite URI filename (``file:PATH``, in memory with ``mode=memory``
+    or ``file::memory:``).
+    """
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if asbool(parsed.query.get("uri", False)) and database.startswith("file:"):
+        if parsed.query.get("mode") == "memory":
+            return None
+        database = unquote(urlsplit(database).path)
+    if database in ("", ":memory:"):
+        return None
+    return Path(database).resolve()

@@ -455,3 +455,152 @@ def test_admin_flag_needs_create(
 
     assert exit_code == 2
     assert "--admin only applies together with --create" in capsys.readouterr().err
+
+
+def admin_set_password(*arguments: str, password: str = PASSWORD) -> int:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdin", io.StringIO(password + "\n"))
+        return main(["admin", "set-password", *arguments, "--password-stdin"])
+
+
+@pytest.fixture
+def database_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset the database settings so that only the command line chooses the database."""
+    monkeypatch.delenv("ASSAY_DATA_DIR", raising=False)
+    monkeypatch.delenv("ASSAY_DATABASE_URL", raising=False)
+
+
+@pytest.mark.usefixtures("database_unset")
+def test_set_password_without_database_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    exit_code = admin_set_password("admin")
+
+    error = capsys.readouterr().err
+    assert exit_code == 2
+    assert f"SQLite database {tmp_path / '.assay' / 'assay.db'} not found" in error
+    assert "--data-dir" in error
+    assert "ASSAY_DATA_DIR" in error
+    assert "ASSAY_DATABASE_URL" in error
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.usefixtures("database_unset")
+def test_set_password_in_empty_data_dir_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exit_code = admin_set_password("admin", "--create", "--data-dir", str(tmp_path))
+
+    assert exit_code == 2
+    assert f"SQLite database {tmp_path / 'assay.db'} not found" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_set_password_data_dir_from_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("ASSAY_DATABASE_URL", raising=False)
+    monkeypatch.setenv("ASSAY_DATA_DIR", str(tmp_path / "data"))
+
+    exit_code = admin_set_password("admin")
+
+    assert exit_code == 2
+    assert f"SQLite database {tmp_path / 'data' / 'assay.db'} not found" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url_form", ["sqlite:///{path}", "sqlite:///file:{path}?uri=true"])
+@pytest.mark.usefixtures("database_unset")
+def test_set_password_missing_sqlite_url_fails(
+    url_form: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "server" / "assay.db"
+
+    exit_code = admin_set_password("admin", "--database-url", url_form.format(path=path))
+
+    error = capsys.readouterr().err
+    assert exit_code == 2
+    assert f"SQLite database {path} not found" in error
+    assert "--database-url" in error
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite:///file::memory:?uri=true",
+        "sqlite:///file:accounts?mode=memory&uri=true",
+    ],
+)
+@pytest.mark.usefixtures("database_unset")
+def test_set_password_in_memory_fails(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    exit_code = admin_set_password("admin", "--create", "--database-url", url)
+
+    error = capsys.readouterr().err
+    assert exit_code == 2
+    assert "in-memory SQLite database" in error
+    assert "--database-url" in error
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.usefixtures("database_unset")
+def test_set_password_after_db_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data_dir = tmp_path / "data"
+    upgraded = main(["db", "upgrade", "--data-dir", str(data_dir)])
+
+    created = admin_set_password("carol", "--create", "--data-dir", str(data_dir))
+    changed = admin_set_password("carol", "--data-dir", str(data_dir))
+
+    assert upgraded == 0
+    assert created == 0
+    assert changed == 0
+    assert "password of carol set" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("database_unset")
+def test_set_password_sqlite_uri_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    upgraded = main(["db", "upgrade", "--data-dir", str(tmp_path)])
+    url = f"sqlite:///file:{tmp_path / 'assay.db'}?uri=true"
+
+    created = admin_set_password("carol", "--create", "--database-url", url)
+    changed = admin_set_password("carol", "--database-url", url)
+
+    assert upgraded == 0
+    assert created == 0
+    assert changed == 0
+    assert "password of carol set" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("database_unset")
+def test_set_password_on_postgres(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    created = admin_set_password("carol", "--create", "--database-url", postgres_url)
+    changed = admin_set_password("carol", "--database-url", postgres_url)
+
+    assert created == 0
+    assert changed == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.usefixtures("database_unset")
+def test_db_upgrade_creates_missing_data_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = tmp_path / "new" / "data"
+
+    exit_code = main(["db", "upgrade", "--data-dir", str(data_dir)])
+
+    assert exit_code == 0
+    assert f"database is at revision {head_revision()}" in capsys.readouterr().out
+    assert (data_dir / "assay.db").is_file()
