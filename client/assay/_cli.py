@@ -33,7 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assay", description="assay experiment tracker")
     commands = parser.add_subparsers(title="commands")
 
-    serve = commands.add_parser("serve", help="run the server")
+    serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        epilog=_settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_server_options(serve)
     serve.set_defaults(handler=_serve)
 
@@ -115,6 +120,15 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="data directory (ASSAY_DATA_DIR)")
     parser.add_argument("--database-url", help="PostgreSQL or SQLite URL (ASSAY_DATABASE_URL)")
     parser.add_argument("--redis-url", help="Redis URL (ASSAY_REDIS_URL)")
+
+
+def _settings_help() -> str | None:
+    """Format every server setting for ``assay serve --help`` (None without the server)."""
+    try:
+        from assay_server import settings
+    except ImportError:
+        return None
+    return settings.help_text()
 
 
 def _serve(args: argparse.Namespace) -> int:

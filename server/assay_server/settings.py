@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,17 +21,23 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
-    """One row of the settings table: name, environment variable and help text."""
+    """One row of the settings table: name, environment variable, help text and default.
+
+    A default of None means the setting is unset unless given, and its help
+    text then describes what the server does instead.
+    """
 
     name: str
     env: str
     help: str
+    default: Any
 
 
 #: Redis accepts larger expiries, but a stream idle for a year serves no live view.
 MAX_STREAM_IDLE_TTL = 365 * 86_400
 MIN_LOCAL_BUS_BYTES = 1024 * 1024
 LOCAL_BUS_BYTES = 128 * 1024 * 1024
+MIN_HELP_WIDTH = 40
 
 
 def _field(default: Any, env: str, help: str) -> Any:
@@ -240,11 +248,33 @@ class Settings:
 
 
 def table() -> list[Setting]:
-    """Every setting with its environment variable and help text, for docs and --help."""
+    """Every setting with its environment variable, help text and default, for docs and --help."""
     return [
-        Setting(item.name, item.metadata["env"], item.metadata["help"])
+        Setting(item.name, item.metadata["env"], item.metadata["help"], item.default)
         for item in dataclasses.fields(Settings)
     ]
+
+
+def help_text(width: int | None = None) -> str:
+    """Format every setting for ``assay serve --help``, wrapped to ``width`` columns.
+
+    Each setting gets its environment variable on one line and, indented below
+    it, its help text and default in argparse's "(default: ...)" form. The
+    default width is argparse's: the terminal's width less 2, here at least 40.
+    """
+    if width is None:
+        width = shutil.get_terminal_size().columns - 2
+    width = max(width, MIN_HELP_WIDTH)
+    lines = textwrap.wrap("environment variables (command-line options override them):", width)
+    for setting in table():
+        meaning = setting.help
+        if setting.default is not None:
+            meaning = f"{meaning} (default: {setting.default})"
+        lines.append(f"  {setting.env}")
+        lines.extend(
+            textwrap.wrap(meaning, width, initial_indent=" " * 6, subsequent_indent=" " * 6)
+        )
+    return "\n".join(lines)
 
 
 _ASYNC_DRIVERS = {

@@ -24,7 +24,7 @@ import assay
 from assay._cli import main
 from assay_server.database import head_revision
 from assay_server.ratelimit import LOGIN_FAILURES
-from assay_server.settings import Settings
+from assay_server.settings import Settings, table
 from conftest import RunningServer, ServerProcess, free_port
 
 
@@ -604,3 +604,19 @@ def test_db_upgrade_creates_missing_data_dir(
     assert exit_code == 0
     assert f"database is at revision {head_revision()}" in capsys.readouterr().out
     assert (data_dir / "assay.db").is_file()
+
+
+def test_serve_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--help"])
+    # Help text is wrapped, so line breaks and runs of spaces are compared as one space.
+    help_text = " ".join(capsys.readouterr().out.split())
+
+    assert exited.value.code == 0
+    for setting in table():
+        meaning = " ".join(setting.help.split())
+        assert setting.env in help_text, f"{setting.env} is missing"
+        assert meaning in help_text, f"meaning of {setting.env} is missing"
+        if setting.default is not None:
+            default = f"{meaning} (default: {setting.default})"
+            assert default in help_text, f"default of {setting.env} is missing"

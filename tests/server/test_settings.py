@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from assay_server.settings import Settings, SettingsError, async_database_url, table
+from assay_server.settings import (
+    Settings,
+    SettingsError,
+    async_database_url,
+    help_text,
+    table,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,3 +99,25 @@ def test_every_setting_is_documented_in_readme() -> None:
 
     for setting in table():
         assert f"`{setting.env}`" in readme, f"{setting.env} is missing from README.md"
+
+
+def test_unset_defaults_are_explained() -> None:
+    # help_text prints "(default: ...)" only for defaults that are not None.
+    for setting in table():
+        if setting.default is None:
+            assert "Default:" in setting.help, f"{setting.env} does not say what unset means"
+
+
+def test_help_text_wraps_to_width() -> None:
+    lines = help_text(width=60).splitlines()
+
+    assert max(len(line) for line in lines) <= 60
+    for setting in table():
+        assert f"  {setting.env}" in lines, f"{setting.env} is missing"
+
+
+def test_help_text_has_minimum_width() -> None:
+    lines = help_text(width=10).splitlines()
+
+    assert max(len(line) for line in lines) <= 40
+    assert "      Address to listen on. (default:" in lines
