@@ -3,7 +3,9 @@
 ``--sockets`` live sockets (default 1,000) watch one project while ``--runs``
 SDK runs (default 200) log two metrics ``--rate`` times a second each, for
 ``--minutes`` (default 5), against one ``assay serve`` process started here.
-The sockets whose latency is measured get a child process of their own. The
+The sockets are read by Node processes with the web app's msgpack decoder
+(``load_sockets.mjs``), or with ``--socket-client python`` by Python ones.
+The sockets whose latency is measured get a process of their own. The
 other sockets are spread over ``--socket-processes`` more, which run at
 ``--socket-nice`` (default 10) so that on a small machine reading them takes
 the CPU the server leaves. They must still receive every point: a socket that
@@ -30,12 +32,15 @@ import argparse
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import csv
 import json
 import multiprocessing
 import os
 import platform
 import secrets
+import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -52,6 +57,9 @@ import assay
 from assay import protocol
 
 BENCH = Path(__file__).resolve().parent
+#: The Node socket client, and the web app's packages it loads.
+NODE_SOCKETS = BENCH / "load_sockets.mjs"
+WEB_PACKAGES = BENCH.parent / "client" / "web" / "node_modules"
 PROJECT = "load"
 METRICS = ("loss", "acc")
 #: Sockets keep reading this long after the runs finished, for points on their way.
@@ -66,6 +74,8 @@ class LoadConfig:
     socket_processes: int = 4
     #: Niceness of the processes of the sockets whose latency is not measured.
     socket_nice: int = 10
+    #: "node" reads the sockets with the web app's decoder, "python" with this script's.
+    socket_client: str = "node"
     rate: float = 1.0
     #: Every run logs in the same instant, instead of at its own offset in the period.
     lockstep: bool = False
@@ -193,6 +203,132 @@ def watch_all(
 
     tallies = asyncio.run(run())
     Path(output).write_text(json.dumps([asdict(tally) for tally in tallies]))
+
+
+class PythonSockets:
+    """One child process of live sockets read by ``watch_all``.
+
+    ``stop`` and ``expected`` are shared by every such process of a run.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        part: range,
+        measured: int,
+        niceness: int,
+        output: Path,
+        stop: Any,
+        expected: Any,
+    ) -> None:
+        spawn = multiprocessing.get_context("spawn")
+        self.ready = spawn.Event()
+        self.output = output
+        self.stop_event = stop
+        self.expected = expected
+        args = (url, key, part, measured, niceness, self.ready, stop, expected, str(output))
+        self.process = spawn.Process(target=watch_all, args=args)
+        self.process.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return bool(self.ready.wait(timeout))
+
+    def expect(self, total: int) -> None:
+        self.expected.value = total
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def join(self, timeout: float) -> None:
+        self.process.join(timeout)
+
+    def close(self, timeout: float) -> None:
+        """Wait ``timeout`` seconds for the process to end, then end it."""
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+    def tallies(self) -> list[dict[str, Any]]:
+        return json.loads(self.output.read_text())  # type: ignore[no-any-return]
+
+
+class NodeSockets:
+    """One Node process of live sockets (``load_sockets.mjs``), driven over its stdin."""
+
+    def __init__(
+        self, url: str, key: str, part: range, measured: int, niceness: int, output: Path
+    ) -> None:
+        self.output = output
+        self.ready = threading.Event()
+        command = ["node", str(NODE_SOCKETS), url, str(part.start), str(len(part))]
+        self.process = subprocess.Popen(
+            [*command, str(measured), str(output)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            # The key goes in the environment, where other users cannot read it.
+            env={**os.environ, "ASSAY_API_KEY": key},
+            preexec_fn=lambda: os.nice(niceness),
+        )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.strip() == "ready":
+                self.ready.set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self.ready.wait(timeout)
+
+    def expect(self, total: int) -> None:
+        self._say(f"expect {total}")
+
+    def stop(self) -> None:
+        self._say("stop")
+
+    def _say(self, line: str) -> None:
+        assert self.process.stdin is not None
+        # A process that already ended has closed its stdin.
+        with contextlib.suppress(OSError, ValueError):
+            self.process.stdin.write(line + "\n")
+            self.process.stdin.flush()
+
+    def join(self, timeout: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout)
+
+    def close(self, timeout: float) -> None:
+        """Wait ``timeout`` seconds for the process to end, end it, and close its pipes."""
+        self.join(timeout)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.reader.join()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+    def tallies(self) -> list[dict[str, Any]]:
+        if not self.output.exists():
+            code = self.process.poll()
+            raise RuntimeError(f"the Node socket process ended with {code} and no tallies")
+        return json.loads(self.output.read_text())  # type: ignore[no-any-return]
+
+
+def check_node() -> None:
+    """Raise SystemExit naming the fix when the Node socket client cannot run."""
+    if shutil.which("node") is None:
+        raise SystemExit("--socket-client node needs Node.js 18 or newer on PATH")
+    if not (WEB_PACKAGES / "ws").is_dir() or not (WEB_PACKAGES / "@msgpack" / "msgpack").is_dir():
+        raise SystemExit(
+            f"--socket-client node needs the web app's packages in {WEB_PACKAGES}: "
+            "run `make install`, or `npm ci` in client/web"
+        )
 
 
 class RssSampler(threading.Thread):
@@ -328,6 +464,8 @@ def delivery_errors(tallies: list[dict[str, Any]], expected: dict[str, int]) -> 
 
 def run_load(config: LoadConfig) -> dict[str, Any]:
     """Run the load described by ``config``; return the summary, with every error found."""
+    if config.socket_client == "node":
+        check_node()
     key = "load-" + secrets.token_urlsafe(24)
     config.results.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -384,36 +522,38 @@ def measure(config: LoadConfig, key: str, scratch: Path, server_pid: int) -> dic
         range(part.start + measured, part.stop + measured)
         for part in split(config.sockets - measured, config.socket_processes)
     ]
-    children = []
+    groups: list[PythonSockets | NodeSockets] = []
     for index, part in enumerate([range(measured), *rest]):
         if not part:
             continue
-        ready = spawn.Event()
         output = scratch / f"tallies-{index}.json"
         niceness = 0 if index == 0 else config.socket_nice
-        args = (url, key, part, measured, niceness, ready, stop, expected_points, str(output))
-        child = spawn.Process(target=watch_all, args=args)
-        child.start()
-        children.append((child, ready, output))
+        if config.socket_client == "node":
+            groups.append(NodeSockets(url, key, part, measured, niceness, output))
+        else:
+            groups.append(
+                PythonSockets(url, key, part, measured, niceness, output, stop, expected_points)
+            )
     deadline = time.monotonic() + 300
-    if not all(ready.wait(max(0.0, deadline - time.monotonic())) for _, ready, _ in children):
-        stop.set()
-        for child, _, _ in children:
-            child.join(60)
+    if not all(group.wait_ready(max(0.0, deadline - time.monotonic())) for group in groups):
+        for group in groups:
+            group.stop()
+            group.close(60)
         raise RuntimeError(f"the {config.sockets} live sockets did not subscribe within 300 s")
     subscribed_rss = rss_mib(server_pid)
     started = time.monotonic()
     expected, errors = drive_all(config, server_url, key, scratch / "spool")
     logged_seconds = time.monotonic() - started
-    expected_points.value = sum(expected.values())
+    for group in groups:
+        group.expect(sum(expected.values()))
     drained_by = time.monotonic() + DRAIN_SECONDS
-    for child, _, _ in children:
-        child.join(max(0.0, drained_by - time.monotonic()))
-    stop.set()
-    for child, _, _ in children:
-        child.join(60)
+    for group in groups:
+        group.join(max(0.0, drained_by - time.monotonic()))
+    for group in groups:
+        group.stop()
+        group.close(60)
     sampler.stop()
-    tallies = [tally for _, _, output in children for tally in json.loads(output.read_text())]
+    tallies = [tally for group in groups for tally in group.tallies()]
     errors += [error for tally in tallies for error in tally["errors"]]
     errors += delivery_errors(tallies, expected)
     summary = summarize(config, expected, tallies, errors, sampler.samples, subscribed_rss)
@@ -467,6 +607,7 @@ def summarize(
         "run_processes": config.run_processes,
         "socket_processes": config.socket_processes,
         "socket_nice": config.socket_nice,
+        "socket_client": config.socket_client,
         "points_logged": sum(expected.values()),
         "points_delivered": sum(sum(tally["points"].values()) for tally in tallies),
         "points_expected": sum(expected.values()) * config.sockets,
@@ -509,6 +650,12 @@ def main() -> None:
         default=10,
         help="niceness of the processes of the sockets not measured (default 10)",
     )
+    parser.add_argument(
+        "--socket-client",
+        choices=("node", "python"),
+        default="node",
+        help="read the sockets with Node and the web app's decoder (default) or with Python",
+    )
     parser.add_argument("--rate", type=float, default=1.0, help="steps per second per run")
     parser.add_argument(
         "--lockstep", action="store_true", help="log every run in the same instant"
@@ -530,6 +677,7 @@ def main() -> None:
         run_processes=args.run_processes,
         socket_processes=args.socket_processes,
         socket_nice=args.socket_nice,
+        socket_client=args.socket_client,
         rate=args.rate,
         lockstep=args.lockstep,
         seconds=args.minutes * 60,

@@ -22,11 +22,15 @@ SOCKETS = 20
 RUNS = 5
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize(
+    ("backend", "socket_client"),
+    [("sqlite", "node"), ("sqlite", "python"), ("postgres", "node")],
+)
 def test_short_load_loses_nothing(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+    backend: str, socket_client: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     config = load_bench.LoadConfig(
+        socket_client=socket_client,
         sockets=SOCKETS,
         runs=RUNS,
         run_processes=2,
@@ -44,6 +48,7 @@ def test_short_load_loses_nothing(
 
     summary: dict[str, Any] = load_bench.run_load(config)
 
+    assert summary["socket_client"] == socket_client
     assert summary["errors"] == []
     assert summary["error_count"] == 0
     assert summary["server_log_errors"] == 0
@@ -53,3 +58,28 @@ def test_short_load_loses_nothing(
     # The fan-out runs from the bus append, which comes after the log call.
     assert summary["fanout_ms"]["p50"] >= 0
     assert summary["fanout_ms"]["max"] <= summary["latency_ms"]["max"] + 1
+
+
+def test_node_client_without_packages_names_fix(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(load_bench, "WEB_PACKAGES", tmp_path / "node_modules")
+    config = load_bench.LoadConfig(socket_client="node", results=tmp_path)
+
+    with pytest.raises(SystemExit) as raised:
+        load_bench.run_load(config)
+
+    assert "run `make install`, or `npm ci` in client/web" in str(raised.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_node_client_without_node_names_fix(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    config = load_bench.LoadConfig(socket_client="node", results=tmp_path)
+
+    with pytest.raises(SystemExit) as raised:
+        load_bench.run_load(config)
+
+    assert str(raised.value) == "--socket-client node needs Node.js 18 or newer on PATH"

@@ -1,0 +1,129 @@
+// Live sockets for bench/load.py, decoded as the browser workspace decodes them.
+//
+//   ASSAY_API_KEY=KEY node bench/load_sockets.mjs URL FIRST COUNT MEASURED OUTPUT
+//
+// Opens COUNT live sockets to URL, numbered from FIRST, and subscribes each to
+// the whole project. Sockets numbered below MEASURED record latencies. Prints
+// "ready" once every socket is subscribed. Reads lines on stdin: "expect N"
+// ends the sockets once each has received N points, and "stop" (or the end of
+// stdin) ends them at once. Then it writes one tally per socket to OUTPUT as
+// JSON, in the shape of load.py's SocketTally, and exits.
+//
+// The packages are the web app's own: `ws` and `@msgpack/msgpack` in
+// client/web, installed by `make install`. The frames therefore go through
+// the msgpack decoder that the browser workspace uses.
+
+import { writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { createInterface } from "node:readline";
+
+const webApp = new URL("../client/web/package.json", import.meta.url);
+const require = createRequire(webApp);
+const WebSocket = require("ws");
+const { decode, encode } = require("@msgpack/msgpack");
+
+const [url, firstArg, countArg, measuredArg, output] = process.argv.slice(2);
+if (output === undefined) {
+  console.error(
+    "usage: ASSAY_API_KEY=KEY node load_sockets.mjs URL FIRST COUNT MEASURED OUTPUT",
+  );
+  process.exit(2);
+}
+const first = Number(firstArg);
+const count = Number(countArg);
+const measured = Number(measuredArg);
+const key = process.env.ASSAY_API_KEY ?? "";
+
+// Seconds since the epoch, with a fraction, on the clock run.log() reads.
+const now = () => (performance.timeOrigin + performance.now()) / 1000;
+
+const tallies = [];
+// Points each socket received, kept apart so that its tally keeps SocketTally's shape.
+const totals = [];
+const sockets = [];
+let subscribed = 0;
+let expected = -1;
+let stopping = false;
+
+function tally(message, own, slot, measure, received) {
+  switch (message.type) {
+    case "batch":
+      for (const inner of message.messages ?? [])
+        tally(inner, own, slot, measure, received);
+      break;
+    case "subscribed":
+      subscribed += 1;
+      if (subscribed === count) process.stdout.write("ready\n");
+      break;
+    case "resync":
+    case "error":
+      own.errors.push(`${message.type}: ${JSON.stringify(message)}`);
+      break;
+    case "points": {
+      const runId = message.run_id;
+      if (measure)
+        own.fanout.push(received - Number(message.id.split("-")[0]) / 1000);
+      for (const column of Object.values(message.metrics)) {
+        own.points[runId] = (own.points[runId] ?? 0) + column.steps.length;
+        totals[slot] += column.steps.length;
+        if (measure)
+          for (const logged of column.times) own.latencies.push(received - logged);
+      }
+      break;
+    }
+  }
+}
+
+function open(index) {
+  const own = { points: {}, latencies: [], fanout: [], errors: [] };
+  const slot = tallies.push(own) - 1;
+  totals.push(0);
+  const measure = index < measured;
+  // Like a browser, the socket takes messages of any size.
+  const socket = new WebSocket(url, {
+    headers: { Authorization: `Bearer ${key}` },
+    maxPayload: 0,
+    perMessageDeflate: false,
+    handshakeTimeout: 60_000,
+  });
+  socket.binaryType = "nodebuffer";
+  socket.on("open", () =>
+    socket.send(encode({ type: "subscribe", cursors: {} })),
+  );
+  socket.on("message", (data) => {
+    const received = now();
+    tally(decode(data), own, slot, measure, received);
+  });
+  socket.on("error", (error) => own.errors.push(`socket failed: ${error}`));
+  socket.on("close", (code) => {
+    if (!stopping) own.errors.push(`socket closed by the server: ${code}`);
+  });
+  sockets.push(socket);
+}
+
+function finish() {
+  if (stopping) return;
+  stopping = true;
+  for (const socket of sockets) socket.terminate();
+  writeFileSync(output, JSON.stringify(tallies));
+  process.exit(0);
+}
+
+createInterface({ input: process.stdin })
+  .on("line", (line) => {
+    const [word, value] = line.trim().split(" ");
+    if (word === "expect") expected = Number(value);
+    else if (word === "stop") finish();
+  })
+  .on("close", finish);
+
+setInterval(() => {
+  if (expected >= 0 && totals.every((total) => total >= expected))
+    finish();
+}, 200);
+
+for (let index = first; index < first + count; index += 1) {
+  open(index);
+  // Spreads the handshakes a little.
+  if (index % 50 === 49) await new Promise((done) => setTimeout(done, 50));
+}
