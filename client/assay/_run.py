@@ -134,8 +134,9 @@ class Run:
 
         A step lower than earlier ones is stored as given. Logging a metric
         again at the same step keeps the later value. Raises
-        ``InvalidValueError`` for names or values that can never be stored, and
-        nothing for network trouble.
+        ``InvalidValueError``, logging nothing of the call, for names or values
+        that can never be stored and for keys that flatten to the same name
+        (``{"a/b": 1.0, "a": {"b": 2.0}}``). Raises nothing for network trouble.
         """
         flat = flatten_metrics(metrics, self._known_keys)
         if step is not None and (

@@ -1,9 +1,10 @@
 """Checking and flattening what ``Run.log`` receives.
 
 Nested dicts become keys joined by ``/``: ``{"train": {"loss": 1.0}}`` is
-logged as ``train/loss``. Values are float (NaN and infinities included), int
-(within 2**53, to stay exact), bool or None; NumPy scalars and zero-dimensional
-arrays are converted to these.
+logged as ``train/loss``. Keys that join to the same name, such as
+``{"a/b": 1.0, "a": {"b": 2.0}}``, raise ``InvalidValueError``. Values are
+float (NaN and infinities included), int (within 2**53, to stay exact), bool
+or None; NumPy scalars and zero-dimensional arrays are converted to these.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def flatten_metrics(metrics: Mapping[str, Any], known_keys: set[str]) -> dict[st
             "for example run.log({'loss': 0.5})"
         )
     flat: dict[str, Any] = {}
-    _flatten_into(flat, "", metrics, known_keys)
+    _flatten_into(flat, "", metrics, known_keys, metrics)
     if len(flat) > protocol.MAX_KEYS_PER_BATCH:
         raise InvalidValueError(
             f"log() received {len(flat)} metric names in one call; "
@@ -39,7 +40,11 @@ def flatten_metrics(metrics: Mapping[str, Any], known_keys: set[str]) -> dict[st
 
 
 def _flatten_into(
-    flat: dict[str, Any], prefix: str, metrics: Mapping[str, Any], known_keys: set[str]
+    flat: dict[str, Any],
+    prefix: str,
+    metrics: Mapping[str, Any],
+    known_keys: set[str],
+    root: Mapping[str, Any],
 ) -> None:
     for key, value in metrics.items():
         if not isinstance(key, str):
@@ -48,8 +53,13 @@ def _flatten_into(
             )
         name = prefix + key
         if isinstance(value, Mapping):
-            _flatten_into(flat, name + "/", value, known_keys)
+            _flatten_into(flat, name + "/", value, known_keys, root)
             continue
+        if name in flat:
+            raise InvalidValueError(
+                f"log() received {describe_clash(root, name)}; rename keys so that "
+                "each metric name occurs once. Nothing from this call was logged"
+            )
         if name not in known_keys:
             try:
                 protocol.check_key(name)
@@ -59,6 +69,33 @@ def _flatten_into(
         flat[name] = value if type(value) in _PLAIN else _convert(name, value)
         if type(value) is int and abs(value) > protocol.MAX_EXACT_INT:
             _convert(name, value)
+
+
+def describe_clash(metrics: Mapping[str, Any], name: str) -> str:
+    """Describe the keys of ``metrics`` that all flatten to the metric name ``name``."""
+    paths = ["".join(f"[{key!r}]" for key in path) for path in _key_paths(metrics, name)]
+    listing = ", ".join(paths[:-1]) + " and " + paths[-1]
+    return (
+        f"{len(paths)} keys that flatten to the same metric name {name!r}, {listing}, "
+        "because nested keys are joined with '/'"
+    )
+
+
+def _key_paths(
+    metrics: Mapping[str, Any], name: str, prefix: str = "", keys: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
+    """Return the key path of each value in ``metrics`` whose flattened name is ``name``."""
+    paths: list[tuple[str, ...]] = []
+    for key, value in metrics.items():
+        if not isinstance(key, str):
+            continue
+        joined = prefix + key
+        if isinstance(value, Mapping):
+            if name.startswith(joined + "/"):
+                paths.extend(_key_paths(value, name, joined + "/", (*keys, key)))
+        elif joined == name:
+            paths.append((*keys, key))
+    return paths
 
 
 def _convert(name: str, value: object) -> Any:

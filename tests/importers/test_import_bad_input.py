@@ -307,6 +307,30 @@ def test_jsonl_bad_lines_warn(
     assert series(rows, "loss") == [(0, 1.0), (2, 0.5)]
 
 
+def test_jsonl_clashing_flattened_names_warn(
+    shared_server: RunningServer, api: assay.Api, tmp_path: Path
+) -> None:
+    run = tmp_path / "clash"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(
+        '{"step": 0, "loss": 1.0, "train": {"acc": 0.5}}\n'
+        '{"step": 1, "loss": 0.9, "train/acc": 0.6, "train": {"acc": 0.7}}\n'
+        '{"step": 2, "loss": 0.5, "train/acc": 0.8}\n'
+    )
+
+    result = import_cli(shared_server, run, "--project", "jsonl-clash")
+    rows = runs_by_name(api, "jsonl-clash")["clash"].history()
+
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "metrics.jsonl: line 2: has 2 keys that flatten to the same metric name 'train/acc', "
+        "['train/acc'] and ['train']['acc'], because nested keys are joined with '/'; "
+        "line skipped"
+    ) in result.stderr
+    assert series(rows, "loss") == [(0, 1.0), (2, 0.5)]
+    assert series(rows, "train/acc") == [(0, 0.5), (2, 0.8)]
+
+
 def test_zero_byte_lightning_metrics_keep_config(
     shared_server: RunningServer, api: assay.Api, tmp_path: Path
 ) -> None:

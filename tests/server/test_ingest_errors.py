@@ -663,6 +663,53 @@ def test_sdk_names_full_nested_metric_name(sqlite_server: RunningServer, tmp_pat
     run.finish()
 
 
+@pytest.mark.parametrize(
+    ("metrics", "fragments"),
+    [
+        pytest.param(
+            {"a/b": 1.0, "a": {"b": 2.0}},
+            ["2 keys", "metric name 'a/b'", "['a/b'] and ['a']['b']"],
+            id="slash-key-first",
+        ),
+        pytest.param(
+            {"a": {"b": 2.0}, "a/b": 1.0},
+            ["2 keys", "metric name 'a/b'", "['a']['b'] and ['a/b']"],
+            id="nested-key-first",
+        ),
+        pytest.param(
+            {"a/b": None, "a": {"b": math.nan}},
+            ["2 keys", "metric name 'a/b'", "['a/b'] and ['a']['b']"],
+            id="null-and-nan",
+        ),
+        pytest.param(
+            {"a": {"b/c": 1.0}, "a/b": {"c": 2.0}, "a/b/c": 3.0},
+            ["3 keys", "metric name 'a/b/c'", "['a']['b/c'], ['a/b']['c'] and ['a/b/c']"],
+            id="three-keys",
+        ),
+    ],
+)
+def test_sdk_rejects_clashing_flattened_names(
+    sqlite_server: RunningServer,
+    sqlite_reader: assay.Api,
+    tmp_path: Path,
+    metrics: dict[str, Any],
+    fragments: list[str],
+) -> None:
+    run = start_run(sqlite_server, tmp_path)
+
+    with pytest.raises(assay.InvalidValueError) as rejected:
+        run.log({"ok": 1.0, **metrics})
+    run.log({"ok": 2.0})
+    run.finish()
+
+    for fragment in fragments:
+        assert fragment in str(rejected.value)
+    assert "nested keys are joined with '/'" in str(rejected.value)
+    assert "rename keys so that each metric name occurs once" in str(rejected.value)
+    rows = sqlite_reader.run(PROJECT, run.id).history()
+    assert rows == [{"step": 0, "_timestamp": rows[0]["_timestamp"], "ok": 2.0}]
+
+
 @pytest.mark.parametrize(("key", "fragments"), INVALID_KEYS)
 def test_raw_batch_with_invalid_metric_name_rejected(
     server: RunningServer,

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from assay import protocol
+from assay._errors import InvalidValueError
+from assay._values import describe_clash
 from assay.importers._model import SourceRun, Value, is_epoch_seconds
 
 #: Fields taken as the step, in order of preference; the first one present wins.
@@ -169,13 +171,25 @@ def _step(value: object) -> int | None:
     return None
 
 
-def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Join nested keys with ``/``, as ``run.log`` does."""
+def flatten(record: dict[str, Any]) -> dict[str, Any]:
+    """Join nested keys with ``/``, as ``run.log`` does.
+
+    Raises ``InvalidValueError`` when keys join to the same name, such as
+    ``{"a/b": 1, "a": {"b": 2}}``.
+    """
     flat: dict[str, Any] = {}
-    for key, value in record.items():
+    _flatten_into(flat, "", record, record)
+    return flat
+
+
+def _flatten_into(
+    flat: dict[str, Any], prefix: str, fields: dict[str, Any], record: dict[str, Any]
+) -> None:
+    for key, value in fields.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(flatten(value, name + "/"))
+            _flatten_into(flat, name + "/", value, record)
+        elif name in flat:
+            raise InvalidValueError(describe_clash(record, name))
         else:
             flat[name] = value
-    return flat

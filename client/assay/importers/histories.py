@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from assay._errors import InvalidValueError
 from assay.importers._documents import (
     load_config,
     load_json,
@@ -63,7 +64,12 @@ def read_jsonl(path: Path, key: str, label: tuple[str, ...], report: Report) -> 
                 f"line {number}",
             )
             continue
-        records.append((number, flatten(record)))
+        try:
+            fields = flatten(record)
+        except InvalidValueError as exc:
+            report.warn(path, f"has {exc}; line skipped", f"line {number}")
+            continue
+        records.append((number, fields))
     add_records(run, records, path, end)
     return [run]
 
