@@ -22,10 +22,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -50,6 +50,21 @@ def _pg_ctl() -> str | None:
 
 
 postgresql_fallback = postgresql_factories.postgresql_proc(executable=_pg_ctl(), port=None)
+
+
+T = TypeVar("T")
+
+
+def run_in_thread(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` on an event loop of its own in another thread and return its result.
+
+    Sync tests and helpers use this in place of ``asyncio.run``, which raises
+    when an event loop is already running in the calling thread. That is the
+    case in every test after the first browser test, because Playwright's
+    sync API keeps its loop running in the main thread.
+    """
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def live_messages(frame: bytes | str) -> list[dict[str, Any]]:
@@ -131,8 +146,7 @@ def postgres_template(postgres_admin_url: str) -> Iterator[str]:
         await database.close()
 
     # A thread of its own, since an async test may be the first to need this.
-    with concurrent.futures.ThreadPoolExecutor(1) as executor:
-        executor.submit(asyncio.run, migrate()).result()
+    run_in_thread(migrate())
     yield name
     admin_execute(postgres_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import time
 
 from assay_server import schema
 from assay_server.auth import hash_key, new_api_key
 from assay_server.database import Database
-from conftest import RunningServer
+from conftest import RunningServer, run_in_thread
 
 
 def add_user(server: RunningServer, name: str) -> str:
@@ -35,8 +33,5 @@ def add_user(server: RunningServer, name: str) -> str:
         finally:
             await database.close()
 
-    # Playwright's sync API keeps an event loop running in the test's thread,
-    # so the insert runs on a loop of its own in another thread.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, insert()).result()
+    run_in_thread(insert())
     return key

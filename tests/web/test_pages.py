@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 from pathlib import Path
 
 import httpx
@@ -13,7 +11,7 @@ from starlette.routing import Mount
 from assay_server.api import error_response
 from assay_server.errors import AssayError
 from assay_server.pages import WebAppFiles
-from conftest import RunningServer, sign_in_with_key
+from conftest import RunningServer, run_in_thread, sign_in_with_key
 
 
 def test_unauthenticated_page_redirects_to_sign_in(sqlite_server: RunningServer) -> None:
@@ -77,10 +75,7 @@ def test_unbuilt_web_app_answers_404_naming_the_build(tmp_path: Path) -> None:
         async with httpx.AsyncClient(transport=transport, base_url="http://assay") as client:
             return await client.get("/static/app.js")
 
-    # The browser tests' Playwright keeps an event loop running in this
-    # thread, so the request runs in a thread of its own.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        response = pool.submit(asyncio.run, fetch()).result()
+    response = run_in_thread(fetch())
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "web_app_not_built"

@@ -22,12 +22,12 @@ import assay
 from access.support import add_user, anonymous, error_code
 from assay import protocol
 from assay_server.database import Database
-from assay_server.ratelimit import SHARE_LOOKUPS
+from assay_server.ratelimit import SHARE_LOOKUPS, SHARE_WINDOW
 from assay_server.reports import wire
 from assay_server.reports.socket import RECHECK_INTERVAL
 from assay_server.reports.tables import report_shares
 from assay_server.settings import Settings
-from conftest import RunningServer, live_messages
+from conftest import RunningServer, live_messages, run_in_thread
 
 PROJECT = "reports"
 SHARE_CLIENT = Path(__file__).with_name("share_client.cjs")
@@ -481,7 +481,7 @@ def test_concurrent_guesses_stay_within_limit(
             )
         return [response.status_code for response in responses]
 
-    statuses = asyncio.run(guess_together())
+    statuses = run_in_thread(guess_together())
 
     assert sorted(statuses) == [401] * SHARE_LOOKUPS + [429] * 20
 
@@ -502,7 +502,7 @@ def test_valid_link_requests_sent_together_not_limited(
             )
         return [response.status_code for response in responses]
 
-    assert asyncio.run(open_together()) == [200] * (SHARE_LOOKUPS + 20)
+    assert run_in_thread(open_together()) == [200] * (SHARE_LOOKUPS + 20)
 
 
 def test_valid_link_requests_not_limited(
@@ -679,7 +679,7 @@ def revoke_in_database(server: RunningServer, share_id: str) -> None:
         finally:
             await database.close()
 
-    asyncio.run(revoke())
+    run_in_thread(revoke())
 
 
 def test_live_socket_checks_link_on_subscribe(
