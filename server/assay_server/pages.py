@@ -10,6 +10,7 @@ page served without a session.
 from __future__ import annotations
 
 import hashlib
+import html
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -18,9 +19,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from assay_server import access
+from assay_server import access, metrics
 from assay_server.api import authenticated
-from assay_server.errors import Forbidden, NotFound, Unauthorized
+from assay_server.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
 
 STATIC = Path(__file__).parent / "static"
 BUNDLE = STATIC / "app.js"
@@ -93,7 +94,18 @@ async def page(request: Request) -> Response:
         if request.url.query:
             target += "?" + request.url.query
         return RedirectResponse("/signin?" + urlencode({"next": target}), status_code=303)
+    except TooManyRequests as exc:
+        return too_many_requests_page(exc)
     return shell("<p>Loading…</p>")
+
+
+def too_many_requests_page(exc: TooManyRequests) -> Response:
+    """Render a reached rate limit as the page shell with its message, unlike the API's JSON."""
+    metrics.ERRORS.labels(exc.code).inc()
+    message = exc.message[:1].upper() + exc.message[1:]
+    response = shell(f"<p>{html.escape(message)}.</p>", exc.status)
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 async def sign_in_page(request: Request) -> Response:

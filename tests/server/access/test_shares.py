@@ -466,6 +466,40 @@ def test_guessed_tokens_rejected(server: RunningServer, shared_project: dict[str
     assert real.status_code == 429
 
 
+def test_limited_page_is_html_and_api_json(
+    server: RunningServer, shared_project: dict[str, Any]
+) -> None:
+    report_id = shared_project["report_id"]
+    share = create_share(server, report_id, role="view")
+    page_path = f"/projects/{PROJECT}/reports/{report_id}"
+    api_path = f"/api/v1/projects/{PROJECT}/reports/{report_id}"
+    with anonymous(server) as http:
+        guesses = [
+            http.get(page_path, params={"share": secrets.token_urlsafe(32)})
+            for _ in range(SHARE_LOOKUPS)
+        ]
+        page = http.get(page_path, params={"share": secrets.token_urlsafe(32)})
+        real_page = http.get(page_path, params={"share": share["token"]})
+        api = http.get(api_path, params={"share": secrets.token_urlsafe(32)})
+
+    assert {response.status_code for response in guesses} == {401}
+    for limited in (page, real_page):
+        assert limited.status_code == 429
+        assert limited.headers["Content-Type"].startswith("text/html")
+        assert 1 <= int(limited.headers["Retry-After"]) <= SHARE_WINDOW
+        assert limited.headers["Cache-Control"] == "no-store"
+        assert (
+            f"Too many share-link look-ups: at most {SHARE_LOOKUPS} in {SHARE_WINDOW:g} seconds"
+            in limited.text
+        )
+        assert 'id="app"' in limited.text
+    assert api.status_code == 429
+    assert api.headers["Content-Type"] == "application/json"
+    assert 1 <= int(api.headers["Retry-After"]) <= SHARE_WINDOW
+    assert error_code(api) == "too_many_requests"
+    assert "too many share-link look-ups" in api.json()["error"]["message"]
+
+
 def test_concurrent_guesses_stay_within_limit(
     server: RunningServer, shared_project: dict[str, Any]
 ) -> None:
