@@ -17,9 +17,14 @@ messages, batches the server rejected and runs that did not finish. It checks
 that every socket received every point exactly once and samples the server's
 RSS every ``--sample-seconds`` into ``bench/results/load-*.csv``. It reports
 the latency from ``run.log()`` to a socket receiving the point, measured on
-the first ``--latency-sockets`` sockets.
+the first ``--latency-sockets`` sockets, and splits it at the server's append
+to the bus: ingest (the SDK and the server storing the batch) and fan-out.
+``--warmup-seconds`` leaves the points of the runs' first seconds out of
+these figures. ``--server-cpus`` gives the server CPUs of its own, with the
+runs and sockets on the others, as if they ran on other hosts.
 
     python bench/load.py                                   # embedded SQLite, in-process bus
+    python bench/load.py --server-cpus 0 --warmup-seconds 10
     python bench/load.py --database-url postgresql://postgres@127.0.0.1:5432/assay_load \\
         --redis-url redis://127.0.0.1:6379/0
 
@@ -82,6 +87,11 @@ class LoadConfig:
     seconds: float = 300.0
     sample_seconds: float = 5.0
     latency_sockets: int = 50
+    #: Seconds after the first point that latencies start to count, past the runs' start-up.
+    warmup_seconds: float = 0.0
+    #: CPUs the server runs on, while this script and its children run on the
+    #: others, as if on another host; None shares every CPU.
+    server_cpus: set[int] | None = None
     port: int = 8793
     database_url: str | None = None
     redis_url: str | None = None
@@ -96,14 +106,24 @@ class SocketTally:
 
     points: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    #: Seconds from ``run.log()`` to the server appending the batch to the bus
+    #: (the millisecond in its entry id): the SDK's and ingest's part.
+    ingest: list[float] = field(default_factory=list)
     #: Seconds from the server appending each batch to the bus (the millisecond
     #: in its entry id) to the socket receiving it: the fan-out's part.
     fanout: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: The ``run.log()`` time of the first point received, which the warm-up counts from.
+    first_logged: float | None = None
 
 
 async def watch(
-    url: str, key: str, tally: SocketTally, measure: bool, stop: asyncio.Event, ready: Any
+    url: str,
+    key: str,
+    tally: SocketTally,
+    warmup: float | None,
+    stop: asyncio.Event,
+    ready: Any,
 ) -> None:
     """Gather one socket's points until ``stop``; record every failure in ``tally``."""
     headers = {"Authorization": f"Bearer {key}"}
@@ -114,7 +134,7 @@ async def watch(
         async for frame in socket:
             received = time.time()
             message = protocol.unpack(frame)
-            tally_message(message, tally, measure, received, ready)
+            tally_message(message, tally, warmup, received, ready)
         tally.errors.append(f"socket closed by the server: {socket.close_code}")
 
     try:
@@ -136,24 +156,38 @@ async def watch(
 
 
 def tally_message(
-    message: dict[str, Any], tally: SocketTally, measure: bool, received: float, ready: Any
+    message: dict[str, Any], tally: SocketTally, warmup: float | None, received: float, ready: Any
 ) -> None:
+    """Count the points of ``message`` in ``tally``, and record its failures.
+
+    With ``warmup`` seconds, not None, it also records the latencies of the
+    points logged that long after the first point this socket received.
+    """
     kind = message["type"]
     if kind == "batch":
         for inner in message["messages"]:
-            tally_message(inner, tally, measure, received, ready)
+            tally_message(inner, tally, warmup, received, ready)
     elif kind == "subscribed":
         ready()
     elif kind in ("resync", "error"):
         tally.errors.append(f"{kind}: {message}")
     elif kind == "points":
         run_id = message["run_id"]
-        if measure:
-            tally.fanout.append(received - int(message["id"].split("-")[0]) / 1000)
+        appended = int(message["id"].split("-")[0]) / 1000
+        measured = False
         for column in message["metrics"].values():
             tally.points[run_id] = tally.points.get(run_id, 0) + len(column["steps"])
-            if measure:
-                tally.latencies.extend(received - logged for logged in column["times"])
+            if warmup is None:
+                continue
+            for logged in column["times"]:
+                if tally.first_logged is None:
+                    tally.first_logged = logged
+                if logged >= tally.first_logged + warmup:
+                    measured = True
+                    tally.latencies.append(received - logged)
+                    tally.ingest.append(appended - logged)
+        if measured:
+            tally.fanout.append(received - appended)
 
 
 def watch_all(
@@ -161,16 +195,18 @@ def watch_all(
     key: str,
     indexes: range,
     latency_sockets: int,
+    warmup: float,
     niceness: int,
     ready: Any,
     stop: Any,
     expected: Any,
-    output: str,
+    output: Path,
 ) -> None:
     """Run the live sockets numbered ``indexes`` in this child process.
 
     Writes their tallies to ``output``. Sockets numbered below
-    ``latency_sockets`` measure latency. The process first adds ``niceness``
+    ``latency_sockets`` measure the latency of points logged ``warmup``
+    seconds or more after their first. The process first adds ``niceness``
     to its own. The sockets stop when ``stop`` is set, or once each has
     received ``expected`` points after the parent set it (it starts at -1).
     """
@@ -188,7 +224,7 @@ def watch_all(
 
         tasks = []
         for index, tally in zip(indexes, tallies, strict=True):
-            measure = index < latency_sockets
+            measure = warmup if index < latency_sockets else None
             tasks.append(asyncio.create_task(watch(url, key, tally, measure, stopped, one_more)))
             if index % 50 == 49:
                 await asyncio.sleep(0.05)  # spreads the handshakes a little
@@ -217,6 +253,7 @@ class PythonSockets:
         key: str,
         part: range,
         measured: int,
+        warmup: float,
         niceness: int,
         output: Path,
         stop: Any,
@@ -227,8 +264,10 @@ class PythonSockets:
         self.output = output
         self.stop_event = stop
         self.expected = expected
-        args = (url, key, part, measured, niceness, self.ready, stop, expected, str(output))
-        self.process = spawn.Process(target=watch_all, args=args)
+        self.process = spawn.Process(
+            target=watch_all,
+            args=(url, key, part, measured, warmup, niceness, self.ready, stop, expected, output),
+        )
         self.process.start()
 
     def wait_ready(self, timeout: float) -> bool:
@@ -258,13 +297,20 @@ class NodeSockets:
     """One Node process of live sockets (``load_sockets.mjs``), driven over its stdin."""
 
     def __init__(
-        self, url: str, key: str, part: range, measured: int, niceness: int, output: Path
+        self,
+        url: str,
+        key: str,
+        part: range,
+        measured: int,
+        warmup: float,
+        niceness: int,
+        output: Path,
     ) -> None:
         self.output = output
         self.ready = threading.Event()
         command = ["node", str(NODE_SOCKETS), url, str(part.start), str(len(part))]
         self.process = subprocess.Popen(
-            [*command, str(measured), str(output)],
+            [*command, str(measured), str(warmup), str(output)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -462,10 +508,50 @@ def delivery_errors(tallies: list[dict[str, Any]], expected: dict[str, int]) -> 
     return errors
 
 
+def cpu_list(text: str) -> set[int]:
+    """Parse a list of CPU numbers such as ``0`` or ``0,2``."""
+    try:
+        cpus = {int(part) for part in text.split(",")}
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of CPU numbers; write them as 0 or 0,1"
+        ) from None
+    return cpus
+
+
+def client_cpus(server_cpus: set[int]) -> set[int]:
+    """Return the CPUs this script may use besides ``server_cpus``, or raise SystemExit."""
+    available = os.sched_getaffinity(0)
+    if not server_cpus <= available:
+        raise SystemExit(
+            f"--server-cpus {sorted(server_cpus)} names CPUs outside the ones this "
+            f"process may use, {sorted(available)}"
+        )
+    rest = available - server_cpus
+    if not rest:
+        raise SystemExit(
+            f"--server-cpus {sorted(server_cpus)} leaves no CPU for the runs and "
+            "sockets; name fewer CPUs"
+        )
+    return rest
+
+
 def run_load(config: LoadConfig) -> dict[str, Any]:
     """Run the load described by ``config``; return the summary, with every error found."""
     if config.socket_client == "node":
         check_node()
+    if config.server_cpus is None:
+        return _run_load(config)
+    # The children started from here inherit this process's CPUs.
+    own = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, client_cpus(config.server_cpus))
+    try:
+        return _run_load(config)
+    finally:
+        os.sched_setaffinity(0, own)
+
+
+def _run_load(config: LoadConfig) -> dict[str, Any]:
     key = "load-" + secrets.token_urlsafe(24)
     config.results.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -480,6 +566,7 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
             config.redis_prefix,
             # Every socket and run uses one API key, so they all count against one user.
             {"ASSAY_MAX_SOCKETS_PER_USER": str(config.sockets + config.runs + 100)},
+            cpus=config.server_cpus,
         )
         try:
             summary = measure(config, key, scratch, server.pid)
@@ -528,12 +615,11 @@ def measure(config: LoadConfig, key: str, scratch: Path, server_pid: int) -> dic
             continue
         output = scratch / f"tallies-{index}.json"
         niceness = 0 if index == 0 else config.socket_nice
+        sockets = (url, key, part, measured, config.warmup_seconds, niceness, output)
         if config.socket_client == "node":
-            groups.append(NodeSockets(url, key, part, measured, niceness, output))
+            groups.append(NodeSockets(*sockets))
         else:
-            groups.append(
-                PythonSockets(url, key, part, measured, niceness, output, stop, expected_points)
-            )
+            groups.append(PythonSockets(*sockets, stop, expected_points))
     deadline = time.monotonic() + 300
     if not all(group.wait_ready(max(0.0, deadline - time.monotonic())) for group in groups):
         for group in groups:
@@ -575,11 +661,12 @@ def error_kind(error: str) -> str:
     return "other"
 
 
-def percentiles(values: Any) -> dict[str, float | None]:
-    """Return the p50, p99 and maximum of ``values`` rounded to 0.1, or Nones when empty."""
+def percentiles(values: Any) -> dict[str, int | float | None]:
+    """Return the count, p50, p99 and maximum of ``values`` rounded to 0.1, or Nones when empty."""
     if not len(values):
-        return {"p50": None, "p99": None, "max": None}
+        return {"count": 0, "p50": None, "p99": None, "max": None}
     return {
+        "count": len(values),
         "p50": round(float(np.percentile(values, 50)), 1),
         "p99": round(float(np.percentile(values, 99)), 1),
         "max": round(float(values.max()), 1),
@@ -597,6 +684,7 @@ def summarize(
     """Build the summary of one load run from what the sockets and the sampler gathered."""
     latencies = np.array([value for tally in tallies for value in tally["latencies"]]) * 1000
     fanout = np.array([value for tally in tallies for value in tally["fanout"]]) * 1000
+    ingest = np.array([value for tally in tallies for value in tally["ingest"]]) * 1000
     rss = [value for _, value in rss_samples]
     return {
         "sockets": config.sockets,
@@ -616,8 +704,10 @@ def summarize(
         "errors": errors[:20],
         "latency_ms": {
             "sockets_measured": min(config.latency_sockets, config.sockets),
+            "warmup_seconds": config.warmup_seconds,
             **percentiles(latencies),
         },
+        "ingest_ms": percentiles(ingest),
         "fanout_ms": percentiles(fanout),
         "rss_mib": {
             "first": round(rss[0], 1),
@@ -667,6 +757,17 @@ def main() -> None:
     parser.add_argument(
         "--latency-sockets", type=int, default=50, help="sockets whose latency is measured"
     )
+    parser.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=0.0,
+        help="seconds after the first point before latencies count (default 0)",
+    )
+    parser.add_argument(
+        "--server-cpus",
+        type=cpu_list,
+        help="CPUs for the server, such as 0 or 0,1; the script and its clients get the others",
+    )
     parser.add_argument("--port", type=int, default=8793, help="port of the server started")
     parser.add_argument("--database-url", help="PostgreSQL URL; default embedded SQLite")
     parser.add_argument("--redis-url", help="Redis URL; default in-process bus")
@@ -683,6 +784,8 @@ def main() -> None:
         seconds=args.minutes * 60,
         sample_seconds=args.sample_seconds,
         latency_sockets=args.latency_sockets,
+        warmup_seconds=args.warmup_seconds,
+        server_cpus=args.server_cpus,
         port=args.port,
         database_url=args.database_url,
         redis_url=args.redis_url,

@@ -1,9 +1,10 @@
 // Live sockets for bench/load.py, decoded as the browser workspace decodes them.
 //
-//   ASSAY_API_KEY=KEY node bench/load_sockets.mjs URL FIRST COUNT MEASURED OUTPUT
+//   ASSAY_API_KEY=KEY node bench/load_sockets.mjs URL FIRST COUNT MEASURED WARMUP OUTPUT
 //
 // Opens COUNT live sockets to URL, numbered from FIRST, and subscribes each to
-// the whole project. Sockets numbered below MEASURED record latencies. Prints
+// the whole project. Sockets numbered below MEASURED record the latencies of
+// the points logged WARMUP seconds or more after the first one. Prints
 // "ready" once every socket is subscribed. Reads lines on stdin: "expect N"
 // ends the sockets once each has received N points, and "stop" (or the end of
 // stdin) ends them at once. Then it writes one tally per socket to OUTPUT as
@@ -22,16 +23,18 @@ const require = createRequire(webApp);
 const WebSocket = require("ws");
 const { decode, encode } = require("@msgpack/msgpack");
 
-const [url, firstArg, countArg, measuredArg, output] = process.argv.slice(2);
+const [url, firstArg, countArg, measuredArg, warmupArg, output] =
+  process.argv.slice(2);
 if (output === undefined) {
   console.error(
-    "usage: ASSAY_API_KEY=KEY node load_sockets.mjs URL FIRST COUNT MEASURED OUTPUT",
+    "usage: ASSAY_API_KEY=KEY node load_sockets.mjs URL FIRST COUNT MEASURED WARMUP OUTPUT",
   );
   process.exit(2);
 }
 const first = Number(firstArg);
 const count = Number(countArg);
 const measured = Number(measuredArg);
+const warmup = Number(warmupArg);
 const key = process.env.ASSAY_API_KEY ?? "";
 
 // Seconds since the epoch, with a fraction, on the clock run.log() reads.
@@ -61,21 +64,35 @@ function tally(message, own, slot, measure, received) {
       break;
     case "points": {
       const runId = message.run_id;
-      if (measure)
-        own.fanout.push(received - Number(message.id.split("-")[0]) / 1000);
+      const appended = Number(message.id.split("-")[0]) / 1000;
+      let counted = false;
       for (const column of Object.values(message.metrics)) {
         own.points[runId] = (own.points[runId] ?? 0) + column.steps.length;
         totals[slot] += column.steps.length;
-        if (measure)
-          for (const logged of column.times) own.latencies.push(received - logged);
+        if (!measure) continue;
+        for (const logged of column.times) {
+          own.first_logged ??= logged;
+          if (logged < own.first_logged + warmup) continue;
+          counted = true;
+          own.latencies.push(received - logged);
+          own.ingest.push(appended - logged);
+        }
       }
+      if (counted) own.fanout.push(received - appended);
       break;
     }
   }
 }
 
 function open(index) {
-  const own = { points: {}, latencies: [], fanout: [], errors: [] };
+  const own = {
+    points: {},
+    latencies: [],
+    ingest: [],
+    fanout: [],
+    errors: [],
+    first_logged: null,
+  };
   const slot = tallies.push(own) - 1;
   totals.push(0);
   const measure = index < measured;

@@ -21,12 +21,14 @@ def start_server(
     redis_url: str | None = None,
     redis_prefix: str | None = None,
     extra_env: dict[str, str] | None = None,
+    cpus: set[int] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the server on ``port`` with the admin API key ``key``; its log goes to ``data_dir``.
 
     Without ``database_url`` it uses embedded SQLite in ``data_dir``, and without
     ``redis_url`` its in-process bus. A fresh random Redis key prefix is used
     unless ``redis_prefix`` is given. ``extra_env`` sets further ``ASSAY_*`` settings.
+    With ``cpus``, the server runs on those CPUs only.
     """
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", port)) == 0:
@@ -46,7 +48,11 @@ def start_server(
         env["ASSAY_REDIS_PREFIX"] = redis_prefix or f"assay-bench:{secrets.token_hex(4)}:"
     with open(data_dir / "server.log", "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "assay", "serve"], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "assay", "serve"],
+            env=env,
+            stdout=log,
+            stderr=log,
+            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
         )
     deadline = time.monotonic() + 60
     while True:
