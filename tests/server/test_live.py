@@ -449,6 +449,60 @@ async def test_reads_are_spaced_by_the_subscribers_reached() -> None:
     assert 0.2 < second_at - first_at < 0.45
 
 
+async def test_dispatch_yields_between_slices() -> None:
+    bus = LocalBus("t:", 100, 100)
+    hub = LiveHub(bus, dispatch_slice=2)
+    stream = bus.event_stream(1)
+    subscribers = [Subscriber() for _ in range(6)]
+    for subscriber in subscribers:
+        await hub.add(subscriber, stream, None)
+    # The number of subscribers with a queued chunk, each time the loop runs the probe.
+    seen: list[int] = []
+
+    async def probe() -> None:
+        while not seen or seen[-1] < len(subscribers):
+            seen.append(sum(1 for s in subscribers if s.queued_frames))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(probe())
+    await bus.publish_event(1, state_event(0))
+    await asyncio.wait_for(watcher, 5)
+    await hub.close()
+
+    # Other tasks ran while the read was queued, one slice at a time.
+    assert seen[-1] == 6
+    assert {1, 3, 5} <= set(seen)
+
+
+async def test_subscriber_leaving_during_dispatch_gets_nothing() -> None:
+    bus = LocalBus("t:", 100, 100)
+    hub = LiveHub(bus, dispatch_slice=1)
+    stream = bus.event_stream(1)
+    subscribers = [Subscriber() for _ in range(4)]
+    for subscriber in subscribers:
+        await hub.add(subscriber, stream, None)
+    left: list[Subscriber] = []
+
+    async def leave_after_first_chunk() -> None:
+        while not any(s.queued_frames for s in subscribers):
+            await asyncio.sleep(0)
+        # The others leave the hub as the subscriber of a closed socket does.
+        for subscriber in subscribers:
+            if not subscriber.queued_frames:
+                hub.remove(subscriber)
+                left.append(subscriber)
+
+    leaver = asyncio.create_task(leave_after_first_chunk())
+    await bus.publish_event(1, state_event(0))
+    await asyncio.wait_for(leaver, 5)
+    await asyncio.sleep(0.1)
+    await hub.close()
+
+    assert len(left) == 3
+    assert [s.queue.qsize() for s in left] == [0, 0, 0]
+    assert [s.queue.qsize() for s in subscribers if s not in left] == [1]
+
+
 async def test_subscriber_gets_only_entries_after_its_cursor() -> None:
     bus = LocalBus("t:", 100, 100)
     hub = LiveHub(bus)
