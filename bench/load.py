@@ -241,32 +241,46 @@ def watch_all(
     Path(output).write_text(json.dumps([asdict(tally) for tally in tallies]))
 
 
+@dataclass(frozen=True)
+class SocketGroup:
+    """The live sockets one process opens, numbered ``part``, and where its tallies go."""
+
+    url: str
+    key: str
+    part: range
+    #: Sockets numbered below this measure latency.
+    measured: int
+    warmup: float
+    niceness: int
+    output: Path
+
+
 class PythonSockets:
     """One child process of live sockets read by ``watch_all``.
 
     ``stop`` and ``expected`` are shared by every such process of a run.
     """
 
-    def __init__(
-        self,
-        url: str,
-        key: str,
-        part: range,
-        measured: int,
-        warmup: float,
-        niceness: int,
-        output: Path,
-        stop: Any,
-        expected: Any,
-    ) -> None:
+    def __init__(self, group: SocketGroup, stop: Any, expected: Any) -> None:
         spawn = multiprocessing.get_context("spawn")
         self.ready = spawn.Event()
-        self.output = output
+        self.output = group.output
         self.stop_event = stop
         self.expected = expected
         self.process = spawn.Process(
             target=watch_all,
-            args=(url, key, part, measured, warmup, niceness, self.ready, stop, expected, output),
+            args=(
+                group.url,
+                group.key,
+                group.part,
+                group.measured,
+                group.warmup,
+                group.niceness,
+                self.ready,
+                stop,
+                expected,
+                group.output,
+            ),
         )
         self.process.start()
 
@@ -296,27 +310,19 @@ class PythonSockets:
 class NodeSockets:
     """One Node process of live sockets (``load_sockets.mjs``), driven over its stdin."""
 
-    def __init__(
-        self,
-        url: str,
-        key: str,
-        part: range,
-        measured: int,
-        warmup: float,
-        niceness: int,
-        output: Path,
-    ) -> None:
-        self.output = output
+    def __init__(self, group: SocketGroup) -> None:
+        self.output = group.output
         self.ready = threading.Event()
-        command = ["node", str(NODE_SOCKETS), url, str(part.start), str(len(part))]
+        part = group.part
+        command = ["node", str(NODE_SOCKETS), group.url, str(part.start), str(len(part))]
         self.process = subprocess.Popen(
-            [*command, str(measured), str(warmup), str(output)],
+            [*command, str(group.measured), str(group.warmup), str(group.output)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             # The key goes in the environment, where other users cannot read it.
-            env={**os.environ, "ASSAY_API_KEY": key},
-            preexec_fn=lambda: os.nice(niceness),
+            env={**os.environ, "ASSAY_API_KEY": group.key},
+            preexec_fn=lambda: os.nice(group.niceness),
         )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -609,37 +615,37 @@ def measure(config: LoadConfig, key: str, scratch: Path, server_pid: int) -> dic
         range(part.start + measured, part.stop + measured)
         for part in split(config.sockets - measured, config.socket_processes)
     ]
-    groups: list[PythonSockets | NodeSockets] = []
+    readers: list[PythonSockets | NodeSockets] = []
     for index, part in enumerate([range(measured), *rest]):
         if not part:
             continue
         output = scratch / f"tallies-{index}.json"
         niceness = 0 if index == 0 else config.socket_nice
-        sockets = (url, key, part, measured, config.warmup_seconds, niceness, output)
+        group = SocketGroup(url, key, part, measured, config.warmup_seconds, niceness, output)
         if config.socket_client == "node":
-            groups.append(NodeSockets(*sockets))
+            readers.append(NodeSockets(group))
         else:
-            groups.append(PythonSockets(*sockets, stop, expected_points))
+            readers.append(PythonSockets(group, stop, expected_points))
     deadline = time.monotonic() + 300
-    if not all(group.wait_ready(max(0.0, deadline - time.monotonic())) for group in groups):
-        for group in groups:
-            group.stop()
-            group.close(60)
+    if not all(reader.wait_ready(max(0.0, deadline - time.monotonic())) for reader in readers):
+        for reader in readers:
+            reader.stop()
+            reader.close(60)
         raise RuntimeError(f"the {config.sockets} live sockets did not subscribe within 300 s")
     subscribed_rss = rss_mib(server_pid)
     started = time.monotonic()
     expected, errors = drive_all(config, server_url, key, scratch / "spool")
     logged_seconds = time.monotonic() - started
-    for group in groups:
-        group.expect(sum(expected.values()))
+    for reader in readers:
+        reader.expect(sum(expected.values()))
     drained_by = time.monotonic() + DRAIN_SECONDS
-    for group in groups:
-        group.join(max(0.0, drained_by - time.monotonic()))
-    for group in groups:
-        group.stop()
-        group.close(60)
+    for reader in readers:
+        reader.join(max(0.0, drained_by - time.monotonic()))
+    for reader in readers:
+        reader.stop()
+        reader.close(60)
     sampler.stop()
-    tallies = [tally for group in groups for tally in group.tallies()]
+    tallies = [tally for reader in readers for tally in reader.tallies()]
     errors += [error for tally in tallies for error in tally["errors"]]
     errors += delivery_errors(tallies, expected)
     summary = summarize(config, expected, tallies, errors, sampler.samples, subscribed_rss)
