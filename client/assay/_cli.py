@@ -158,8 +158,7 @@ def _set_password(args: argparse.Namespace) -> int:
     if args.admin and not args.create:
         print("assay: error: --admin only applies together with --create", file=sys.stderr)
         return 2
-    password = read_password(args.password_stdin, confirm=True)
-    return cli.set_password(args, password)
+    return cli.set_password(args, lambda: read_password(args.password_stdin, confirm=True))
 
 
 def read_password(from_stdin: bool, confirm: bool = False) -> str:

@@ -87,7 +87,9 @@ def create_bus(settings: Settings) -> Bus:
 
 async def start(settings: Settings, on_admin_key: Callable[[str], None]) -> ServerContext:
     """Migrate the database, create the admin on first start and open the bus."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.database_url is None:
+        # The data directory contains only the default SQLite database.
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url, settings.db_pool_size)
     await db.upgrade()
     async with db.exclusive() as connection:

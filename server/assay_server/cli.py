@@ -10,7 +10,7 @@ import logging
 import socket
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -85,6 +85,10 @@ def serve(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     configure_logging(settings)
+    problem = prepare_database_directory(settings, "assay serve")
+    if problem is not None:
+        print(f"assay: error: {problem}", file=sys.stderr)
+        return 2
     mode = "PostgreSQL" if settings.database_url else "embedded SQLite"
     bus = "Redis" if settings.redis_url else "in-process bus"
     log.info("assay serving on http://%s:%s (%s, %s)", settings.host, settings.port, mode, bus)
@@ -286,14 +290,18 @@ class DrainingServer(uvicorn.Server):
 def db_upgrade(args: argparse.Namespace) -> int:
     """Create the database if needed, apply pending migrations and print the revision.
 
-    Unlike ``assay admin``, this creates the data directory and a new SQLite
-    database, because a first deployment runs it on an empty database.
+    Unlike ``assay admin``, this creates a new SQLite database (and the data
+    directory when the database is the default file in it), because a first
+    deployment runs it on an empty database.
     """
     settings = load_settings(args)
     if settings is None:
         return 2
     configure_logging(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    problem = prepare_database_directory(settings, "assay db upgrade")
+    if problem is not None:
+        print(f"assay: error: {problem}", file=sys.stderr)
+        return 2
 
     async def upgrade() -> str | None:
         db = Database(settings.resolved_database_url)
@@ -308,21 +316,30 @@ def db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def set_password(args: argparse.Namespace, password: str) -> int:
-    """Set (or with ``--create``, create) user ``args.name``'s password; end their sessions."""
+def set_password(args: argparse.Namespace, read_password: Callable[[], str]) -> int:
+    """Set (or with ``--create``, create) user ``args.name``'s password; end their sessions.
+
+    ``read_password`` is called only after the settings, the user name and the
+    database file pass their checks, so a wrong directory fails before a prompt.
+    """
     settings = load_settings(args)
     if settings is None:
         return 2
     configure_logging(settings)
     try:
         accounts.check_user_name(args.name)
-        accounts.check_password(password)
     except AssayError as exc:
         print(f"assay: error: {exc.message}", file=sys.stderr)
         return 2
     problem = missing_database(settings, "assay admin set-password")
     if problem is not None:
         print(f"assay: error: {problem}", file=sys.stderr)
+        return 2
+    password = read_password()
+    try:
+        accounts.check_password(password)
+    except AssayError as exc:
+        print(f"assay: error: {exc.message}", file=sys.stderr)
         return 2
 
     async def store() -> str | None:
@@ -350,6 +367,36 @@ def set_password(args: argparse.Namespace, password: str) -> int:
         return 1
     print(f"password of {args.name} set")
     return 0
+
+
+def prepare_database_directory(settings: Settings, command: str) -> str | None:
+    """Create or check the SQLite database's directory and return an error message on failure.
+
+    The data directory contains only the default SQLite database, so it is
+    created only when no database URL is set. SQLite creates a missing database
+    file but not its directory, so for a SQLite URL the directory is checked.
+    """
+    if settings.database_url is None:
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return (
+                f"cannot create the data directory {settings.data_dir}: {exc.strerror}. "
+                "Set --data-dir or ASSAY_DATA_DIR to a directory that can be created."
+            )
+        return None
+    url = settings.resolved_database_url
+    if make_url(url).get_backend_name() != "sqlite":
+        return None
+    path = sqlite_file(url)
+    if path is None or path.parent.is_dir():
+        return None
+    return (
+        f"directory {path.parent} of SQLite database {path} not found. The database URL "
+        f"{settings.database_url!r} names it, and SQLite creates the file but not its "
+        f"directory. Create {path.parent} first, or unset the database URL and set "
+        f"--data-dir or ASSAY_DATA_DIR to a directory that {command} creates."
+    )
 
 
 def missing_database(settings: Settings, command: str) -> str | None:

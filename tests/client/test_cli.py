@@ -487,6 +487,61 @@ def test_set_password_without_database_creates_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+def record_prompts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make ``getpass`` return PASSWORD on a terminal and return the list of prompts shown."""
+    prompts: list[str] = []
+
+    def getpass(prompt: str) -> str:
+        prompts.append(prompt)
+        return PASSWORD
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("getpass.getpass", getpass)
+    return prompts
+
+
+@pytest.mark.usefixtures("database_unset")
+def test_set_password_missing_database_skips_prompt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = record_prompts(monkeypatch)
+
+    exit_code = main(["admin", "set-password", "admin", "--data-dir", str(tmp_path)])
+
+    assert exit_code == 2
+    assert f"SQLite database {tmp_path / 'assay.db'} not found" in capsys.readouterr().err
+    assert prompts == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_set_password_bad_name_skips_prompt(
+    sqlite_server: RunningServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    prompts = record_prompts(monkeypatch)
+    data_dir = str(sqlite_server.settings.data_dir)
+
+    exit_code = main(["admin", "set-password", "bad name", "--data-dir", data_dir])
+
+    assert exit_code == 2
+    assert "user name must be 1 to 128 characters" in capsys.readouterr().err
+    assert prompts == []
+
+
+def test_set_password_prompts_after_checks(
+    sqlite_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompts = record_prompts(monkeypatch)
+    data_dir = str(sqlite_server.settings.data_dir)
+
+    exit_code = main(["admin", "set-password", "admin", "--data-dir", data_dir])
+
+    assert exit_code == 0
+    assert prompts == ["Password: ", "Password again: "]
+    assert sign_in_status(sqlite_server, "admin") == 200
+
+
 @pytest.mark.usefixtures("database_unset")
 def test_set_password_in_empty_data_dir_fails(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -604,6 +659,93 @@ def test_db_upgrade_creates_missing_data_dir(
     assert exit_code == 0
     assert f"database is at revision {head_revision()}" in capsys.readouterr().out
     assert (data_dir / "assay.db").is_file()
+
+
+SQLITE_URL_FORMS = ["sqlite:///{path}", "sqlite:///file:{path}?uri=true"]
+SERVER_COMMANDS = [["db", "upgrade"], ["serve", "--port", str(free_port())]]
+
+
+@pytest.mark.parametrize("command", SERVER_COMMANDS, ids=["db upgrade", "serve"])
+@pytest.mark.parametrize("url_form", SQLITE_URL_FORMS)
+@pytest.mark.usefixtures("database_unset")
+def test_missing_sqlite_directory_fails(
+    command: list[str],
+    url_form: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "missing" / "assay.db"
+
+    exit_code = main([*command, "--database-url", url_form.format(path=path)])
+
+    error = capsys.readouterr().err
+    assert exit_code == 2
+    assert f"directory {path.parent} of SQLite database {path} not found" in error
+    assert f"Create {path.parent} first" in error
+    assert "--data-dir" in error
+    assert "Traceback" not in error
+    assert len(error.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", SERVER_COMMANDS, ids=["db upgrade", "serve"])
+@pytest.mark.usefixtures("database_unset")
+def test_data_dir_under_file_fails(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("")
+    data_dir = tmp_path / "file" / "data"
+
+    exit_code = main([*command, "--data-dir", str(data_dir)])
+
+    error = capsys.readouterr().err
+    assert exit_code == 2
+    assert f"cannot create the data directory {data_dir}: Not a directory" in error
+    assert "ASSAY_DATA_DIR" in error
+    assert (tmp_path / "file").read_text() == ""
+
+
+@pytest.mark.usefixtures("database_unset")
+def test_db_upgrade_on_postgres_skips_data_dir(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    exit_code = main(["db", "upgrade", "--database-url", postgres_url])
+
+    assert exit_code == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url_form", SQLITE_URL_FORMS)
+@pytest.mark.usefixtures("database_unset")
+def test_db_upgrade_sqlite_url_skips_data_dir(
+    url_form: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "work").mkdir()
+    (tmp_path / "database").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    path = tmp_path / "database" / "assay.db"
+
+    exit_code = main(["db", "upgrade", "--database-url", url_form.format(path=path)])
+
+    assert exit_code == 0
+    assert path.is_file()
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_serve_on_postgres_skips_data_dir(
+    postgres_settings: Settings, server_process: Any
+) -> None:
+    process: ServerProcess = server_process(postgres_settings)
+    process.start()
+
+    health = httpx.get(process.url + "/healthz")
+
+    assert health.json() == {"status": "ok"}
+    assert not postgres_settings.data_dir.exists()
 
 
 def test_serve_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
