@@ -125,7 +125,9 @@ class Settings:
         "with the error code filter_too_long.",
     )
     log_level: str = _field(
-        "info", "ASSAY_LOG_LEVEL", "Logging level of the server: debug, info, warning or error."
+        "info",
+        "ASSAY_LOG_LEVEL",
+        f"Logging level of the server: {', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]}.",
     )
     log_format: str = _field(
         "text",

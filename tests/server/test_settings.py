@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from assay_server.settings import (
+    LOG_LEVELS,
     Settings,
     SettingsError,
     async_database_url,
@@ -99,6 +100,16 @@ def test_every_setting_is_documented_in_readme() -> None:
 
     for setting in table():
         assert f"`{setting.env}`" in readme, f"{setting.env} is missing from README.md"
+
+
+def test_log_level_help_names_every_level() -> None:
+    setting = next(setting for setting in table() if setting.env == "ASSAY_LOG_LEVEL")
+    readme = (ROOT / "README.md").read_text()
+    readme_row = next(line for line in readme.splitlines() if "`ASSAY_LOG_LEVEL`" in line)
+
+    for level in LOG_LEVELS:
+        assert level in setting.help, f"{level} is missing from the help text"
+        assert f"`{level}`" in readme_row, f"{level} is missing from README.md"
 
 
 def test_unset_defaults_are_explained() -> None:
