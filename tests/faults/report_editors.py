@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import queue
 import re
@@ -21,6 +20,7 @@ from assay_server.database import Database
 from assay_server.reports import store
 from assay_server.reports.document import to_json
 from assay_server.settings import Settings
+from conftest import run_in_thread
 
 #: Every edit inserts one token such as ``[a17]``: client ``a``'s edit number 17.
 TOKEN = re.compile(r"\[[a-z]+\d+\]")
@@ -115,7 +115,7 @@ def stored_doc(settings: Settings, report_id: str) -> Doc[Any]:
             await database.close()
 
     doc: Doc[Any] = Doc()
-    for update in asyncio.run(load()):
+    for update in run_in_thread(load()):
         doc.apply_update(update)
     return doc
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import secrets
 import threading
@@ -17,7 +16,7 @@ from sqlalchemy import select, update
 from account_support import PASSWORD, add_user, browser, sign_in
 from assay_server import accounts, schema
 from assay_server.database import Database
-from conftest import RunningServer
+from conftest import RunningServer, run_in_thread
 
 
 def read_hash(server: RunningServer, name: str) -> str | None:
@@ -31,7 +30,7 @@ def read_hash(server: RunningServer, name: str) -> str | None:
         finally:
             await db.close()
 
-    return asyncio.run(read())
+    return run_in_thread(read())
 
 
 def write_hash(server: RunningServer, name: str, password_hash: str) -> None:
@@ -47,7 +46,7 @@ def write_hash(server: RunningServer, name: str, password_hash: str) -> None:
         finally:
             await db.close()
 
-    asyncio.run(write())
+    run_in_thread(write())
 
 
 @pytest.fixture
