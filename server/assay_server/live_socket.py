@@ -22,6 +22,7 @@ from assay_server import access, logs, metrics, runs, schema
 from assay_server.api import context, error_response
 from assay_server.bus import BUS_ERRORS
 from assay_server.errors import AssayError, NotFound
+from assay_server.ingest import CLOSE_ABNORMAL
 from assay_server.live import (
     STREAMS_LOST,
     Chunk,
@@ -46,6 +47,8 @@ MAX_ENTRY_PART = 2**64 - 1
 
 #: Close code when the database or the bus is unreachable; the client reconnects.
 CLOSE_UNAVAILABLE = 1011
+#: The close code of a close frame without a code, and uvicorn's for a lost connection.
+CLOSE_NO_STATUS = 1005
 #: The messages a browser may send; each one checks the credentials again.
 MESSAGE_TYPES = ("subscribe", "watch", "follow")
 #: Longer than any report id the server hands out.
@@ -88,10 +91,14 @@ class LiveConnection:
         # A share link's socket closes when the link ends, so only other
         # sockets check their access again.
         recheck = None if self.share else asyncio.create_task(self._recheck_forever())
+        # The code of the disconnect the handler received, if one came.
+        close_code: int | None = None
         try:
             while True:
                 await self._next_message()
-        except (WebSocketDisconnect, RuntimeError):
+        except WebSocketDisconnect as exc:
+            close_code = exc.code
+        except RuntimeError:
             pass
         except (*BUS_ERRORS, SQLAlchemyError):
             log.exception("live connection %s failed to subscribe", self.id)
@@ -111,7 +118,7 @@ class LiveConnection:
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
             metrics.SOCKETS.labels("live").dec()
-            log.info("live connection %s closed", self.id)
+            log_closed(self.id, close_code)
 
     async def _next_message(self) -> None:
         message = await self.websocket.receive()
@@ -434,3 +441,21 @@ async def live(websocket: WebSocket) -> None:
 
 
 routes = [WebSocketRoute("/api/v1/projects/{project}/live", live)]
+
+
+def log_closed(connection_id: str, code: int | None) -> None:
+    """Log the end of a live connection with the close code of the disconnect its handler got."""
+    if code in (CLOSE_NO_STATUS, CLOSE_ABNORMAL):
+        # uvicorn 0.55 reports a connection lost without a close frame as 1005,
+        # also when it closed the socket itself after an unanswered keepalive
+        # ping, which it does not log.
+        log.info(
+            "live connection %s closed with no close code (%s): the connection dropped, "
+            "the client sent none, or it missed the keepalive ping",
+            connection_id,
+            code,
+        )
+    elif code is None:
+        log.info("live connection %s closed", connection_id)
+    else:
+        log.info("live connection %s closed with code %s", connection_id, code)

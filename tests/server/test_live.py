@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import math
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,6 +245,52 @@ def test_trimmed_cursor_asks_for_resync(
 
     assert answer["type"] == "resync"
     assert "no longer contains" in answer["reason"]
+
+
+def closed_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Wait up to 10 s for the live sockets' close logs and return them."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [
+            record.getMessage()
+            for record in caplog.records
+            if record.name == "assay_server.live_socket" and " closed" in record.getMessage()
+        ]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def test_close_code_is_logged(
+    server: RunningServer, project: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="assay_server.live_socket")
+    live = LiveClient(server, project)
+    live.subscribe()
+    live.socket.close(code=4000, reason="page hidden")
+
+    [message] = closed_logs(caplog)
+
+    assert message.startswith("live connection ")
+    assert message.endswith(" closed with code 4000")
+
+
+def test_dropped_connection_is_logged(
+    server: RunningServer, project: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="assay_server.live_socket")
+    live = LiveClient(server, project)
+    live.subscribe()
+    # The TCP connection ends with no close frame, as when a laptop sleeps.
+    live.socket.socket.shutdown(socket.SHUT_RDWR)
+    live.socket.socket.close()
+
+    [message] = closed_logs(caplog)
+
+    assert message.endswith(
+        " closed with no close code (1005): the connection dropped, the client sent none, "
+        "or it missed the keepalive ping"
+    )
 
 
 def test_missing_credentials_are_rejected(server: RunningServer, project: str) -> None:
