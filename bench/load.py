@@ -563,24 +563,30 @@ def _run_load(config: LoadConfig) -> dict[str, Any]:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with tempfile.TemporaryDirectory(prefix="assay-load-") as scratch_name:
         scratch = Path(scratch_name)
-        server = start_server(
-            config.port,
-            key,
-            scratch,
-            config.database_url,
-            config.redis_url,
-            config.redis_prefix,
-            # Every socket and run uses one API key, so they all count against one user.
-            {"ASSAY_MAX_SOCKETS_PER_USER": str(config.sockets + config.runs + 100)},
-            cpus=config.server_cpus,
-        )
+        saved_log = config.results / f"load-{stamp}-server.log"
+        try:
+            server = start_server(
+                config.port,
+                key,
+                scratch,
+                config.database_url,
+                config.redis_url,
+                config.redis_prefix,
+                # Every socket and run uses one API key, so they all count against one user.
+                {"ASSAY_MAX_SOCKETS_PER_USER": str(config.sockets + config.runs + 100)},
+                cpus=config.server_cpus,
+            )
+        except RuntimeError:
+            # The scratch directory goes with this block, so keep the log.
+            saved_log.write_bytes((scratch / "server.log").read_bytes())
+            raise RuntimeError(f"assay serve did not start; see {saved_log}") from None
         try:
             summary = measure(config, key, scratch, server.pid)
         finally:
             server.terminate()
             server.wait(30)
         server_log = (scratch / "server.log").read_text(errors="replace")
-        (config.results / f"load-{stamp}-server.log").write_text(server_log)
+        saved_log.write_text(server_log)
         log_errors = [
             line
             for line in server_log.splitlines()
@@ -702,6 +708,7 @@ def summarize(
         "socket_processes": config.socket_processes,
         "socket_nice": config.socket_nice,
         "socket_client": config.socket_client,
+        "server_cpus": None if config.server_cpus is None else sorted(config.server_cpus),
         "points_logged": sum(expected.values()),
         "points_delivered": sum(sum(tally["points"].values()) for tally in tallies),
         "points_expected": sum(expected.values()) * config.sockets,

@@ -52,6 +52,7 @@ def test_short_load_loses_nothing(
     summary: dict[str, Any] = load_bench.run_load(config)
 
     assert summary["socket_client"] == socket_client
+    assert summary["server_cpus"] is None
     assert summary["errors"] == []
     assert summary["error_count"] == 0
     assert summary["server_log_errors"] == 0
@@ -109,6 +110,23 @@ def test_server_pinned_apart_from_clients(tmp_path: Path) -> None:
     assert server_cpus == {first}
     assert load_bench.client_cpus({first}) == own - {first}
     assert os.sched_getaffinity(0) == own
+
+
+def test_server_that_fails_to_start_keeps_its_log(tmp_path: Path) -> None:
+    # A database URL of an unknown kind stops assay serve at once.
+    config = load_bench.LoadConfig(
+        socket_client="python",
+        port=free_port(),
+        database_url="mysql://127.0.0.1/none",
+        results=tmp_path / "results",
+    )
+
+    with pytest.raises(RuntimeError) as raised:
+        load_bench.run_load(config)
+
+    [log] = (tmp_path / "results").glob("load-*-server.log")
+    assert str(raised.value) == f"assay serve did not start; see {log}"
+    assert "ASSAY_DATABASE_URL" in log.read_text()
 
 
 def test_server_cpus_leaving_no_cpu_rejected() -> None:
