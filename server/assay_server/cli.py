@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 import uvicorn
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.util import asbool
 
 from assay import protocol
@@ -311,7 +312,11 @@ def db_upgrade(args: argparse.Namespace) -> int:
         finally:
             await db.close()
 
-    revision = asyncio.run(upgrade())
+    try:
+        revision = asyncio.run(upgrade())
+    except (SQLAlchemyError, OSError) as exc:
+        print(f"assay: error: {unreachable_database(settings, exc)}", file=sys.stderr)
+        return 1
     print(f"database is at revision {revision}")
     return 0
 
@@ -361,12 +366,27 @@ def set_password(args: argparse.Namespace, read_password: Callable[[], str]) -> 
         finally:
             await db.close()
 
-    problem = asyncio.run(store())
+    try:
+        problem = asyncio.run(store())
+    except (SQLAlchemyError, OSError) as exc:
+        problem = unreachable_database(settings, exc)
     if problem is not None:
         print(f"assay: error: {problem}", file=sys.stderr)
         return 1
     print(f"password of {args.name} set")
     return 0
+
+
+def unreachable_database(settings: Settings, exc: SQLAlchemyError | OSError) -> str:
+    """Describe a database that could not be opened, with its URL's password hidden."""
+    configured_url = settings.database_url or settings.resolved_database_url
+    url = make_url(configured_url).render_as_string(hide_password=True)
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return (
+        f"cannot open the database {url}: {reason}. Check that the server is running "
+        "and that --database-url or ASSAY_DATABASE_URL names an existing database."
+    )
 
 
 def prepare_database_directory(settings: Settings, command: str) -> str | None:

@@ -762,3 +762,35 @@ def test_serve_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> N
         if setting.default is not None:
             default = f"{meaning} (default: {setting.default})"
             assert default in help_text, f"default of {setting.env} is missing"
+
+
+@pytest.mark.usefixtures("database_unset")
+def test_db_upgrade_missing_postgres_database_named(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = postgres_url.rsplit("/", 1)[0].replace("postgres@", "postgres:secretpw@", 1)
+    url = f"{base}/assay_missing_{os.getpid()}"
+
+    exit_code = main(["db", "upgrade", "--database-url", url])
+
+    error = capsys.readouterr().err.strip()
+    assert exit_code == 1
+    assert error.startswith("assay: error: cannot open the database postgresql://postgres:***@")
+    assert f'database "assay_missing_{os.getpid()}" does not exist' in error
+    assert "secretpw" not in error
+    assert "Traceback" not in error
+    assert len(error.splitlines()) == 1
+
+
+@pytest.mark.usefixtures("database_unset")
+def test_set_password_unreachable_postgres_named(capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()  # nothing listens on it
+    url = f"postgresql://postgres@127.0.0.1:{port}/assay"
+
+    exit_code = admin_set_password("carol", "--create", "--database-url", url)
+
+    error = capsys.readouterr().err.strip()
+    assert exit_code == 1
+    assert error.startswith(f"assay: error: cannot open the database {url}: ")
+    assert "Check that the server is running" in error
+    assert len(error.splitlines()) == 1
