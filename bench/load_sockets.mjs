@@ -96,6 +96,7 @@ function open(index) {
   const slot = tallies.push(own) - 1;
   totals.push(0);
   const measure = index < measured;
+
   // Like a browser, the socket takes messages of any size.
   const socket = new WebSocket(url, {
     headers: { Authorization: `Bearer ${key}` },
@@ -104,6 +105,7 @@ function open(index) {
     handshakeTimeout: 60_000,
   });
   socket.binaryType = "nodebuffer";
+
   socket.on("open", () =>
     socket.send(encode({ type: "subscribe", cursors: {} })),
   );
@@ -115,6 +117,7 @@ function open(index) {
   socket.on("close", (code) => {
     if (!stopping) own.errors.push(`socket closed by the server: ${code}`);
   });
+
   sockets.push(socket);
 }
 
@@ -135,8 +138,7 @@ createInterface({ input: process.stdin })
   .on("close", finish);
 
 setInterval(() => {
-  if (expected >= 0 && totals.every((total) => total >= expected))
-    finish();
+  if (expected >= 0 && totals.every((total) => total >= expected)) finish();
 }, 200);
 
 for (let index = first; index < first + count; index += 1) {

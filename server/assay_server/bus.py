@@ -118,8 +118,8 @@ class LocalBus(StreamNames):
         #: entries kept take at most ``max_bytes``.
         self.appended: deque[tuple[str, tuple[int, int], int]] = deque()
         self.appended_bytes = 0
-        #: Whether the entries have reached ``max_bytes``, logged the first time only.
-        self.full = False
+        #: Whether the first drop past ``max_bytes`` was logged; later ones are only counted.
+        self.drop_logged = False
         self.swept_at = time.monotonic()
         self.streams: dict[str, deque[KeyedEntry]] = {}
         self.trimmed: dict[str, str] = {}
@@ -210,10 +210,10 @@ class LocalBus(StreamNames):
         if not dropped:
             return
         metrics.LOCAL_BUS_DROPPED.inc(dropped)
-        if not self.full:
+        if not self.drop_logged:
             # A long-lived server stays at the bound once it reaches it, so
             # only the first drop is logged, and the counter counts the rest.
-            self.full = True
+            self.drop_logged = True
             log.info(
                 "the in-process bus reached ASSAY_LOCAL_BUS_BYTES (%d bytes); it now drops "
                 "the oldest entries, and a live socket behind them resyncs",

@@ -381,8 +381,12 @@ def unreachable_database(settings: Settings, exc: SQLAlchemyError | OSError) -> 
     """Describe a database that could not be opened, with its URL's password hidden."""
     configured_url = settings.database_url or settings.resolved_database_url
     url = make_url(configured_url).render_as_string(hide_password=True)
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    cause: BaseException = exc
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        cause = exc.orig
+    text = str(cause).strip()
+    # The driver's first line names the cause; the rest is SQL and context.
+    reason = text.splitlines()[0] if text else type(cause).__name__
     return (
         f"cannot open the database {url}: {reason}. Check that the server is running "
         "and that --database-url or ASSAY_DATABASE_URL names an existing database."

@@ -53,8 +53,9 @@ READ_SPACING_MAX = 0.05
 #: Subscribers the hub queues a read for before it yields to the event loop.
 #: Each queued chunk wakes a socket's sender, and the loop runs every callback
 #: that is ready before it polls the sockets again. Queued all at once, a read
-#: for 1,000 sockets was a burst of 1,000 sends of about 25 ms, and each step of
-#: an ingest batch (receive, store, publish, acknowledge) could wait behind one.
+#: for 1,000 sockets was a burst of 1,000 sends, an estimated 25 ms, and each
+#: step of an ingest batch (receive, store, publish, acknowledge) could wait
+#: behind one.
 DISPATCH_SLICE = 32
 #: Entries, and bytes of them, that the hub keeps of each stream it reads.
 TAIL_LENGTH = 32

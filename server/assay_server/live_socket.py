@@ -444,7 +444,7 @@ routes = [WebSocketRoute("/api/v1/projects/{project}/live", live)]
 
 
 def log_closed(connection_id: str, code: int | None) -> None:
-    """Log the end of a live connection with the close code of the disconnect its handler got."""
+    """Log the end of a live connection with the close code its handler received."""
     if code in (CLOSE_NO_STATUS, CLOSE_ABNORMAL):
         # uvicorn 0.55 reports a connection lost without a close frame as 1005,
         # also when it closed the socket itself after an unanswered keepalive

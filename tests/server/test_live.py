@@ -497,13 +497,20 @@ async def test_reads_are_spaced_by_the_subscribers_reached() -> None:
     assert 0.2 < second_at - first_at < 0.45
 
 
-async def test_dispatch_yields_between_slices() -> None:
+async def watched_events(
+    count: int, dispatch_slice: int
+) -> tuple[LocalBus, LiveHub, list[Subscriber]]:
+    """Return a bus and a hub whose ``count`` subscribers all watch project 1's events."""
     bus = LocalBus("t:", 100, 100)
-    hub = LiveHub(bus, dispatch_slice=2)
-    stream = bus.event_stream(1)
-    subscribers = [Subscriber() for _ in range(6)]
+    hub = LiveHub(bus, dispatch_slice=dispatch_slice)
+    subscribers = [Subscriber() for _ in range(count)]
     for subscriber in subscribers:
-        await hub.add(subscriber, stream, None)
+        await hub.add(subscriber, bus.event_stream(1), None)
+    return bus, hub, subscribers
+
+
+async def test_dispatch_yields_between_slices() -> None:
+    bus, hub, subscribers = await watched_events(6, dispatch_slice=2)
     # The number of subscribers with a queued chunk, each time the loop runs the probe.
     seen: list[int] = []
 
@@ -523,12 +530,7 @@ async def test_dispatch_yields_between_slices() -> None:
 
 
 async def test_subscriber_leaving_during_dispatch_gets_nothing() -> None:
-    bus = LocalBus("t:", 100, 100)
-    hub = LiveHub(bus, dispatch_slice=1)
-    stream = bus.event_stream(1)
-    subscribers = [Subscriber() for _ in range(4)]
-    for subscriber in subscribers:
-        await hub.add(subscriber, stream, None)
+    bus, hub, subscribers = await watched_events(4, dispatch_slice=1)
     left: list[Subscriber] = []
 
     async def leave_after_first_chunk() -> None:
