@@ -24,6 +24,7 @@ from assay_server.bus import BUS_ERRORS
 from assay_server.errors import AssayError, NotFound
 from assay_server.ingest import CLOSE_ABNORMAL
 from assay_server.live import (
+    RUN_CREATED,
     STREAMS_LOST,
     Chunk,
     LiveHub,
@@ -380,7 +381,7 @@ class LiveConnection:
     async def _follow_new_runs(self, chunk: Chunk) -> None:
         # A run created after the subscription gets its live stream watched
         # from its first entry.
-        if b"run.created" not in chunk.body:
+        if not chunk.creates_runs or RUN_CREATED not in chunk.body:
             return
         streams = []
         for message in chunk_messages(chunk):

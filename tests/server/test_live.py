@@ -466,10 +466,46 @@ async def test_subscribers_of_one_read_share_its_bytes() -> None:
     first, second, third = chunks
     assert None not in chunks
     assert first[0].frame_count == 3
-    assert first[0].body is second[0].body
+    assert first[0] is second[0]
     assert [m["stream"] for m in chunk_messages(first[0])] == [events, events, run]
+    # The shared chunk's batch message is built once and sent to both as it is.
+    assert batch_frame(first) is first[0].message
+    assert batch_frame(first) == batch_frame([first[0]._replace(message=None)])
+    assert protocol.unpack(batch_frame(first))["messages"] == chunk_messages(first[0])
+    assert first[0].creates_runs is False
     assert third[0].frame_count == 2
     assert [m["run_id"] for m in chunk_messages(third[0])] == ["0", "1"]
+
+
+async def test_shared_chunk_of_a_new_run_is_marked() -> None:
+    bus = LocalBus("t:", 100, 100)
+    hub = LiveHub(bus)
+    subscriber = Subscriber()
+    await hub.add(subscriber, bus.event_stream(1), "0-0")
+
+    await bus.publish_event(1, {**state_event(0), "type": "run.created"})
+    chunks = await asyncio.wait_for(subscriber.next_chunks(), 5)
+    await hub.close()
+
+    assert chunks is not None
+    assert chunks[0].creates_runs is True
+    assert [m["event"] for m in chunk_messages(chunks[0])] == ["run.created"]
+
+
+async def test_cancelled_wait_leaves_the_queue_working() -> None:
+    subscriber = Subscriber()
+    waiting = asyncio.create_task(subscriber.next_chunks())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+    subscriber.put(Chunk(1, b"\x80"))
+    chunks = await asyncio.wait_for(subscriber.next_chunks(), 5)
+
+    assert subscriber.waiter is None
+    assert chunks == [Chunk(1, b"\x80")]
+    assert subscriber.queued_frames == 0
 
 
 async def test_reads_are_spaced_by_the_subscribers_reached() -> None:
@@ -549,8 +585,8 @@ async def test_subscriber_leaving_during_dispatch_gets_nothing() -> None:
     await hub.close()
 
     assert len(left) == 3
-    assert [s.queue.qsize() for s in left] == [0, 0, 0]
-    assert [s.queue.qsize() for s in subscribers if s not in left] == [1]
+    assert [len(s.queue) for s in left] == [0, 0, 0]
+    assert [len(s.queue) for s in subscribers if s not in left] == [1]
 
 
 async def test_subscriber_gets_only_entries_after_its_cursor() -> None:
@@ -575,7 +611,7 @@ async def test_subscriber_gets_only_entries_after_its_cursor() -> None:
     assert [protocol.unpack(f)["run_id"] for f in early_frames] == ["0", "1", "2", "3"]
     assert [protocol.unpack(f)["run_id"] for f in late_frames] == ["2", "3"]
     assert ahead == {stream: id_key(ids[3])}
-    assert late.queue.empty()
+    assert not late.queue
     assert late.ahead == {}
 
 
@@ -631,7 +667,7 @@ async def test_followers_of_a_read_stream_start_from_memory() -> None:
         ["1", "2"],
     ]
     assert [protocol.unpack(frames[0])["run_id"] for frames in latest] == ["3"] * 4
-    assert all(s.queue.empty() for s in (first, whole, middle, now))
+    assert all(not s.queue for s in (first, whole, middle, now))
 
 
 async def test_new_runs_followed_together() -> None:
