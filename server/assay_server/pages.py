@@ -26,7 +26,7 @@ from assay_server.errors import Forbidden, NotFound, TooManyRequests, Unauthoriz
 STATIC = Path(__file__).parent / "static"
 BUNDLE = STATIC / "app.js"
 
-# Shown in place of the sign-in form while the bundle loads, or when it is missing.
+# Shown in place of the sign-in form while the bundle loads.
 SIGN_IN_FALLBACK = (
     "<h1>Sign in to assay</h1><p>Sign in with your user name and password, or open the "
     "link that <code>assay serve</code> printed when it created the admin account: "
@@ -38,7 +38,7 @@ SHELL = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="/static/app.css?v={version}"></head>
-<body><div id="app">{fallback}</div>
+<body><div id="app"{attributes}>{fallback}</div>
 <script type="module" src="/static/app.js?v={version}"></script></body></html>
 """
 
@@ -72,12 +72,27 @@ def bundle_version() -> str:
         return "missing"
 
 
-def shell(fallback: str, status: int = 200) -> Response:
+def shell(
+    fallback: str,
+    status: int = 200,
+    *,
+    needs_app: bool = True,
+    attributes: dict[str, str] | None = None,
+) -> Response:
+    """Render the page shell, with ``fallback`` shown until the app draws the page.
+
+    Without a built app, a page that ``needs_app`` shows ``NOT_BUILT`` in place
+    of ``fallback``, and an error page keeps its message. ``attributes`` become
+    ``data-`` attributes of the app's root element.
+    """
     version = bundle_version()
-    if version == "missing":
+    if version == "missing" and needs_app:
         fallback = NOT_BUILT
+    data = "".join(
+        f' data-{name}="{html.escape(value)}"' for name, value in (attributes or {}).items()
+    )
     return HTMLResponse(
-        SHELL.format(version=version, fallback=fallback),
+        SHELL.format(version=version, fallback=fallback, attributes=data),
         status_code=status,
         headers={"Cache-Control": "no-store"},
     )
@@ -89,7 +104,9 @@ async def page(request: Request) -> Response:
     except Unauthorized as exc:
         if exc.code == "invalid_share":
             # Signing in would not help: the app loads and shows that the link no longer works.
-            return shell("<p>This share link is invalid, revoked or expired.</p>", 401)
+            return shell(
+                "<p>This share link is invalid, revoked or expired.</p>", 401, needs_app=False
+            )
         target = request.url.path
         if request.url.query:
             target += "?" + request.url.query
@@ -100,10 +117,19 @@ async def page(request: Request) -> Response:
 
 
 def too_many_requests_page(exc: TooManyRequests) -> Response:
-    """Render a reached rate limit as the page shell with its message, unlike the API's JSON."""
+    """Render a reached rate limit as the page shell with its message, unlike the API's JSON.
+
+    The root element's ``data-retry-after`` repeats the ``Retry-After`` header,
+    because the app cannot read the headers of the page it was loaded by.
+    """
     metrics.ERRORS.labels(exc.code).inc()
     message = exc.message[:1].upper() + exc.message[1:]
-    response = shell(f"<p>{html.escape(message)}.</p>", exc.status)
+    response = shell(
+        f"<p>{html.escape(message)}.</p>",
+        exc.status,
+        needs_app=False,
+        attributes={"retry-after": str(exc.retry_after)},
+    )
     response.headers["Retry-After"] = str(exc.retry_after)
     return response
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from assay_server import ratelimit
+from assay_server.settings import Settings
+from conftest import RunningServer
 from web.browsing import BUNDLE, CHROMIUM, CHROMIUM_ARGS, WAIT_MS, require
 
 
@@ -34,3 +38,12 @@ def page(browser: Browser) -> Iterator[Page]:
     yield opened
     context.close()
     assert errors == [], f"the page raised: {errors}"
+
+
+@pytest.fixture
+def limited_server(
+    monkeypatch: pytest.MonkeyPatch, sqlite_settings: Settings, start_server: Any
+) -> RunningServer:
+    """Start a server that rejects share links from an address after one failed look-up."""
+    monkeypatch.setattr(ratelimit, "SHARE_LOOKUPS", 1)
+    return start_server(sqlite_settings)  # type: ignore[no-any-return]

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Route
 
+from assay_server import ratelimit
 from conftest import RunningServer
 from userkeys import add_user
 from web.browsing import start_run
-from web.reports import PROJECT, document_json, open_report, report_content, wait_for_lines
+from web.reports import (
+    PROJECT,
+    create_report,
+    document_json,
+    open_report,
+    report_content,
+    wait_for_lines,
+)
 from web.sharing import (
     build_grid_report,
     close_page,
@@ -394,3 +405,95 @@ def test_expired_link_stops_working(
     assert time.monotonic() - loaded_at < 15
     assert "This share link no longer works" in page.locator(".report-messages").inner_text()
     assert page.locator("body").get_attribute("data-runs-live") == "offline"
+
+
+def limited_report(server: RunningServer, tmp_path: Path) -> tuple[str, dict[str, Any]]:
+    """Create a report in a project with one run, and a view link to it."""
+    log_runs(server, tmp_path, {"calm": 0.01})
+    report_id = create_report(server, "Limited")
+    return report_id, create_share(server, report_id, "view")
+
+
+def guess_share_link(server: RunningServer, report_id: str) -> None:
+    """Open the report with a wrong token from this address, which reaches the limit of one."""
+    response = httpx.get(
+        f"{server.url}/api/v1/projects/{PROJECT}/reports/{report_id}",
+        params={"share": "a-guessed-token"},
+    )
+    assert response.status_code == 401, response.text
+
+
+def test_limited_link_shows_retry_time(
+    browser: Browser, limited_server: RunningServer, opened: list[Page], tmp_path: Path
+) -> None:
+    report_id, share = limited_report(limited_server, tmp_path)
+    guess_share_link(limited_server, report_id)
+    page = open_page(browser, "about:blank")
+    opened.append(page)
+    page.clock.install()
+    page.goto(share["url"])
+    page.wait_for_selector("main.rate-limited")
+    heading = page.locator("h1").inner_text()
+    wait = page.locator(".retry-wait").inner_text()
+    countdown = re.fullmatch(r"Try again in (\d+) seconds?, at .+\.", wait)
+    page.clock.fast_forward(ratelimit.SHARE_WINDOW * 1000)
+    page.wait_for_selector(".retry-wait[data-seconds-left='0']")
+
+    assert heading == "Too many share-link look-ups"
+    assert countdown is not None, wait
+    assert 1 <= int(countdown.group(1)) <= ratelimit.SHARE_WINDOW
+    assert "Something went wrong" not in page.locator("body").inner_text()
+    assert page.locator(".retry-wait").inner_text() == "You can try again now."
+    assert page.locator("button.try-again").is_visible()
+
+
+def test_limited_link_opens_after_wait(
+    browser: Browser, limited_server: RunningServer, opened: list[Page], tmp_path: Path
+) -> None:
+    report_id, share = limited_report(limited_server, tmp_path)
+    guess_share_link(limited_server, report_id)
+    page = open_page(browser, share["url"])
+    opened.append(page)
+    page.wait_for_selector("main.rate-limited")
+    # Forget the failed look-up, as the end of the limit's window would.
+    limited_server.app.state.limits.store.counters.clear()
+    page.click("button.try-again")
+    page.wait_for_selector("body[data-loaded]")
+
+    assert page.locator("main.rate-limited").count() == 0
+    assert document_json(page)["title"] == "Limited"
+
+
+def test_link_limited_after_page_counts_down(
+    browser: Browser, limited_server: RunningServer, tmp_path: Path
+) -> None:
+    report_id, share = limited_report(limited_server, tmp_path)
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    statuses: list[int] = []
+    page.on(
+        "response",
+        lambda response: (
+            statuses.append(response.status) if response.url == share["url"] else None
+        ),
+    )
+
+    def guess_then_serve(route: Route) -> None:
+        # The page passed the limit. The guess reaches it before the app's first request.
+        guess_share_link(limited_server, report_id)
+        route.continue_()
+
+    page.route("**/static/app.js*", guess_then_serve)
+    page.goto(share["url"])
+    page.wait_for_selector("main.rate-limited")
+    root = page.locator("#app").get_attribute("data-retry-after")
+    wait = page.locator(".retry-wait").inner_text()
+    context.close()
+
+    # The page came with 200, so the wait is the API's Retry-After header.
+    assert statuses == [200]
+    assert root is None
+    assert re.fullmatch(r"Try again in \d+ seconds?, at .+\.", wait), wait
+    assert errors == []

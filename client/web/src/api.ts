@@ -76,9 +76,48 @@ export class ApiError extends Error {
     message: string,
     /** The 1-based column of a rejected filter. */
     readonly column: number | null = null,
+    /** The whole seconds of a 429's ``Retry-After`` header. */
+    readonly retryAfter: number | null = null,
   ) {
     super(message);
   }
+}
+
+/**
+ * Build the ``ApiError`` of a failed ``response``, from its JSON or msgpack
+ * error body, or with ``fallback`` as its message when it has none.
+ */
+export async function responseError(
+  response: Response,
+  fallback: string,
+): Promise<ApiError> {
+  let code = "http_error";
+  let message = fallback;
+  let column: number | null = null;
+  try {
+    const body = (await response.clone().json()) as {
+      error?: { code: string; message: string; column?: number };
+    };
+    if (body.error) ({ code, message } = body.error);
+    column = body.error?.column ?? null;
+  } catch {
+    try {
+      const body = decode(new Uint8Array(await response.arrayBuffer())) as {
+        error?: { code: string; message: string };
+      };
+      if (body.error) ({ code, message } = body.error);
+    } catch {
+      // Neither JSON nor msgpack: keep the generic message.
+    }
+  }
+  const retryAfter = Number(response.headers.get("Retry-After") ?? "");
+  return new ApiError(
+    response.status,
+    code,
+    message,
+    column,
+    Number.isInteger(retryAfter) && retryAfter > 0 ? retryAfter : null,
+  );
 }
 
 async function request(
@@ -90,26 +129,10 @@ async function request(
     ...init,
   });
   if (!response.ok) {
-    let code = "http_error";
-    let message = `${init.method ?? "GET"} ${path} failed with HTTP ${response.status}`;
-    let column: number | null = null;
-    try {
-      const body = (await response.clone().json()) as {
-        error?: { code: string; message: string; column?: number };
-      };
-      if (body.error) ({ code, message } = body.error);
-      column = body.error?.column ?? null;
-    } catch {
-      try {
-        const body = decode(new Uint8Array(await response.arrayBuffer())) as {
-          error?: { code: string; message: string };
-        };
-        if (body.error) ({ code, message } = body.error);
-      } catch {
-        // Neither JSON nor msgpack: keep the generic message.
-      }
-    }
-    throw new ApiError(response.status, code, message, column);
+    throw await responseError(
+      response,
+      `${init.method ?? "GET"} ${path} failed with HTTP ${response.status}`,
+    );
   }
   return response;
 }

@@ -1,5 +1,5 @@
 // The reports HTTP API: create, list, rename and delete reports, and save versions.
-import { ApiError } from "./api";
+import { responseError } from "./api";
 import { withShare } from "./share";
 
 export interface ReportSummary {
@@ -43,17 +43,10 @@ export async function send<T>(
     body: body ? JSON.stringify(body) : undefined,
   });
   if (!response.ok) {
-    let code = "http_error";
-    let message = `${method} ${path} failed with HTTP ${response.status}`;
-    try {
-      const parsed = (await response.json()) as {
-        error?: { code: string; message: string };
-      };
-      if (parsed.error) ({ code, message } = parsed.error);
-    } catch {
-      // Not JSON: keep the generic message.
-    }
-    throw new ApiError(response.status, code, message);
+    throw await responseError(
+      response,
+      `${method} ${path} failed with HTTP ${response.status}`,
+    );
   }
   return (response.status === 204 ? null : await response.json()) as T;
 }

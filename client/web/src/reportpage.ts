@@ -9,6 +9,7 @@ import { LiveConnection, type ReportRunsMessage } from "./live";
 import { BlockView } from "./reportblocks";
 import { getReport, whoAmI, type ReportDetail } from "./reportapi";
 import { VersionList } from "./reportversions";
+import { pageRetryAfter, retryNotice } from "./retrynotice";
 import { connectRoom } from "./reportconnection";
 import {
   blockList,
@@ -75,6 +76,12 @@ export class ReportPage {
       }
       if (error.code === "invalid_share") {
         this.showFailure("This share link no longer works", error.message);
+        return;
+      }
+      if (error.status === 429) {
+        // When the page itself returned 429, it carries the wait as well.
+        const wait = error.retryAfter ?? pageRetryAfter(this.root);
+        this.root.replaceChildren(topBar(), retryNotice(wait, error.message));
         return;
       }
       throw error;
