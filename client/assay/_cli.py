@@ -45,8 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="manage the database schema")
     db_commands = db.add_subparsers(title="db commands")
     upgrade = db_commands.add_parser("upgrade", help="apply pending schema migrations")
-    upgrade.add_argument("--data-dir", type=Path, help="directory of the embedded database")
-    upgrade.add_argument("--database-url", help="PostgreSQL or SQLite URL")
+    upgrade.add_argument(
+        "--data-dir", type=Path, help="directory of the embedded database (default .assay)"
+    )
+    upgrade.add_argument(
+        "--database-url", help="PostgreSQL or SQLite URL (default: assay.db in --data-dir)"
+    )
     upgrade.set_defaults(handler=_db_upgrade)
 
     login = commands.add_parser(
@@ -86,8 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read the password from the first line of standard input instead of a prompt",
     )
-    set_password.add_argument("--data-dir", type=Path, help="directory of the embedded database")
-    set_password.add_argument("--database-url", help="PostgreSQL or SQLite URL")
+    set_password.add_argument(
+        "--data-dir", type=Path, help="directory of the embedded database (default .assay)"
+    )
+    set_password.add_argument(
+        "--database-url", help="PostgreSQL or SQLite URL (default: assay.db in --data-dir)"
+    )
     set_password.set_defaults(handler=_set_password)
 
     sync = commands.add_parser("sync", help="upload spooled or offline runs")
@@ -116,10 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (ASSAY_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="TCP port (ASSAY_PORT, default 8080)")
-    parser.add_argument("--data-dir", type=Path, help="data directory (ASSAY_DATA_DIR)")
-    parser.add_argument("--database-url", help="PostgreSQL or SQLite URL (ASSAY_DATABASE_URL)")
-    parser.add_argument("--redis-url", help="Redis URL (ASSAY_REDIS_URL)")
+    parser.add_argument(
+        "--port", type=int, help="TCP port, from 1 to 65535 (ASSAY_PORT, default 8080)"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help="data directory (ASSAY_DATA_DIR, default .assay)"
+    )
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL or SQLite URL (ASSAY_DATABASE_URL, default: assay.db in --data-dir)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        help="Redis URL (ASSAY_REDIS_URL, default: the in-process bus, for one instance)",
+    )
 
 
 def _settings_help() -> str | None:

@@ -16,12 +16,14 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import uvicorn
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.util import asbool
 
 from assay import protocol
-from assay_server import accounts, logs, metrics
+from assay_server import accounts, logs, metrics, schema
 from assay_server.app import create_app
 from assay_server.database import Database
 from assay_server.errors import AssayError, NotFound
@@ -53,18 +55,29 @@ HTTP_OPTIONS: dict[str, Any] = {
     "h11_max_incomplete_event_size": MAX_REQUEST_HEAD_BYTES,
 }
 LIFESPAN_RESERVE = 1.0
+#: The first 16 bytes of every SQLite 3 database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+#: The settings that ``assay serve`` also takes as command-line options.
+OPTION_SETTINGS = ("host", "port", "data_dir", "database_url", "redis_url")
 
 
 def load_settings(args: argparse.Namespace) -> Settings | None:
+    """Read the settings, with ``args``' options over the environment, or print why not.
+
+    Returns None after an error. The error names the option when the value
+    came from one, and otherwise the environment variable.
+    """
+    options = {name: getattr(args, name, None) for name in OPTION_SETTINGS}
     try:
-        return Settings.from_env(
-            **{
-                name: getattr(args, name, None)
-                for name in ("host", "port", "data_dir", "database_url", "redis_url")
-            }
-        )
+        return Settings.from_env(**options)
     except SettingsError as exc:
-        print(f"assay: error: {exc}", file=sys.stderr)
+        if options.get(exc.setting) is not None:
+            message = exc.naming("--" + exc.setting.replace("_", "-"))
+        else:
+            message = str(exc)
+        print(f"assay: error: {message}", file=sys.stderr)
         return None
 
 
@@ -81,15 +94,29 @@ def configure_logging(settings: Settings) -> None:
     handler.addFilter(metrics.LogCounter())
 
 
+def quiet_migrations(settings: Settings) -> None:
+    """Hide Alembic's INFO lines in one-shot commands, unless ASSAY_LOG_LEVEL is debug."""
+    debug = settings.log_level.lower() == "debug"
+    logging.getLogger("alembic").setLevel(logging.NOTSET if debug else logging.WARNING)
+
+
+def fail(message: str, exit_code: int) -> int:
+    """Print ``message`` as the command's error and return ``exit_code``."""
+    print(f"assay: error: {message}", file=sys.stderr)
+    return exit_code
+
+
 def serve(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     if settings is None:
         return 2
     configure_logging(settings)
-    problem = prepare_database_directory(settings, "assay serve")
+    problem = prepare_database_directory(settings, "assay serve") or not_sqlite_database(settings)
     if problem is not None:
-        print(f"assay: error: {problem}", file=sys.stderr)
-        return 2
+        return fail(problem, 2)
+    problem = check_connection(settings)
+    if problem is not None:
+        return fail(problem, 1)
     mode = "PostgreSQL" if settings.database_url else "embedded SQLite"
     bus = "Redis" if settings.redis_url else "in-process bus"
     log.info("assay serving on http://%s:%s (%s, %s)", settings.host, settings.port, mode, bus)
@@ -112,6 +139,28 @@ def serve(args: argparse.Namespace) -> int:
     )
     DrainingServer(config, drain, settings.shutdown_timeout).run()
     return 0
+
+
+def check_connection(settings: Settings) -> str | None:
+    """Connect to the database once and return an error message when that fails.
+
+    The app connects again as it starts, but uvicorn reports a failure there
+    with a traceback. This check gives the one-line error of ``assay db upgrade``.
+    """
+
+    async def connect() -> None:
+        db = Database(settings.resolved_database_url, pool_size=1)
+        try:
+            async with db.reading() as connection:
+                await connection.execute(text("SELECT 1"))
+        finally:
+            await db.close()
+
+    try:
+        asyncio.run(connect())
+    except (SQLAlchemyError, OSError) as exc:
+        return unreachable_database(settings, exc)
+    return None
 
 
 class WebsocketDrain:
@@ -299,10 +348,12 @@ def db_upgrade(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     configure_logging(settings)
-    problem = prepare_database_directory(settings, "assay db upgrade")
+    quiet_migrations(settings)
+    problem = prepare_database_directory(settings, "assay db upgrade") or not_sqlite_database(
+        settings
+    )
     if problem is not None:
-        print(f"assay: error: {problem}", file=sys.stderr)
-        return 2
+        return fail(problem, 2)
 
     async def upgrade() -> str | None:
         db = Database(settings.resolved_database_url)
@@ -315,8 +366,7 @@ def db_upgrade(args: argparse.Namespace) -> int:
     try:
         revision = asyncio.run(upgrade())
     except (SQLAlchemyError, OSError) as exc:
-        print(f"assay: error: {unreachable_database(settings, exc)}", file=sys.stderr)
-        return 1
+        return fail(unreachable_database(settings, exc), 1)
     print(f"database is at revision {revision}")
     return 0
 
@@ -324,71 +374,124 @@ def db_upgrade(args: argparse.Namespace) -> int:
 def set_password(args: argparse.Namespace, read_password: Callable[[], str]) -> int:
     """Set (or with ``--create``, create) user ``args.name``'s password; end their sessions.
 
-    ``read_password`` is called only after the settings, the user name and the
-    database file pass their checks, so a wrong directory fails before a prompt.
+    ``read_password`` is called only after the settings, the user name, the
+    database and, without ``--create``, the user's existence pass their
+    checks, so that no one types a password in vain.
     """
     settings = load_settings(args)
     if settings is None:
         return 2
     configure_logging(settings)
+    quiet_migrations(settings)
     try:
         accounts.check_user_name(args.name)
     except AssayError as exc:
-        print(f"assay: error: {exc.message}", file=sys.stderr)
-        return 2
-    problem = missing_database(settings, "assay admin set-password")
+        return fail(exc.message, 2)
+    problem = missing_database(settings, "assay admin set-password") or not_sqlite_database(
+        settings
+    )
     if problem is not None:
-        print(f"assay: error: {problem}", file=sys.stderr)
-        return 2
+        return fail(problem, 2)
+    try:
+        problem = asyncio.run(find_user(settings, args.name, args.create))
+    except (SQLAlchemyError, OSError) as exc:
+        problem = unreachable_database(settings, exc)
+    if problem is not None:
+        return fail(problem, 1)
     password = read_password()
     try:
         accounts.check_password(password)
     except AssayError as exc:
-        print(f"assay: error: {exc.message}", file=sys.stderr)
-        return 2
-
-    async def store() -> str | None:
-        db = Database(settings.resolved_database_url)
-        try:
-            await db.upgrade()
-            password_hash = await accounts.hash_password(password)
-            async with db.transaction() as connection:
-                try:
-                    user, _ = await accounts.password_hash_of(connection, args.name)
-                except NotFound:
-                    if not args.create:
-                        return f"no user named {args.name!r}; add --create to create it"
-                    await accounts.create_user(connection, args.name, password_hash, args.admin)
-                    return None
-                await accounts.set_password_hash(connection, user.id, password_hash)
-                await accounts.end_sessions(connection, user.id)
-            return None
-        finally:
-            await db.close()
-
+        return fail(exc.message, 2)
     try:
-        problem = asyncio.run(store())
+        problem = asyncio.run(
+            store_password(settings, args.name, password, args.create, args.admin)
+        )
     except (SQLAlchemyError, OSError) as exc:
         problem = unreachable_database(settings, exc)
     if problem is not None:
-        print(f"assay: error: {problem}", file=sys.stderr)
-        return 1
+        return fail(problem, 1)
     print(f"password of {args.name} set")
     return 0
 
 
+async def find_user(settings: Settings, name: str, create: bool) -> str | None:
+    """Migrate the database and, unless ``create``, check that user ``name`` exists.
+
+    Returns an error message when the user is missing.
+    """
+    db = Database(settings.resolved_database_url)
+    try:
+        await db.upgrade()
+        if create:
+            return None
+        async with db.reading() as connection:
+            try:
+                await accounts.password_hash_of(connection, name)
+            except NotFound:
+                return await missing_user(connection, name)
+        return None
+    finally:
+        await db.close()
+
+
+async def store_password(
+    settings: Settings, name: str, password: str, create: bool, admin: bool
+) -> str | None:
+    """Set user ``name``'s password and end their sessions, or create the user when ``create``.
+
+    Returns an error message when the user is missing, which happens here only
+    if someone deleted the user after ``find_user`` checked.
+    """
+    db = Database(settings.resolved_database_url)
+    try:
+        password_hash = await accounts.hash_password(password)
+        async with db.transaction() as connection:
+            try:
+                user, _ = await accounts.password_hash_of(connection, name)
+            except NotFound:
+                if not create:
+                    return await missing_user(connection, name)
+                await accounts.create_user(connection, name, password_hash, admin)
+                return None
+            await accounts.set_password_hash(connection, user.id, password_hash)
+            await accounts.end_sessions(connection, user.id)
+        return None
+    finally:
+        await db.close()
+
+
+async def missing_user(connection: AsyncConnection, name: str) -> str:
+    """Describe user ``name`` as missing, and how to create it."""
+    if await connection.scalar(select(func.count()).select_from(schema.users)):
+        return f"no user named {name!r}; add --create to create it"
+    # ``assay serve`` creates this account (see auth.bootstrap_admin) in a database without users.
+    return (
+        f"no user named {name!r}, because the database has no users yet. Add --create "
+        "(and --admin for an admin) to create it, or start `assay serve` once, which "
+        "creates the admin account 'admin' in a database without users."
+    )
+
+
 def unreachable_database(settings: Settings, exc: SQLAlchemyError | OSError) -> str:
     """Describe a database that could not be opened, with its URL's password hidden."""
-    configured_url = settings.database_url or settings.resolved_database_url
-    url = make_url(configured_url).render_as_string(hide_password=True)
     cause: BaseException = exc
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         cause = exc.orig
-    text = str(cause).strip()
+    detail = str(cause).strip()
     # The driver's first line names the cause; the rest is SQL and context.
-    reason = text.splitlines()[0] if text else type(cause).__name__
+    reason = detail.splitlines()[0] if detail else type(cause).__name__
+    url = settings.resolved_database_url
+    path = sqlite_file(url) if make_url(url).get_backend_name() == "sqlite" else None
+    if path is not None:
+        return (
+            f"cannot open the SQLite database {path}: {reason}. Check that the file is "
+            "an intact SQLite database and that this user can read and write it and "
+            "its directory."
+        )
+    hidden = make_url(settings.database_url or url).render_as_string(hide_password=True)
     return (
-        f"cannot open the database {url}: {reason}. Check that the server is running "
+        f"cannot open the database {hidden}: {reason}. Check that the server is running "
         "and that --database-url or ASSAY_DATABASE_URL names an existing database."
     )
 
@@ -403,6 +506,8 @@ def prepare_database_directory(settings: Settings, command: str) -> str | None:
     if settings.database_url is None:
         try:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            return not_a_directory(settings.data_dir, command)
         except OSError as exc:
             return (
                 f"cannot create the data directory {settings.data_dir}: {exc.strerror}. "
@@ -420,6 +525,45 @@ def prepare_database_directory(settings: Settings, command: str) -> str | None:
         f"{settings.database_url!r} names it, and SQLite creates the file but not its "
         f"directory. Create {path.parent} first, or unset the database URL and set "
         f"--data-dir or ASSAY_DATA_DIR to a directory that {command} creates."
+    )
+
+
+def not_a_directory(data_dir: Path, command: str) -> str:
+    return (
+        f"the data directory {data_dir} is not a directory, and it must be one. Set "
+        f"--data-dir or ASSAY_DATA_DIR to a directory, or to a new path that {command} creates."
+    )
+
+
+def not_sqlite_database(settings: Settings) -> str | None:
+    """Return an error message when the SQLite database's path exists but is no SQLite database.
+
+    SQLite opens any file and fails only at the first statement, with "file is
+    not a database", so the file's 16-byte header is checked first. An empty
+    file is a new database to SQLite, so it passes.
+    """
+    url = settings.resolved_database_url
+    if make_url(url).get_backend_name() != "sqlite":
+        return None
+    path = sqlite_file(url)
+    if path is None:
+        return None
+    if settings.database_url is None:
+        fix = "set --data-dir or ASSAY_DATA_DIR to the server's data directory"
+    else:
+        fix = "set --database-url or ASSAY_DATABASE_URL to the URL of the server's database"
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot read the SQLite database {path}: {exc.strerror}. Move it away, or {fix}."
+    if header in (b"", SQLITE_HEADER):
+        return None
+    return (
+        f"{path} is not a SQLite database: it does not start with the SQLite file header. "
+        f"Move it away or restore it from a backup, or {fix}."
     )
 
 
@@ -442,7 +586,7 @@ def missing_database(settings: Settings, command: str) -> str | None:
             f"database, which starts empty and is gone when {command} exits. Set "
             "--database-url or ASSAY_DATABASE_URL to the URL of the server's database."
         )
-    if path.is_file():
+    if path.exists():
         return None
     if settings.database_url is not None:
         return (
@@ -450,6 +594,11 @@ def missing_database(settings: Settings, command: str) -> str | None:
             f"names it. {command} changes an existing database only, so nothing was "
             "created. Set --database-url or ASSAY_DATABASE_URL to the URL of the "
             "server's database."
+        )
+    if settings.data_dir.exists() and not settings.data_dir.is_dir():
+        return (
+            f"the data directory {settings.data_dir} is not a directory, and it must be "
+            "one. Set --data-dir or ASSAY_DATA_DIR to the server's data directory."
         )
     return (
         f"SQLite database {path} not found. {command} changes an existing database "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import textwrap
@@ -16,7 +17,61 @@ LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
-    """A setting with a value the server cannot use."""
+    """A setting with a value the server cannot use.
+
+    ``setting`` is the field name of ``Settings``. The message names the
+    environment variable, and ``naming`` words it for another source, such as
+    a command-line option.
+    """
+
+    def __init__(self, setting: str, requirement: str) -> None:
+        self.setting = setting
+        self.requirement = requirement
+        super().__init__(self.naming(environment_variable(setting)))
+
+    def naming(self, name: str) -> str:
+        """Return the message with ``name`` as the source of the value, e.g. ``--port``."""
+        return f"{name} {self.requirement}"
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The values a numeric setting accepts. NaN and infinity are never accepted.
+
+    A value must be above ``minimum``, or equal to it too when ``inclusive``,
+    and at most ``maximum`` when that is set.
+    """
+
+    minimum: float
+    unit: str
+    inclusive: bool = True
+    maximum: float | None = None
+
+    def contains(self, value: float) -> bool:
+        if not math.isfinite(value) or value < self.minimum:
+            return False
+        if value == self.minimum and not self.inclusive:
+            return False
+        return self.maximum is None or value <= self.maximum
+
+    def describe(self) -> str:
+        """Describe the accepted values so that "must be " can precede them.
+
+        A range with a maximum is worded as integers, because every setting
+        with a maximum is an integer.
+        """
+        if self.maximum is not None:
+            text = f"an integer from {self.minimum} to {self.maximum} {self.unit}"
+        elif self.minimum == 0 and not self.inclusive:
+            text = f"a positive number of {self.unit}"
+        else:
+            text = f"at least {self.minimum} {self.unit}"
+        return text.rstrip()
+
+
+def positive(unit: str) -> Bounds:
+    """Accept every finite number above 0, which for an integer setting means 1 or more."""
+    return Bounds(0, unit, inclusive=False)
 
 
 @dataclass(frozen=True)
@@ -24,13 +79,15 @@ class Setting:
     """One row of the settings table: name, environment variable, help text and default.
 
     A default of None means the setting is unset unless given, and its help
-    text then describes what the server does instead.
+    text then describes what the server does instead. ``allowed`` describes
+    the accepted values of a numeric setting, and is None for the others.
     """
 
     name: str
     env: str
     help: str
     default: Any
+    allowed: str | None = None
 
 
 #: Redis accepts larger expiries, but a stream idle for a year serves no live view.
@@ -40,14 +97,14 @@ LOCAL_BUS_BYTES = 128 * 1024 * 1024
 MIN_HELP_WIDTH = 40
 
 
-def _field(default: Any, env: str, help: str) -> Any:
-    return field(default=default, metadata={"env": env, "help": help})
+def _field(default: Any, env: str, help: str, bounds: Bounds | None = None) -> Any:
+    return field(default=default, metadata={"env": env, "help": help, "bounds": bounds})
 
 
 @dataclass(frozen=True)
 class Settings:
     host: str = _field("127.0.0.1", "ASSAY_HOST", "Address to listen on.")
-    port: int = _field(8080, "ASSAY_PORT", "TCP port to listen on.")
+    port: int = _field(8080, "ASSAY_PORT", "TCP port to listen on.", Bounds(1, "", maximum=65535))
     data_dir: Path = _field(
         Path(".assay"),
         "ASSAY_DATA_DIR",
@@ -74,55 +131,74 @@ class Settings:
         "Default: a generated key, printed once.",
     )
     db_pool_size: int = _field(
-        20, "ASSAY_DB_POOL_SIZE", "Database connections per server process (PostgreSQL)."
+        20,
+        "ASSAY_DB_POOL_SIZE",
+        "Size of each server process's database connection pool. On PostgreSQL the "
+        "pool opens as many overflow connections again when busy, so a process holds "
+        "up to twice this many connections.",
+        positive("connections"),
     )
     heartbeat_interval: float = _field(
-        5.0, "ASSAY_HEARTBEAT_INTERVAL", "Seconds between SDK heartbeats, sent to each SDK."
+        5.0,
+        "ASSAY_HEARTBEAT_INTERVAL",
+        "Seconds between SDK heartbeats, sent to each SDK.",
+        positive("seconds"),
     )
     crash_timeout: float = _field(
         60.0,
         "ASSAY_CRASH_TIMEOUT",
-        "Seconds without a heartbeat after which a running run is marked crashed.",
+        "Seconds without a heartbeat after which a running run is marked crashed; "
+        "longer than ASSAY_HEARTBEAT_INTERVAL.",
+        positive("seconds"),
     )
     live_stream_length: int = _field(
         10_000,
         "ASSAY_LIVE_STREAM_LENGTH",
-        "Approximate number of batches kept in each run's Redis live stream.",
+        "Batches kept in each run's live stream: this many in the in-process bus, "
+        "about this many in Redis, which trims streams approximately.",
+        positive("batches"),
     )
     event_stream_length: int = _field(
         100_000,
         "ASSAY_EVENT_STREAM_LENGTH",
-        "Approximate number of events kept in each project's Redis event stream.",
+        "Events kept in each project's event stream: this many in the in-process bus, "
+        "about this many in Redis, which trims streams approximately.",
+        positive("events"),
     )
     stream_idle_ttl: int = _field(
         86_400,
         "ASSAY_STREAM_IDLE_TTL",
         "Seconds after its last entry that the bus deletes a run's live stream or a "
         "project's event stream; the database keeps everything.",
+        Bounds(1, "seconds", maximum=MAX_STREAM_IDLE_TTL),
     )
     local_bus_bytes: int = _field(
         LOCAL_BUS_BYTES,
         "ASSAY_LOCAL_BUS_BYTES",
         "Bytes of stream entries the in-process bus keeps when ASSAY_REDIS_URL is "
         "unset; past them it drops the oldest entries of all streams.",
+        Bounds(MIN_LOCAL_BUS_BYTES, "bytes (1 MiB)"),
     )
     live_queue_bytes: int = _field(
         32 * 1024 * 1024,
         "ASSAY_LIVE_QUEUE_BYTES",
         "Bytes of live updates queued for one browser socket; a socket that falls "
         "further behind is told to reload.",
+        positive("bytes"),
     )
     max_sockets_per_user: int = _field(
         1000,
         "ASSAY_MAX_SOCKETS_PER_USER",
         "Websockets (ingest, live and report together) that one user, share link or "
         "anonymous address may hold open on one instance; more are rejected with 429.",
+        positive("sockets"),
     )
     max_filter_length: int = _field(
         10_000,
         "ASSAY_MAX_FILTER_LENGTH",
         "Maximum length of a run-set filter, in characters; longer filters are rejected "
         "with the error code filter_too_long.",
+        Bounds(100, "characters", maximum=1_000_000),
     )
     log_level: str = _field(
         "info",
@@ -139,21 +215,25 @@ class Settings:
         "ASSAY_SHUTDOWN_TIMEOUT",
         "Maximum seconds from SIGTERM to exit: in-flight batches are committed and "
         "acknowledged, then websockets close with code 1012.",
+        positive("seconds"),
     )
     report_idle_timeout: float = _field(
         30.0,
         "ASSAY_REPORT_IDLE_TIMEOUT",
         "Seconds a report stays loaded after its last client leaves.",
+        positive("seconds"),
     )
     report_flush_interval: float = _field(
         0.2,
         "ASSAY_REPORT_FLUSH_INTERVAL",
         "Seconds between writes of a report's accepted updates; a crash loses at most this much.",
+        positive("seconds"),
     )
     report_max_bytes: int = _field(
         8 * 1024 * 1024,
         "ASSAY_REPORT_MAX_BYTES",
         "Largest encoded report document, in bytes; updates beyond it are rejected.",
+        positive("bytes"),
     )
 
     @property
@@ -182,86 +262,65 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        if not 0 < self.port < 65536:
-            raise SettingsError(f"port must be between 1 and 65535, got {self.port!r}")
+        """Raise SettingsError for the first value the server cannot use."""
+        for item in dataclasses.fields(self):
+            bounds = item.metadata["bounds"]
+            value = getattr(self, item.name)
+            if bounds is not None and not bounds.contains(value):
+                raise SettingsError(item.name, f"must be {bounds.describe()}, got {value!r}")
         if self.bootstrap_api_key is not None and len(self.bootstrap_api_key) < 16:
             raise SettingsError(
-                "ASSAY_BOOTSTRAP_API_KEY must be at least 16 characters long; "
-                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                "bootstrap_api_key",
+                "must be at least 16 characters long; generate one with: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
             )
         if self.crash_timeout <= self.heartbeat_interval:
             raise SettingsError(
-                f"ASSAY_CRASH_TIMEOUT ({self.crash_timeout!r}) must be longer than "
-                f"ASSAY_HEARTBEAT_INTERVAL ({self.heartbeat_interval!r})"
+                "crash_timeout",
+                f"must be longer than ASSAY_HEARTBEAT_INTERVAL ({self.heartbeat_interval!r}), "
+                f"got {self.crash_timeout!r}",
             )
         if self.redis_url is not None and not self.redis_url.startswith(
             ("redis://", "rediss://", "unix://")
         ):
             raise SettingsError(
-                f"ASSAY_REDIS_URL must start with redis://, rediss:// or unix://, "
-                f"got {self.redis_url!r}"
-            )
-        if not 100 <= self.max_filter_length <= 1_000_000:
-            raise SettingsError(
-                "ASSAY_MAX_FILTER_LENGTH must be an integer from 100 to 1000000, "
-                f"got {self.max_filter_length!r}"
+                "redis_url",
+                f"must start with redis://, rediss:// or unix://, got {_hide(self.redis_url)!r}",
             )
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(
-                f"ASSAY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
+                "log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
             )
         if self.log_format not in LOG_FORMATS:
             raise SettingsError(
-                f"ASSAY_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, "
-                f"got {self.log_format!r}"
+                "log_format", f"must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
             )
-        if self.live_queue_bytes <= 0:
-            raise SettingsError(
-                f"ASSAY_LIVE_QUEUE_BYTES must be a positive number of bytes, "
-                f"got {self.live_queue_bytes!r}"
-            )
-        if self.local_bus_bytes < MIN_LOCAL_BUS_BYTES:
-            raise SettingsError(
-                f"ASSAY_LOCAL_BUS_BYTES must be at least {MIN_LOCAL_BUS_BYTES} (1 MiB), "
-                f"got {self.local_bus_bytes!r}"
-            )
-        if not 1 <= self.stream_idle_ttl <= MAX_STREAM_IDLE_TTL:
-            raise SettingsError(
-                f"ASSAY_STREAM_IDLE_TTL must be a whole number of seconds from 1 to "
-                f"{MAX_STREAM_IDLE_TTL}, got {self.stream_idle_ttl!r}"
-            )
-        if self.max_sockets_per_user <= 0:
-            raise SettingsError(
-                "ASSAY_MAX_SOCKETS_PER_USER must be a positive number of sockets, "
-                f"got {self.max_sockets_per_user!r}"
-            )
-        if self.shutdown_timeout <= 0:
-            raise SettingsError(
-                f"ASSAY_SHUTDOWN_TIMEOUT must be a positive number of seconds, "
-                f"got {self.shutdown_timeout!r}"
-            )
-        for name in ("report_idle_timeout", "report_flush_interval", "report_max_bytes"):
-            if getattr(self, name) <= 0:
-                env = next(f.metadata["env"] for f in dataclasses.fields(self) if f.name == name)
-                raise SettingsError(
-                    f"{env} must be a positive number, got {getattr(self, name)!r}"
-                )
         async_database_url(self.resolved_database_url)
+
+
+def environment_variable(setting: str) -> str:
+    """Return the environment variable of the ``Settings`` field named ``setting``."""
+    return next(item.env for item in table() if item.name == setting)
 
 
 def table() -> list[Setting]:
     """Every setting with its environment variable, help text and default, for docs and --help."""
-    return [
-        Setting(item.name, item.metadata["env"], item.metadata["help"], item.default)
-        for item in dataclasses.fields(Settings)
-    ]
+    rows = []
+    for item in dataclasses.fields(Settings):
+        bounds = item.metadata["bounds"]
+        allowed = None if bounds is None else bounds.describe()
+        rows.append(
+            Setting(item.name, item.metadata["env"], item.metadata["help"], item.default, allowed)
+        )
+    return rows
 
 
 def help_text(width: int | None = None) -> str:
     """Format every setting for ``assay serve --help``, wrapped to ``width`` columns.
 
     Each setting gets its environment variable on one line and, indented below
-    it, its help text and default in argparse's "(default: ...)" form. The
+    it, its help text, the values it accepts when it is numeric, and its
+    default in argparse's "(default: ...)" form. The
     default width is argparse's: the terminal's width less 2, here at least 40.
     """
     if width is None:
@@ -270,6 +329,8 @@ def help_text(width: int | None = None) -> str:
     lines = textwrap.wrap("environment variables (command-line options override them):", width)
     for setting in table():
         meaning = setting.help
+        if setting.allowed is not None:
+            meaning = f"{meaning} Must be {setting.allowed}."
         if setting.default is not None:
             meaning = f"{meaning} (default: {setting.default})"
         lines.append(f"  {setting.env}")
@@ -294,7 +355,7 @@ def async_database_url(url: str) -> str:
     driver = _ASYNC_DRIVERS.get(scheme.lower())
     if not separator or driver is None:
         raise SettingsError(
-            f"ASSAY_DATABASE_URL must be a postgresql:// or sqlite:/// URL, got {_hide(url)!r}"
+            "database_url", f"must be a postgresql:// or sqlite:/// URL, got {_hide(url)!r}"
         )
     return f"{driver}://{rest}"
 
@@ -321,8 +382,9 @@ def _cast(item: dataclasses.Field[Any], raw: str) -> Any:
     try:
         return cast(raw)
     except ValueError:
-        expected = {"int": "a whole number", "float": "a number"}.get(kind, kind)
+        expected = {"int": "an integer", "float": "a number"}.get(kind, kind)
         raise SettingsError(
-            f"{item.metadata['env']} must be {expected}, got {raw!r}. "
-            f"{item.metadata['help']} Unset it for the default, {item.default}."
+            item.name,
+            f"must be {expected}, got {raw!r}. "
+            f"{item.metadata['help']} Unset it for the default, {item.default}.",
         ) from None

@@ -115,7 +115,7 @@ def test_serve_rejects_bad_setting(capsys: pytest.CaptureFixture[str]) -> None:
     exit_code = main(["serve", "--port", "0"])
 
     assert exit_code == 2
-    assert "port must be between 1 and 65535, got 0" in capsys.readouterr().err
+    assert "--port must be an integer from 1 to 65535, got 0" in capsys.readouterr().err
 
 
 def test_db_upgrade_reports_revision(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -759,9 +759,26 @@ def test_serve_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> N
         meaning = " ".join(setting.help.split())
         assert setting.env in help_text, f"{setting.env} is missing"
         assert meaning in help_text, f"meaning of {setting.env} is missing"
+        if setting.allowed is not None:
+            meaning = f"{meaning} Must be {setting.allowed}."
+            assert meaning in help_text, f"range of {setting.env} is missing"
         if setting.default is not None:
             default = f"{meaning} (default: {setting.default})"
             assert default in help_text, f"default of {setting.env} is missing"
+
+
+@pytest.mark.parametrize("command", [["serve"], ["db", "upgrade"], ["admin", "set-password"]])
+def test_database_options_name_defaults(
+    command: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Wide enough that argparse does not break "--data-dir" at its hyphen.
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+
+    assert "default .assay)" in help_text
+    assert "default: assay.db in --data-dir)" in help_text
 
 
 @pytest.mark.usefixtures("database_unset")

@@ -8,6 +8,7 @@ import pytest
 
 from assay_server.settings import (
     LOG_LEVELS,
+    Setting,
     Settings,
     SettingsError,
     async_database_url,
@@ -65,26 +66,133 @@ def test_standard_urls_get_async_driver(url: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        ({"ASSAY_PORT": "eighty"}, "ASSAY_PORT must be a whole number, got 'eighty'"),
+        ({"ASSAY_PORT": "eighty"}, "ASSAY_PORT must be an integer, got 'eighty'"),
         (
             {"ASSAY_LOCAL_BUS_BYTES": "abc"},
-            "ASSAY_LOCAL_BUS_BYTES must be a whole number, got 'abc'. Bytes of stream entries",
+            "ASSAY_LOCAL_BUS_BYTES must be an integer, got 'abc'. Bytes of stream entries",
         ),
+        ({"ASSAY_LIVE_STREAM_LENGTH": "1.5"}, "ASSAY_LIVE_STREAM_LENGTH must be an integer"),
         ({"ASSAY_CRASH_TIMEOUT": "soon"}, "must be a number, got 'soon'. .* default, 60.0."),
-        ({"ASSAY_PORT": "0"}, "port must be between 1 and 65535, got 0"),
+        ({"ASSAY_PORT": "0"}, "ASSAY_PORT must be an integer from 1 to 65535, got 0"),
+        ({"ASSAY_PORT": "65536"}, "ASSAY_PORT must be an integer from 1 to 65535, got 65536"),
         ({"ASSAY_BOOTSTRAP_API_KEY": "short"}, "at least 16 characters"),
         ({"ASSAY_REDIS_URL": "localhost:6379"}, "must start with redis://"),
+        ({"ASSAY_LOG_LEVEL": "loud"}, "ASSAY_LOG_LEVEL must be one of debug, info"),
         ({"ASSAY_DATABASE_URL": "mysql://u@h/db"}, "postgresql:// or sqlite:/// URL"),
-        ({"ASSAY_CRASH_TIMEOUT": "1", "ASSAY_HEARTBEAT_INTERVAL": "5"}, "must be longer"),
+        (
+            {"ASSAY_CRASH_TIMEOUT": "1", "ASSAY_HEARTBEAT_INTERVAL": "5"},
+            "ASSAY_CRASH_TIMEOUT must be longer than ASSAY_HEARTBEAT_INTERVAL (5.0), got 1.0",
+        ),
         ({"ASSAY_LIVE_QUEUE_BYTES": "0"}, "ASSAY_LIVE_QUEUE_BYTES must be a positive number"),
         ({"ASSAY_LOCAL_BUS_BYTES": "1000"}, "ASSAY_LOCAL_BUS_BYTES must be at least 1048576"),
-        ({"ASSAY_STREAM_IDLE_TTL": "0"}, "ASSAY_STREAM_IDLE_TTL must be a whole number"),
-        ({"ASSAY_STREAM_IDLE_TTL": "31536001"}, "from 1 to 31536000, got 31536001"),
+        ({"ASSAY_STREAM_IDLE_TTL": "0"}, "ASSAY_STREAM_IDLE_TTL must be an integer from 1"),
+        ({"ASSAY_STREAM_IDLE_TTL": "31536001"}, "from 1 to 31536000 seconds, got 31536001"),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], message: str) -> None:
-    with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
+    pattern = message.replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(SettingsError, match=pattern):
         Settings.from_env(environ)
+
+
+NUMERIC = [setting for setting in table() if setting.allowed is not None]
+FLOATS = [setting for setting in NUMERIC if isinstance(setting.default, float)]
+
+
+@pytest.mark.parametrize("setting", NUMERIC, ids=lambda setting: setting.env)
+@pytest.mark.parametrize("raw", ["-1", "0"])
+def test_numeric_setting_rejects_nonpositive(setting: Setting, raw: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({setting.env: raw})
+
+    message = str(raised.value)
+    assert message.startswith(f"{setting.env} must be {setting.allowed}, got ")
+    assert message.endswith(f"got {raw}") or message.endswith(f"got {raw}.0")
+    assert raised.value.setting == setting.name
+
+
+@pytest.mark.parametrize("setting", FLOATS, ids=lambda setting: setting.env)
+@pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-inf", "1e999"])
+def test_float_setting_rejects_non_finite(setting: Setting, raw: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({setting.env: raw})
+
+    message = str(raised.value)
+    assert message.startswith(f"{setting.env} must be {setting.allowed}, got ")
+    assert message.endswith(("got nan", "got inf", "got -inf"))
+
+
+def test_float_settings_are_listed() -> None:
+    # Guards the non-finite test above against an empty list of cases.
+    names = {setting.env for setting in FLOATS}
+
+    assert "ASSAY_HEARTBEAT_INTERVAL" in names
+    assert "ASSAY_CRASH_TIMEOUT" in names
+    assert "ASSAY_SHUTDOWN_TIMEOUT" in names
+    assert "ASSAY_REPORT_IDLE_TIMEOUT" in names
+    assert "ASSAY_REPORT_FLUSH_INTERVAL" in names
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"ASSAY_PORT": "1"},
+        {"ASSAY_PORT": "65535"},
+        {"ASSAY_HEARTBEAT_INTERVAL": "0.001"},
+        {"ASSAY_LIVE_STREAM_LENGTH": "1"},
+        {"ASSAY_EVENT_STREAM_LENGTH": "1"},
+        {"ASSAY_DB_POOL_SIZE": "1"},
+        {"ASSAY_STREAM_IDLE_TTL": "1"},
+        {"ASSAY_STREAM_IDLE_TTL": "31536000"},
+        {"ASSAY_LOCAL_BUS_BYTES": "1048576"},
+        {"ASSAY_MAX_FILTER_LENGTH": "100"},
+        {"ASSAY_MAX_FILTER_LENGTH": "1000000"},
+        {"ASSAY_REPORT_FLUSH_INTERVAL": "0.001"},
+    ],
+)
+def test_bounds_accept_their_limits(environ: dict[str, str]) -> None:
+    settings = Settings.from_env(environ)
+
+    for env, raw in environ.items():
+        name = next(setting.name for setting in table() if setting.env == env)
+        assert getattr(settings, name) == float(raw)
+
+
+def test_error_rewords_for_option() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({}, port=0)
+
+    assert raised.value.setting == "port"
+    assert raised.value.naming("--port") == "--port must be an integer from 1 to 65535, got 0"
+
+
+def test_help_text_gives_ranges() -> None:
+    text = " ".join(help_text(width=1000).split())
+
+    for setting in NUMERIC:
+        assert f"Must be {setting.allowed}." in text, f"range of {setting.env} is missing"
+    assert "Must be a positive number of seconds. (default: 5.0)" in text
+
+
+def test_pool_size_help_counts_overflow() -> None:
+    setting = next(setting for setting in table() if setting.env == "ASSAY_DB_POOL_SIZE")
+
+    assert "up to twice this many connections" in setting.help
+
+
+def test_stream_length_help_covers_both_buses() -> None:
+    for env in ("ASSAY_LIVE_STREAM_LENGTH", "ASSAY_EVENT_STREAM_LENGTH"):
+        setting = next(setting for setting in table() if setting.env == env)
+        assert "in-process bus" in setting.help, f"{env} help leaves out the in-process bus"
+        assert "Redis" in setting.help, f"{env} help leaves out Redis"
+
+
+def test_redis_password_is_hidden_in_errors() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"ASSAY_REDIS_URL": "http://user:hunter2@cache:6379/0"})
+
+    assert "hunter2" not in str(raised.value)
+    assert "user:***@cache" in str(raised.value)
 
 
 def test_database_password_is_hidden_in_errors() -> None:
