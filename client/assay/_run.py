@@ -133,10 +133,17 @@ class Run:
         """Record ``metrics`` at ``step``; the step counts up from the highest so far.
 
         A step lower than earlier ones is stored as given. Logging a metric
-        again at the same step keeps the later value. Raises
-        ``InvalidValueError``, logging nothing of the call, for names or values
-        that can never be stored and for keys that flatten to the same name
-        (``{"a/b": 1.0, "a": {"b": 2.0}}``). Raises nothing for network trouble.
+        again at the same step keeps the later value. A call without values,
+        such as ``log({})`` or ``log({"a": {}})``, logs nothing and leaves the
+        step counter as it was, also when it passes ``step=``: the counter
+        follows the steps of logged rows only, as it does on the server when
+        a run is resumed. A bad ``step`` still raises.
+
+        Raises ``InvalidValueError``, logging nothing of the call, for names or
+        values that can never be stored, for keys that flatten to the same
+        name (``{"a/b": 1.0, "a": {"b": 2.0}}``) and for keys that leave an
+        empty segment in the name (``{"a": {"": 1.0}}``, ``{"x/": 1.0}``).
+        Raises nothing for network trouble.
         """
         flat = flatten_metrics(metrics, self._known_keys)
         if step is not None and (
@@ -151,6 +158,8 @@ class Run:
         with self._lock:
             if self._finished:
                 raise RuntimeError(f"run {self.id} is finished; call assay.init() for a new run")
+            if not flat:
+                return
             if step is None:
                 step = self._next_step
             if step >= self._next_step:
@@ -225,9 +234,10 @@ class Run:
                 )
         else:
             self._sender.first_attempt.wait(wait)
-        if self._sender.fatal is not None:
+        fatal = self._sender.end_start()
+        if fatal is not None:
             self._abandon()
-            raise self._sender.fatal
+            raise fatal
         if self._sender.welcome is not None:
             self._next_step = int(self._sender.welcome.get("next_step", 0))
 

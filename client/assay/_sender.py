@@ -100,6 +100,10 @@ class Sender(threading.Thread):
         self.done = threading.Event()
         self.welcome: dict[str, Any] | None = None
         self.fatal: AssayError | None = None
+        #: True until ``assay.init`` has returned the run. A fatal error received
+        #: before that is raised by ``init``, so the sender does not log it.
+        self.starting = True
+        self.fatal_lock = threading.Lock()
         self.unacked: OrderedDict[int, Pending] = OrderedDict()
         self.memory_bytes = 0
         self.next_seq = 0
@@ -123,6 +127,16 @@ class Sender(threading.Thread):
         quiet = time.monotonic() - self.last_cut >= self.options.flush_interval
         if quiet and not self.wake.is_set():
             self.wake.set()
+
+    def end_start(self) -> AssayError | None:
+        """Mark the start as over unless a fatal error came first, and return that error.
+
+        After the start, the sender logs a fatal error itself, because no caller raises it.
+        """
+        with self.fatal_lock:
+            if self.fatal is None:
+                self.starting = False
+            return self.fatal
 
     def request_finish(self, exit_code: int, timeout: float) -> None:
         self.finish_code = exit_code
@@ -286,14 +300,16 @@ class Sender(threading.Thread):
             welcome = client.open(hello)
         except TransientError as exc:
             self._disconnected(str(exc))
+            self.first_attempt.set()
             return
         except AssayError as exc:
             self._stop_on(exc)
-            return
-        finally:
             self.first_attempt.set()
+            return
         self.client = client
         self.welcome = self.welcome or welcome
+        # Set after the welcome, because init() reads it once the first attempt is over.
+        self.first_attempt.set()
         self.heartbeat_interval = float(welcome.get("heartbeat_interval", 5.0))
         self.sent_up_to = -1
         self.attempts = 0
@@ -314,14 +330,38 @@ class Sender(threading.Thread):
         self.next_attempt = time.monotonic() + random.uniform(0, ceiling)
 
     def _stop_on(self, error: AssayError) -> None:
-        self.fatal = error
+        """Stop sending after ``error`` and keep the run's data in the spool directory."""
+        with self.fatal_lock:
+            self.fatal = error
+            raised_by_init = self.starting
         if self.client is not None:
             self.client.close()
             self.client = None
+        if raised_by_init:
+            # init() raises the error, and the run has logged nothing yet.
+            log.debug("assay server rejected run %s: %s", self._run_id, error)
+            return
+        self._cut_batches()
+        self._spool_all()
+        if self.unacked:
+            log.error(
+                "assay server rejected run %s: %s. The %d batches that the server has not "
+                "stored are saved in %s, as is everything the run logs from now on. Fix the "
+                "cause, then upload them with `assay sync %s`",
+                self._run_id,
+                error,
+                len(self.unacked),
+                self.spool.directory,
+                self.spool.directory,
+            )
+            return
         log.error(
-            "assay server rejected run %s: %s; its data is kept in %s",
+            "assay server rejected run %s: %s. No logged data was waiting to be sent. "
+            "Everything the run logs from now on is saved in %s, so fix the cause, then "
+            "upload it with `assay sync %s`",
             self._run_id,
             error,
+            self.spool.directory,
             self.spool.directory,
         )
 

@@ -2,7 +2,9 @@
 
 Nested dicts become keys joined by ``/``: ``{"train": {"loss": 1.0}}`` is
 logged as ``train/loss``. Keys that join to the same name, such as
-``{"a/b": 1.0, "a": {"b": 2.0}}``, raise ``InvalidValueError``. Values are
+``{"a/b": 1.0, "a": {"b": 2.0}}``, and keys that leave an empty segment
+in the name, such as ``{"a": {"": 1.0}}`` or ``{"x/": 1.0}``, raise
+``InvalidValueError``. Values are
 float (NaN and infinities included), int (within 2**53, to stay exact), bool
 or None; NumPy scalars and zero-dimensional arrays are converted to these.
 """
@@ -30,7 +32,7 @@ def flatten_metrics(metrics: Mapping[str, Any], known_keys: set[str]) -> dict[st
             "for example run.log({'loss': 0.5})"
         )
     flat: dict[str, Any] = {}
-    _flatten_into(flat, "", metrics, known_keys, metrics)
+    _flatten_into(flat, "", (), metrics, known_keys, metrics)
     if len(flat) > protocol.MAX_KEYS_PER_BATCH:
         raise InvalidValueError(
             f"log() received {len(flat)} metric names in one call; "
@@ -42,6 +44,7 @@ def flatten_metrics(metrics: Mapping[str, Any], known_keys: set[str]) -> dict[st
 def _flatten_into(
     flat: dict[str, Any],
     prefix: str,
+    keys: tuple[str, ...],
     metrics: Mapping[str, Any],
     known_keys: set[str],
     root: Mapping[str, Any],
@@ -53,7 +56,11 @@ def _flatten_into(
             )
         name = prefix + key
         if isinstance(value, Mapping):
-            _flatten_into(flat, name + "/", value, known_keys, root)
+            if value:
+                _flatten_into(flat, name + "/", (*keys, key), value, known_keys, root)
+            elif protocol.has_empty_segment(name):
+                # An empty dict logs nothing, but its key is rejected as a value's key would be.
+                raise InvalidValueError(_empty_segment_error((*keys, key), name))
             continue
         if name in flat:
             raise InvalidValueError(
@@ -61,6 +68,8 @@ def _flatten_into(
                 "each metric name occurs once. Nothing from this call was logged"
             )
         if name not in known_keys:
+            if name and protocol.has_empty_segment(name):
+                raise InvalidValueError(_empty_segment_error((*keys, key), name))
             try:
                 protocol.check_key(name)
             except protocol.ProtocolError as exc:
@@ -71,9 +80,29 @@ def _flatten_into(
             _convert(name, value)
 
 
+def _empty_segment_error(keys: tuple[str, ...], name: str) -> str:
+    return (
+        f"log() received {describe_empty_segment(keys, name)}; give every key a name "
+        "that is not empty and does not start or end with '/'. Nothing from this call was logged"
+    )
+
+
+def describe_empty_segment(keys: tuple[str, ...], name: str) -> str:
+    """Describe the key path ``keys`` whose joined metric name ``name`` has an empty segment."""
+    return (
+        f"the key {format_key_path(keys)}, whose metric name {name!r} has an empty segment "
+        "(a leading, trailing or doubled '/', or an empty key)"
+    )
+
+
+def format_key_path(keys: tuple[str, ...]) -> str:
+    """Write a key path as the subscripts that reach it: ``['a']['b']``."""
+    return "".join(f"[{key!r}]" for key in keys)
+
+
 def describe_clash(metrics: Mapping[str, Any], name: str) -> str:
     """Describe the keys of ``metrics`` that all flatten to the metric name ``name``."""
-    paths = ["".join(f"[{key!r}]" for key in path) for path in _key_paths(metrics, name)]
+    paths = [format_key_path(path) for path in _key_paths(metrics, name)]
     listing = ", ".join(paths[:-1]) + " and " + paths[-1]
     return (
         f"{len(paths)} keys that flatten to the same metric name {name!r}, {listing}, "

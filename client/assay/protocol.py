@@ -85,6 +85,12 @@ def check_key(key: object) -> str:
         )
     if not key:
         raise ProtocolError("invalid_key", "metric name must not be empty")
+    if has_empty_segment(key):
+        raise ProtocolError(
+            "invalid_key",
+            f"metric name {key!r} has an empty segment (a leading, trailing or doubled '/'); "
+            "remove the extra '/' or name the segment",
+        )
     if len(key) > MAX_KEY_LENGTH:
         raise ProtocolError(
             "invalid_key",
@@ -105,6 +111,11 @@ def check_key(key: object) -> str:
                 "use printable characters only",
             )
     return key
+
+
+def has_empty_segment(name: str) -> bool:
+    """Return True if ``name``, split at ``/``, has an empty segment, as ``""`` also has."""
+    return not name or name.startswith("/") or name.endswith("/") or "//" in name
 
 
 def encode_value(value: object) -> tuple[float, int]:

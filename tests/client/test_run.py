@@ -100,6 +100,62 @@ def test_step_counts_up_from_highest(
     ]
 
 
+@pytest.mark.parametrize(
+    "empty", [{}, {"a": {}}, {"a": {"b": {}}}], ids=["dict", "nested", "deep"]
+)
+def test_empty_log_keeps_step(
+    server: RunningServer, tmp_path: Path, reader: assay.Api, empty: dict[str, Any]
+) -> None:
+    run = start_run(server, tmp_path)
+    run.log({"x": 0.0})
+    run.log(empty)
+    run.log({"x": 1.0})
+    run.finish()
+
+    fetched = reader.run("tests", run.id)
+    rows = fetched.history()
+
+    assert [(row["step"], row["x"]) for row in rows] == [(0, 0.0), (1, 1.0)]
+    assert fetched.data["next_step"] == 2
+
+
+def test_empty_log_with_step_logs_nothing(
+    server: RunningServer, tmp_path: Path, reader: assay.Api
+) -> None:
+    run = start_run(server, tmp_path)
+    run.log({"x": 0.0})
+    run.log({}, step=100)
+    run.log({"a": {}}, step=50)
+    run.log({"x": 1.0})
+    run.finish()
+    resumed = start_run(server, tmp_path, id=run.id, resume="must")
+    resumed.log({"x": 2.0})
+    resumed.finish()
+
+    rows = reader.run("tests", run.id).history()
+
+    assert [(row["step"], row["x"]) for row in rows] == [(0, 0.0), (1, 1.0), (2, 2.0)]
+
+
+@pytest.mark.parametrize("step", [-1, 2**62 + 1, 1.5, True, "3"])
+def test_empty_log_still_checks_step(server: RunningServer, tmp_path: Path, step: Any) -> None:
+    run = start_run(server, tmp_path)
+
+    with pytest.raises(assay.InvalidValueError, match="step must be an integer") as rejected:
+        run.log({}, step=step)
+    run.finish()
+
+    assert repr(step) in str(rejected.value)
+
+
+def test_empty_log_after_finish_raises(server: RunningServer, tmp_path: Path) -> None:
+    run = start_run(server, tmp_path)
+    run.finish()
+
+    with pytest.raises(RuntimeError, match="is finished"):
+        run.log({})
+
+
 def test_same_step_keeps_later_value(
     server: RunningServer, tmp_path: Path, reader: assay.Api
 ) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import assay
 from assay._cli import main as assay_cli
 from assay_server.settings import Settings
 from conftest import RunningServer
+from proxy import CuttingProxy
 
 
 def closed_port() -> int:
@@ -158,3 +161,132 @@ def wait_for_files(run: assay.Run) -> None:
     while not run.spool.batch_files():
         assert time.monotonic() < deadline, "no batch reached the spool directory"
         time.sleep(0.02)
+
+
+def assay_messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if (record.name == "assay" or record.name.startswith("assay.")) and record.levelno >= level
+    ]
+
+
+def wait_for_error_log(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Wait until the SDK logs an error, which the sender does after spooling."""
+    deadline = time.monotonic() + 20
+    while not assay_messages(caplog, logging.ERROR):
+        assert time.monotonic() < deadline, "the SDK logged no error"
+        time.sleep(0.02)
+    return assay_messages(caplog, logging.ERROR)
+
+
+def test_key_rejected_at_init_names_no_spool(
+    sqlite_server: RunningServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="assay")
+
+    with pytest.raises(assay.AuthenticationError, match="invalid or revoked API key"):
+        assay.init(
+            "rejected", server=sqlite_server.url, api_key="wrong", spool_dir=tmp_path / "spool"
+        )
+    for thread in threading.enumerate():
+        if thread.name.startswith("assay-sender-"):
+            thread.join(10)
+
+    assert assay_messages(caplog, logging.WARNING) == []
+    assert not any("spool" in message for message in assay_messages(caplog, logging.DEBUG))
+    assert not (tmp_path / "spool").exists()
+
+
+def test_key_rejected_later_keeps_data_in_spool(
+    sqlite_settings: Settings,
+    start_server: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = closed_port()
+    options = assay.SenderOptions(flush_interval=0.02, backoff_base=0.01, backoff_max=0.1)
+    run = assay.init(
+        "rejected",
+        server=f"http://127.0.0.1:{port}",
+        api_key="wrong",
+        spool_dir=tmp_path,
+        init_timeout=0.2,
+        settings=options,
+    )
+    for step in range(10):
+        run.log({"loss": float(step)})
+    server = start_server(sqlite_settings, port)
+    errors = wait_for_error_log(caplog)
+    spooled = sorted(path.name for path in run.spool.directory.iterdir())
+
+    for step in range(10, 15):
+        run.log({"loss": float(step)})
+    run.finish(timeout=5)
+    exit_code = sync(tmp_path, server)
+    state, rows = history(server, "rejected", run.id)
+
+    assert len(errors) == 1
+    assert f"assay server rejected run {run.id}: invalid or revoked API key" in errors[0]
+    saved = f"batches that the server has not stored are saved in {run.spool.directory}"
+    assert saved in errors[0]
+    assert f"`assay sync {run.spool.directory}`" in errors[0]
+    assert "run.msgpack" in spooled
+    assert any(name.endswith(".batch") for name in spooled)
+    assert exit_code == 0
+    assert state == "finished"
+    assert [row["loss"] for row in rows] == [float(step) for step in range(15)]
+
+
+def test_key_revoked_mid_run_saves_later_rows(
+    sqlite_server: RunningServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with sqlite_server.client() as http:
+        created = http.post("/api/v1/me/keys", json={"name": "job"}).json()
+    proxy = CuttingProxy(sqlite_server.port)
+    options = assay.SenderOptions(flush_interval=0.02, backoff_base=0.01, backoff_max=0.1)
+    try:
+        run = assay.init(
+            "revoked",
+            server=proxy.url,
+            api_key=created["key"],
+            spool_dir=tmp_path,
+            settings=options,
+        )
+        for step in range(3):
+            run.log({"loss": float(step)})
+        deadline = time.monotonic() + 10
+        while run._sender.next_seq == 0 or run._sender.unacked:
+            assert time.monotonic() < deadline, "the rows were not acknowledged"
+            time.sleep(0.02)
+        with sqlite_server.client() as http:
+            revoked = http.delete(f"/api/v1/me/keys/{created['id']}")
+        # The open connection keeps working after the revocation, so the test
+        # cuts it and the sender connects again with the revoked key.
+        proxy.cut()
+        errors = wait_for_error_log(caplog)
+        directory_after_rejection = run.spool.directory.exists()
+
+        for step in range(3, 5):
+            run.log({"loss": float(step)})
+        run.finish(timeout=5)
+    finally:
+        proxy.close()
+    spooled = {path.suffix for path in run.spool.directory.iterdir()}
+    finish_saved = run.spool.read_finish()
+    exit_code = sync(tmp_path, sqlite_server)
+    state, rows = history(sqlite_server, "revoked", run.id)
+
+    assert revoked.status_code == 200
+    assert len(errors) == 1
+    assert f"assay server rejected run {run.id}: invalid or revoked API key" in errors[0]
+    assert "No logged data was waiting to be sent" in errors[0]
+    saved = f"Everything the run logs from now on is saved in {run.spool.directory}"
+    assert saved in errors[0]
+    assert f"`assay sync {run.spool.directory}`" in errors[0]
+    assert not directory_after_rejection
+    assert spooled == {".batch", ".msgpack"}
+    assert finish_saved == 0
+    assert exit_code == 0
+    assert state == "finished"
+    assert [row["loss"] for row in rows] == [float(step) for step in range(5)]

@@ -331,6 +331,59 @@ def test_jsonl_clashing_flattened_names_warn(
     assert series(rows, "train/acc") == [(0, 0.5), (2, 0.8)]
 
 
+def test_jsonl_empty_key_segments_warn(
+    shared_server: RunningServer, api: assay.Api, tmp_path: Path
+) -> None:
+    run = tmp_path / "segments"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(
+        '{"step": 0, "loss": 1.0, "train": {"acc": 0.5}}\n'
+        '{"step": 1, "loss": 0.9, "train": {"": 0.6}}\n'
+        '{"step": 2, "loss": 0.8, "x": 1.0, "x/": 2.0}\n'
+        '{"step": 3, "loss": 0.7, "a/": {"b": 3.0}}\n'
+        '{"step": 4, "loss": 0.6, "a": {"": {}}}\n'
+        '{"step": 5, "loss": 0.5, "train": {"acc": 0.9}}\n'
+    )
+
+    result = import_cli(shared_server, run, "--project", "jsonl-segments")
+    imported = runs_by_name(api, "jsonl-segments")["segments"]
+    rows = imported.history()
+
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "metrics.jsonl: line 2: has the key ['train'][''], whose metric name 'train/' has an "
+        "empty segment (a leading, trailing or doubled '/', or an empty key); line skipped"
+    ) in result.stderr
+    assert "metrics.jsonl: line 3: has the key ['x/'], whose metric name 'x/'" in result.stderr
+    assert "metrics.jsonl: line 4: has the key ['a/']['b'], whose metric name 'a//b'" in (
+        result.stderr
+    )
+    assert "metrics.jsonl: line 5: has the key ['a'][''], whose metric name 'a/'" in (
+        result.stderr
+    )
+    assert series(rows, "loss") == [(0, 1.0), (5, 0.5)]
+    assert series(rows, "train/acc") == [(0, 0.5), (5, 0.9)]
+    assert sorted(imported.metrics()) == ["loss", "train/acc"]
+
+
+def test_csv_column_with_empty_segment_skipped(
+    shared_server: RunningServer, api: assay.Api, tmp_path: Path
+) -> None:
+    (tmp_path / "columns.csv").write_text("step,loss,val//acc,acc/,/lr\n0,1.0,0.1,0.2,0.3\n")
+
+    result = import_cli(shared_server, tmp_path / "columns.csv", "--project", "csv-segments")
+    imported = runs_by_name(api, "csv-segments")["columns"]
+
+    assert result.exit_code == 0, result.stderr
+    for name in ("val//acc", "acc/", "/lr"):
+        assert (
+            f"columns.csv: metric name {name!r} has an empty segment "
+            "(a leading, trailing or doubled '/'); its values are skipped"
+        ) in result.stderr
+    assert sorted(imported.metrics()) == ["loss"]
+    assert series(imported.history(), "loss") == [(0, 1.0)]
+
+
 def test_zero_byte_lightning_metrics_keep_config(
     shared_server: RunningServer, api: assay.Api, tmp_path: Path
 ) -> None:

@@ -631,6 +631,10 @@ INVALID_KEYS = [
     pytest.param("a\x1b[31m", [repr("a\x1b[31m"), "control character '\\x1b'"], id="escape"),
     pytest.param("step", ["'step' is reserved", "step=N"], id="step"),
     pytest.param("_timestamp", ["'_timestamp' is reserved"], id="_timestamp"),
+    pytest.param("x/", ["'x/'", "has an empty segment"], id="trailing-slash"),
+    pytest.param("/x", ["'/x'", "has an empty segment"], id="leading-slash"),
+    pytest.param("a//b", ["'a//b'", "has an empty segment"], id="doubled-slash"),
+    pytest.param("/", ["'/'", "has an empty segment"], id="only-slash"),
 ]
 
 
@@ -661,6 +665,42 @@ def test_sdk_names_full_nested_metric_name(sqlite_server: RunningServer, tmp_pat
     with pytest.raises(assay.InvalidValueError, match=r"'train/a\\nb'"):
         run.log({"train": {"a\nb": 1.0}})
     run.finish()
+
+
+@pytest.mark.parametrize(
+    ("metrics", "path", "name"),
+    [
+        pytest.param({"a": {"": 1.0}}, "['a']['']", "a/", id="empty-nested-key"),
+        pytest.param({"": {"b": 1.0}}, "['']['b']", "/b", id="empty-outer-key"),
+        pytest.param({"a/": {"b": 1.0}}, "['a/']['b']", "a//b", id="outer-trailing-slash"),
+        pytest.param({"a": {"/b": 1.0}}, "['a']['/b']", "a//b", id="inner-leading-slash"),
+        pytest.param({"a": {"b/": None}}, "['a']['b/']", "a/b/", id="inner-trailing-slash"),
+        pytest.param({"x": 1.0, "x/": 2.0}, "['x/']", "x/", id="slash-beside-name"),
+        pytest.param({"a": {"": {}}}, "['a']['']", "a/", id="empty-key-of-empty-dict"),
+        pytest.param({"a": {"b": {"": math.nan}}}, "['a']['b']['']", "a/b/", id="deep"),
+    ],
+)
+def test_sdk_rejects_empty_key_segment(
+    sqlite_server: RunningServer,
+    sqlite_reader: assay.Api,
+    tmp_path: Path,
+    metrics: dict[str, Any],
+    path: str,
+    name: str,
+) -> None:
+    run = start_run(sqlite_server, tmp_path)
+
+    with pytest.raises(assay.InvalidValueError) as rejected:
+        run.log({"ok": 1.0, **metrics})
+    run.log({"ok": 2.0})
+    run.finish()
+
+    message = str(rejected.value)
+    assert f"the key {path}, whose metric name {name!r} has an empty segment" in message
+    assert "Nothing from this call was logged" in message
+    rows = sqlite_reader.run(PROJECT, run.id).history()
+    assert rows == [{"step": 0, "_timestamp": rows[0]["_timestamp"], "ok": 2.0}]
+    assert list(sqlite_reader.run(PROJECT, run.id).metrics()) == ["ok"]
 
 
 @pytest.mark.parametrize(

@@ -111,7 +111,9 @@ class History:
             return self._names[raw_key]
         name = valid_metric_name(raw_key)
         if name is None:
-            self.report.warn(source, f"metric name {raw_key!r} is empty; its values are skipped")
+            self.report.warn(
+                source, f"metric name {raw_key!r} {_skip_reason(raw_key)}; its values are skipped"
+            )
         elif name != raw_key:
             self.renamed[raw_key] = name
             self.report.warn(
@@ -130,17 +132,27 @@ class History:
 
 
 def valid_metric_name(raw_key: str) -> str | None:
-    """Map a name from a log file to one that ``protocol.check_key`` accepts."""
+    """Map a name from a log file to one that ``protocol.check_key`` accepts, or None to skip it.
+
+    Names with an empty segment, such as ``a//b`` or ``loss/``, are skipped
+    because no rename can tell which name was meant.
+    """
     name = "".join(
         "\ufffd" if unicodedata.category(char) in ("Cc", "Cf", "Cs") else char for char in raw_key
     )
-    if not name:
+    if protocol.has_empty_segment(name):
         return None
     if name in protocol.RESERVED_KEYS:
         name += RESERVED_SUFFIX
     if len(name) > protocol.MAX_KEY_LENGTH:
         name = name[: protocol.MAX_KEY_LENGTH - 1] + "\u2026"
     return name
+
+
+def _skip_reason(raw_key: str) -> str:
+    if not raw_key:
+        return "is empty"
+    return "has an empty segment (a leading, trailing or doubled '/')"
 
 
 def _rename_reason(raw_key: str) -> str:

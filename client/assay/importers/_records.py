@@ -15,7 +15,7 @@ from typing import Any
 
 from assay import protocol
 from assay._errors import InvalidValueError
-from assay._values import describe_clash
+from assay._values import describe_clash, describe_empty_segment
 from assay.importers._model import SourceRun, Value, is_epoch_seconds
 
 #: Fields taken as the step, in order of preference; the first one present wins.
@@ -175,20 +175,30 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     """Join nested keys with ``/``, as ``run.log`` does.
 
     Raises ``InvalidValueError`` when keys join to the same name, such as
-    ``{"a/b": 1, "a": {"b": 2}}``.
+    ``{"a/b": 1, "a": {"b": 2}}``, and when a key leaves an empty segment in
+    the name, such as ``{"a": {"": 1}}`` or ``{"a/": 1}``, which ``run.log``
+    rejects too.
     """
     flat: dict[str, Any] = {}
-    _flatten_into(flat, "", record, record)
+    _flatten_into(flat, "", (), record, record)
     return flat
 
 
 def _flatten_into(
-    flat: dict[str, Any], prefix: str, fields: dict[str, Any], record: dict[str, Any]
+    flat: dict[str, Any],
+    prefix: str,
+    keys: tuple[str, ...],
+    fields: dict[str, Any],
+    record: dict[str, Any],
 ) -> None:
     for key, value in fields.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            _flatten_into(flat, name + "/", value, record)
+        if isinstance(value, dict) and value:
+            _flatten_into(flat, name + "/", (*keys, key), value, record)
+        elif name and protocol.has_empty_segment(name):
+            raise InvalidValueError(describe_empty_segment((*keys, key), name))
+        elif isinstance(value, dict):
+            continue
         elif name in flat:
             raise InvalidValueError(describe_clash(record, name))
         else:
