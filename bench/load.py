@@ -22,6 +22,13 @@ to the bus: ingest (the SDK and the server storing the batch) and fan-out.
 ``--warmup-seconds`` leaves the points of the runs' first seconds out of
 these figures. ``--server-cpus`` gives the server CPUs of its own, with the
 runs and sockets on the others, as if they ran on other hosts.
+The latency and ingest figures count one value per point and measured
+socket, and the fan-out figures one per points message and measured socket
+(see ``COUNTED_PER``).
+
+SIGTERM or SIGINT stops the server, the runs' and the sockets' processes
+that this script started, removes its temporary directory and exits with
+128 plus the signal number, with no summary.
 
     python bench/load.py                                   # embedded SQLite, in-process bus
     python bench/load.py --server-cpus 0 --warmup-seconds 10
@@ -40,21 +47,26 @@ import concurrent.futures
 import contextlib
 import csv
 import json
+import math
 import multiprocessing
 import os
 import platform
 import secrets
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
-from serving import start_server
+from serving import start_server, stop_server
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
@@ -69,6 +81,15 @@ PROJECT = "load"
 METRICS = ("loss", "acc")
 #: Sockets keep reading this long after the runs finished, for points on their way.
 DRAIN_SECONDS = 30
+#: The unit of count of each percentile figure in the summary.
+COUNTED_PER = {
+    "latency_ms": "point and measured socket: each socket that measures latency "
+    "adds one value per point it received",
+    "ingest_ms": "point and measured socket, as latency_ms: each point's value "
+    "repeats once per measured socket",
+    "fanout_ms": "points message and measured socket: each socket that measures "
+    "latency adds one value per points message, however many points it carries",
+}
 
 
 @dataclass
@@ -210,6 +231,7 @@ def watch_all(
     to its own. The sockets stop when ``stop`` is set, or once each has
     received ``expected`` points after the parent set it (it starts at -1).
     """
+    ignore_interrupt()
     os.nice(niceness)
 
     async def run() -> list[SocketTally]:
@@ -282,7 +304,8 @@ class PythonSockets:
                 group.output,
             ),
         )
-        self.process.start()
+        with interrupt_blocked():
+            self.process.start()
 
     def wait_ready(self, timeout: float) -> bool:
         return bool(self.ready.wait(timeout))
@@ -448,6 +471,7 @@ def drive_share(
 
     Puts the points logged per run and the runs' errors on ``results``.
     """
+    ignore_interrupt()
     options = assay.SenderOptions(flush_interval=0.2)
     runs = [
         assay.init(PROJECT, server=server_url, api_key=key, spool_dir=spool, settings=options)
@@ -473,17 +497,58 @@ def drive_all(config: LoadConfig, server_url: str, key: str, spool: Path) -> tup
         for index, part in enumerate(split(config.runs, config.run_processes))
         if part
     ]
-    for worker in workers:
-        worker.start()
     expected: dict[str, int] = {}
     errors: list[str] = []
-    for _ in workers:
-        logged, failed = results.get(timeout=config.seconds + 600)
-        expected.update(logged)
-        errors += failed
-    for worker in workers:
-        worker.join(60)
+    try:
+        with interrupt_blocked():
+            for worker in workers:
+                worker.start()
+        for _ in workers:
+            logged, failed = results.get(timeout=config.seconds + 600)
+            expected.update(logged)
+            errors += failed
+        for worker in workers:
+            worker.join(60)
+    finally:
+        # Workers still running here were interrupted, or never sent their results.
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+        for worker in workers:
+            if worker.is_alive():
+                worker.join(10)
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
     return expected, errors
+
+
+@contextlib.contextmanager
+def interrupt_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread, so that the child processes it starts inherit the block.
+
+    Ctrl-C in a terminal sends SIGINT to the whole process group. A spawned
+    child that got it while still importing would die with a KeyboardInterrupt
+    traceback before ``ignore_interrupt`` runs. No SIGINT to this process is
+    lost meanwhile: another thread takes it, or it stays pending until the
+    block ends. CPython 3.11 starts its resource tracker the same way
+    (``ResourceTracker.ensure_running`` in multiprocessing/resource_tracker.py).
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def ignore_interrupt() -> None:
+    """Leave stopping this child process to the parent when Ctrl-C reaches the whole group.
+
+    The child started with SIGINT blocked (``interrupt_blocked``). Ignoring it
+    before the unblock drops any SIGINT pending since the start.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def split(count: int, parts: int) -> list[range]:
@@ -583,8 +648,7 @@ def _run_load(config: LoadConfig) -> dict[str, Any]:
         try:
             summary = measure(config, key, scratch, server.pid)
         finally:
-            server.terminate()
-            server.wait(30)
+            stop_server(server)
         server_log = (scratch / "server.log").read_text(errors="replace")
         saved_log.write_text(server_log)
         log_errors = [
@@ -610,6 +674,46 @@ def measure(config: LoadConfig, key: str, scratch: Path, server_pid: int) -> dic
     assay.init(PROJECT, server=server_url, api_key=key, spool_dir=scratch / "spool").finish()
     sampler = RssSampler(server_pid, config.sample_seconds)
     sampler.start()
+    readers: list[PythonSockets | NodeSockets] = []
+    try:
+        expected, errors, logged_seconds, subscribed_rss = open_sockets_and_drive_runs(
+            config, key, scratch, server_pid, readers
+        )
+        for reader in readers:
+            reader.expect(sum(expected.values()))
+        drained_by = time.monotonic() + DRAIN_SECONDS
+        for reader in readers:
+            reader.join(max(0.0, drained_by - time.monotonic()))
+        for reader in readers:
+            reader.stop()
+            reader.close(60)
+        sampler.stop()
+    finally:
+        # After an error or a signal, end at once what the normal path above did not end.
+        for reader in readers:
+            reader.close(0)
+        sampler.finished.set()
+        sampler.join()
+    tallies = [tally for reader in readers for tally in reader.tallies()]
+    errors += [error for tally in tallies for error in tally["errors"]]
+    errors += delivery_errors(tallies, expected)
+    summary = summarize(config, expected, tallies, errors, sampler.samples, subscribed_rss)
+    summary["seconds_logging"] = round(logged_seconds, 1)
+    return summary
+
+
+def open_sockets_and_drive_runs(
+    config: LoadConfig,
+    key: str,
+    scratch: Path,
+    server_pid: int,
+    readers: list[PythonSockets | NodeSockets],
+) -> tuple[dict[str, int], list[str], float, float]:
+    """Subscribe the live sockets, appending their processes to ``readers``, and drive the runs.
+
+    Returns the points logged per run id, the runs' errors, the seconds the
+    runs took and the server's RSS once every socket subscribed.
+    """
     spawn = multiprocessing.get_context("spawn")
     stop = spawn.Event()
     expected_points = spawn.Value("q", -1)
@@ -621,7 +725,6 @@ def measure(config: LoadConfig, key: str, scratch: Path, server_pid: int) -> dic
         range(part.start + measured, part.stop + measured)
         for part in split(config.sockets - measured, config.socket_processes)
     ]
-    readers: list[PythonSockets | NodeSockets] = []
     for index, part in enumerate([range(measured), *rest]):
         if not part:
             continue
@@ -640,23 +743,8 @@ def measure(config: LoadConfig, key: str, scratch: Path, server_pid: int) -> dic
         raise RuntimeError(f"the {config.sockets} live sockets did not subscribe within 300 s")
     subscribed_rss = rss_mib(server_pid)
     started = time.monotonic()
-    expected, errors = drive_all(config, server_url, key, scratch / "spool")
-    logged_seconds = time.monotonic() - started
-    for reader in readers:
-        reader.expect(sum(expected.values()))
-    drained_by = time.monotonic() + DRAIN_SECONDS
-    for reader in readers:
-        reader.join(max(0.0, drained_by - time.monotonic()))
-    for reader in readers:
-        reader.stop()
-        reader.close(60)
-    sampler.stop()
-    tallies = [tally for reader in readers for tally in reader.tallies()]
-    errors += [error for tally in tallies for error in tally["errors"]]
-    errors += delivery_errors(tallies, expected)
-    summary = summarize(config, expected, tallies, errors, sampler.samples, subscribed_rss)
-    summary["seconds_logging"] = round(logged_seconds, 1)
-    return summary
+    expected, errors = drive_all(config, f"http://127.0.0.1:{config.port}", key, scratch / "spool")
+    return expected, errors, time.monotonic() - started, subscribed_rss
 
 
 def error_kind(error: str) -> str:
@@ -716,12 +804,13 @@ def summarize(
         "error_kinds": dict(collections.Counter(error_kind(error) for error in errors)),
         "errors": errors[:20],
         "latency_ms": {
+            "counted_per": COUNTED_PER["latency_ms"],
             "sockets_measured": min(config.latency_sockets, config.sockets),
             "warmup_seconds": config.warmup_seconds,
             **percentiles(latencies),
         },
-        "ingest_ms": percentiles(ingest),
-        "fanout_ms": percentiles(fanout),
+        "ingest_ms": {"counted_per": COUNTED_PER["ingest_ms"], **percentiles(ingest)},
+        "fanout_ms": {"counted_per": COUNTED_PER["fanout_ms"], **percentiles(fanout)},
         "rss_mib": {
             "first": round(rss[0], 1),
             "after_subscribe": round(subscribed_rss, 1),
@@ -734,24 +823,77 @@ def summarize(
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sockets", type=int, default=1000, help="live sockets (default 1000)")
-    parser.add_argument("--runs", type=int, default=200, help="ingesting runs (default 200)")
+def number_type(
+    kind: type[int] | type[float],
+    minimum: float,
+    maximum: float | None = None,
+    minimum_allowed: bool = True,
+) -> Callable[[str], Any]:
+    """Build an argparse type that accepts a finite number of ``kind`` in the range given.
+
+    The range is ``minimum`` (itself excluded unless ``minimum_allowed``) to
+    ``maximum``, or unbounded above when ``maximum`` is None. The error names
+    the value and the range.
+    """
+    noun = "an integer" if kind is int else "a number"
+    if maximum is not None:
+        expected = f"{noun} from {minimum} to {maximum}"
+    elif minimum_allowed:
+        expected = f"{noun} of {minimum} or more"
+    else:
+        expected = f"{noun} greater than {minimum}"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid value {text!r}: expected {expected}"
+            ) from None
+        above_minimum = value >= minimum if minimum_allowed else value > minimum
+        below_maximum = maximum is None or value <= maximum
+        if not (math.isfinite(value) and above_minimum and below_maximum):
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {expected}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=(
+            "The summary's latency_ms and ingest_ms count one value per point and "
+            "measured socket, and fanout_ms one per points message and measured "
+            "socket. Each has a counted_per field that says so. SIGTERM or SIGINT "
+            "stops every process this script started, removes its temporary "
+            "directory and exits with 128 plus the signal number."
+        ),
+    )
+    at_least_one = number_type(int, 1)
     parser.add_argument(
-        "--run-processes", type=int, default=4, help="worker processes the runs are spread over"
+        "--sockets", type=at_least_one, default=1000, help="live sockets (default 1000)"
+    )
+    parser.add_argument(
+        "--runs", type=at_least_one, default=200, help="ingesting runs (default 200)"
+    )
+    parser.add_argument(
+        "--run-processes",
+        type=at_least_one,
+        default=4,
+        help="worker processes the runs are spread over (default 4)",
     )
     parser.add_argument(
         "--socket-processes",
-        type=int,
+        type=at_least_one,
         default=4,
-        help="child processes the sockets not measured are spread over",
+        help="child processes the sockets not measured are spread over (default 4)",
     )
     parser.add_argument(
         "--socket-nice",
-        type=int,
+        type=number_type(int, 0, 19),
         default=10,
-        help="niceness of the processes of the sockets not measured (default 10)",
+        help="niceness of the processes of the sockets not measured, 0 to 19 (default 10)",
     )
     parser.add_argument(
         "--socket-client",
@@ -759,33 +901,70 @@ def main() -> None:
         default="node",
         help="read the sockets with Node and the web app's decoder (default) or with Python",
     )
-    parser.add_argument("--rate", type=float, default=1.0, help="steps per second per run")
+    positive = number_type(float, 0, minimum_allowed=False)
+    parser.add_argument(
+        "--rate", type=positive, default=1.0, help="steps per second per run (default 1)"
+    )
     parser.add_argument(
         "--lockstep", action="store_true", help="log every run in the same instant"
     )
-    parser.add_argument("--minutes", type=float, default=5.0, help="minutes of logging")
     parser.add_argument(
-        "--sample-seconds", type=float, default=5.0, help="seconds between RSS samples"
+        "--minutes", type=positive, default=5.0, help="minutes of logging (default 5)"
     )
     parser.add_argument(
-        "--latency-sockets", type=int, default=50, help="sockets whose latency is measured"
+        "--sample-seconds",
+        type=positive,
+        default=5.0,
+        help="seconds between RSS samples (default 5)",
+    )
+    parser.add_argument(
+        "--latency-sockets",
+        type=at_least_one,
+        default=50,
+        help="sockets whose latency is measured (default 50, at most --sockets)",
     )
     parser.add_argument(
         "--warmup-seconds",
-        type=float,
+        type=number_type(float, 0),
         default=0.0,
-        help="seconds after the first point before latencies count (default 0)",
+        help="seconds after the first point before latencies count, less than the run (default 0)",
     )
     parser.add_argument(
         "--server-cpus",
         type=cpu_list,
         help="CPUs for the server, such as 0 or 0,1; the script and its clients get the others",
     )
-    parser.add_argument("--port", type=int, default=8793, help="port of the server started")
+    parser.add_argument(
+        "--port",
+        type=number_type(int, 1, 65535),
+        default=8793,
+        help="port of the server started (default 8793)",
+    )
     parser.add_argument("--database-url", help="PostgreSQL URL; default embedded SQLite")
     parser.add_argument("--redis-url", help="Redis URL; default in-process bus")
-    args = parser.parse_args()
-    config = LoadConfig(
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=BENCH / "results",
+        metavar="DIRECTORY",
+        help="directory for the summary, the RSS CSV and the server log (default bench/results)",
+    )
+    return parser
+
+
+def parse_config(argv: Sequence[str] | None = None) -> LoadConfig:
+    """Parse the command line ``argv`` into a LoadConfig, or exit with status 2 when invalid."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    seconds = args.minutes * 60
+    if args.warmup_seconds >= seconds:
+        # Every point would fall in the warm-up, so every percentile would be null.
+        parser.error(
+            f"--warmup-seconds {args.warmup_seconds:g} is not shorter than the run, "
+            f"--minutes {args.minutes:g} ({seconds:g} s), so no latency would be "
+            f"measured; pass a warm-up under {seconds:g} seconds or a longer --minutes"
+        )
+    return LoadConfig(
         sockets=args.sockets,
         runs=args.runs,
         run_processes=args.run_processes,
@@ -794,7 +973,7 @@ def main() -> None:
         socket_client=args.socket_client,
         rate=args.rate,
         lockstep=args.lockstep,
-        seconds=args.minutes * 60,
+        seconds=seconds,
         sample_seconds=args.sample_seconds,
         latency_sockets=args.latency_sockets,
         warmup_seconds=args.warmup_seconds,
@@ -802,8 +981,46 @@ def main() -> None:
         port=args.port,
         database_url=args.database_url,
         redis_url=args.redis_url,
+        results=args.results,
     )
-    print(json.dumps(run_load(config), indent=2))
+
+
+class Stopped(BaseException):
+    """The exception ``raise_stopped`` raises in the main thread on SIGTERM or SIGINT.
+
+    Each ``finally`` on its way up ends the processes it started. It derives
+    from BaseException, as KeyboardInterrupt does, so that no ``except
+    Exception`` handler swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signal = signal.Signals(signum)
+        super().__init__(f"stopped by {self.signal.name}")
+
+
+def raise_stopped(signum: int, frame: FrameType | None) -> None:
+    # A second signal would interrupt the cleanup that this one starts.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
+def main() -> None:
+    config = parse_config()
+    # NOTE: a signal that arrives in the few bytecodes between a child's start
+    # and the statement that records it leaves that child running.
+    signal.signal(signal.SIGTERM, raise_stopped)
+    signal.signal(signal.SIGINT, raise_stopped)
+    try:
+        summary = run_load(config)
+    except Stopped as stopped:
+        print(
+            f"load.py: {stopped}; stopped the server, runs and sockets it started "
+            "and removed its temporary directory",
+            file=sys.stderr,
+        )
+        sys.exit(128 + stopped.signal.value)
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -54,13 +54,34 @@ def start_server(
             stderr=log,
             preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
         )
+    try:
+        wait_healthy(process, port, data_dir / "server.log")
+    except BaseException:
+        # Also on KeyboardInterrupt or a signal's exception, so no server outlives its caller.
+        stop_server(process)
+        raise
+    return process
+
+
+def wait_healthy(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Wait up to 60 s for the health check on ``port`` to pass, or raise RuntimeError."""
     deadline = time.monotonic() + 60
     while True:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
+                return
         except httpx.HTTPError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"assay serve did not start; see {data_dir / 'server.log'}")
+            raise RuntimeError(f"assay serve did not start; see {log}")
         time.sleep(0.1)
+
+
+def stop_server(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Send SIGTERM, then SIGKILL if the server has not exited ``timeout`` seconds later."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -2,22 +2,33 @@
 
 ``bench/load.py`` runs 1,000 sockets and 200 runs for 5 minutes. This test
 runs 20 sockets and 5 runs for 3 seconds against a server process of its own.
-It asserts no errors and no loss, never a speed.
+It asserts no errors and no loss, never a speed. Further tests stop the
+script with SIGTERM and SIGINT and check that none of its processes and no
+temporary directory outlive it, and that invalid options are rejected.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
+import signal
+import socket
+import subprocess
 import sys
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from conftest import free_port
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
 import load as load_bench  # noqa: E402
 from serving import start_server  # noqa: E402
 
@@ -67,6 +78,11 @@ def test_short_load_loses_nothing(
     assert summary["ingest_ms"]["max"] <= summary["latency_ms"]["max"] + 1
     measured = summary["points_logged"] * summary["latency_ms"]["sockets_measured"]
     assert summary["latency_ms"]["count"] == measured
+    # A points message carries both metrics of a step or more, so fan-out counts fewer values.
+    assert 0 < summary["fanout_ms"]["count"] < summary["latency_ms"]["count"]
+    assert summary["latency_ms"]["counted_per"].startswith("point and measured socket")
+    assert summary["ingest_ms"]["counted_per"].startswith("point and measured socket")
+    assert summary["fanout_ms"]["counted_per"].startswith("points message and measured socket")
 
 
 @pytest.mark.parametrize("socket_client", ["node", "python"])
@@ -178,3 +194,253 @@ def test_node_client_without_node_names_fix(
         load_bench.run_load(config)
 
     assert str(raised.value) == "--socket-client node needs Node.js 18 or newer on PATH"
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "expected"),
+    [
+        ("--minutes", "-1", "a number greater than 0"),
+        ("--minutes", "0", "a number greater than 0"),
+        ("--minutes", "nan", "a number greater than 0"),
+        ("--minutes", "five", "a number greater than 0"),
+        ("--rate", "0", "a number greater than 0"),
+        ("--sample-seconds", "-5", "a number greater than 0"),
+        ("--warmup-seconds", "-1", "a number of 0 or more"),
+        ("--sockets", "0", "an integer of 1 or more"),
+        ("--sockets", "2.5", "an integer of 1 or more"),
+        ("--runs", "-3", "an integer of 1 or more"),
+        ("--run-processes", "0", "an integer of 1 or more"),
+        ("--socket-processes", "0", "an integer of 1 or more"),
+        ("--latency-sockets", "0", "an integer of 1 or more"),
+        ("--socket-nice", "-1", "an integer from 0 to 19"),
+        ("--socket-nice", "20", "an integer from 0 to 19"),
+        ("--port", "0", "an integer from 1 to 65535"),
+        ("--port", "65536", "an integer from 1 to 65535"),
+    ],
+)
+def test_option_out_of_range_rejected(
+    argument: str, value: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        load_bench.parse_config([f"{argument}={value}"])
+
+    assert raised.value.code == 2
+    message = capsys.readouterr().err.splitlines()[-1]
+    assert message.endswith(
+        f"error: argument {argument}: invalid value {value!r}: expected {expected}"
+    )
+
+
+@pytest.mark.parametrize(("minutes", "warmup"), [("0.5", "30"), ("0.5", "45"), ("1", "60.0")])
+def test_warmup_not_shorter_than_run_rejected(
+    minutes: str, warmup: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        load_bench.parse_config(["--minutes", minutes, "--warmup-seconds", warmup])
+
+    assert raised.value.code == 2
+    message = capsys.readouterr().err.splitlines()[-1]
+    seconds = f"{float(minutes) * 60:g}"
+    assert f"--warmup-seconds {float(warmup):g} is not shorter than the run" in message
+    assert f"--minutes {float(minutes):g} ({seconds} s)" in message
+    assert f"pass a warm-up under {seconds} seconds or a longer --minutes" in message
+
+
+def test_options_parsed_into_config(tmp_path: Path) -> None:
+    config = load_bench.parse_config(
+        [
+            "--minutes=0.5",
+            "--warmup-seconds=29.5",
+            "--sockets=3",
+            "--runs=2",
+            "--socket-nice=0",
+            "--port=65535",
+            f"--results={tmp_path}",
+        ]
+    )
+
+    assert config.seconds == 30
+    assert config.warmup_seconds == 29.5
+    assert config.sockets == 3
+    assert config.runs == 2
+    assert config.socket_nice == 0
+    assert config.port == 65535
+    assert config.results == tmp_path
+
+
+def test_help_names_percentile_counts() -> None:
+    text = " ".join(load_bench.build_parser().format_help().split())
+
+    assert "latency_ms and ingest_ms count one value per point and measured socket" in text
+    assert "fanout_ms one per points message and measured socket" in text
+
+
+@dataclass(frozen=True)
+class ProcessEntry:
+    """One process, which its start time distinguishes from a later one with the same pid."""
+
+    pid: int
+    #: Field 22 of /proc/PID/stat: clock ticks from boot to the process's start.
+    start_ticks: int
+    command: str
+
+
+def read_stat(pid: int) -> tuple[str, int, int] | None:
+    """Return the state, parent pid and start ticks of ``pid``, or None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name in brackets may contain spaces, so split after its closing bracket.
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def read_command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def descendants(root: int) -> list[ProcessEntry]:
+    """List every process below ``root`` in the process tree, from a scan of /proc."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    start_ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = read_stat(int(entry.name))
+        if stat is not None:
+            children[stat[1]].append(int(entry.name))
+            start_ticks[int(entry.name)] = stat[2]
+    found = []
+    pending = [root]
+    while pending:
+        for child in children[pending.pop()]:
+            found.append(ProcessEntry(child, start_ticks[child], read_command(child)))
+            pending.append(child)
+    return found
+
+
+def is_running(process: ProcessEntry) -> bool:
+    """Return whether ``process`` still runs. A zombie waiting to be reaped counts as ended."""
+    stat = read_stat(process.pid)
+    return stat is not None and stat[2] == process.start_ticks and stat[0] != "Z"
+
+
+def server_healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_until_running(
+    load: subprocess.Popen[str], port: int, socket_client: str
+) -> dict[int, ProcessEntry]:
+    """Wait until the server is healthy and the run workers have started.
+
+    Returns every process below load.py seen meanwhile: the server, 2 socket
+    processes (the measured sockets and the rest), 2 run workers and
+    multiprocessing's resource tracker. With Python sockets, the socket
+    processes are multiprocessing workers too.
+    """
+    workers = 4 if socket_client == "python" else 2
+    seen: dict[int, ProcessEntry] = {}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert load.poll() is None, f"load.py ended early: {load.communicate()}"
+        for process in descendants(load.pid):
+            seen[process.pid] = process
+        running = [process for process in seen.values() if is_running(process)]
+        started = [p for p in running if "multiprocessing.spawn" in p.command]
+        node = [p for p in running if p.command.startswith("node ")]
+        sockets_started = socket_client == "python" or len(node) == 2
+        if len(started) == workers and sockets_started and server_healthy(port):
+            return seen
+        time.sleep(0.2)
+    raise AssertionError(f"load.py did not start its runs within 120 s: {seen}")
+
+
+@pytest.mark.parametrize("socket_client", ["node", "python"])
+@pytest.mark.parametrize(
+    ("signum", "to_group"),
+    [(signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["SIGTERM to the process", "SIGINT to the group, as Ctrl-C"],
+)
+def test_signal_stops_every_child(
+    signum: signal.Signals, to_group: bool, socket_client: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    command = [sys.executable, str(BENCH / "load.py"), "--minutes=2", "--sockets=4"]
+    command += ["--latency-sockets=2", "--socket-processes=1", "--runs=2", "--run-processes=2"]
+    command += [f"--socket-client={socket_client}", f"--port={port}"]
+    command += [f"--results={tmp_path / 'results'}"]
+    load = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(temp)},
+        # A group of its own, so that the SIGINT sent to the group reaches only load.py's.
+        start_new_session=True,
+    )
+    try:
+        started = wait_until_running(load, port, socket_client)
+        scratch = [path.name for path in temp.glob("assay-load-*")]
+        if to_group:
+            os.killpg(load.pid, signum)
+        else:
+            load.send_signal(signum)
+        stdout, stderr = load.communicate(timeout=90)
+    finally:
+        if load.poll() is None:
+            os.killpg(load.pid, signal.SIGKILL)
+            load.wait()
+    # The resource tracker exits once load.py has exited and closed its end of the pipe.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(is_running(p) for p in started.values()):
+        time.sleep(0.2)
+
+    assert len(scratch) == 1
+    assert any("assay serve" in process.command for process in started.values())
+    assert load.returncode == 128 + signum
+    assert stdout == ""
+    assert stderr.splitlines() == [
+        f"load.py: stopped by {signum.name}; stopped the server, runs and sockets it "
+        "started and removed its temporary directory"
+    ]
+    assert [p for p in started.values() if is_running(p)] == []
+    assert list(temp.iterdir()) == []
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+class Interrupted(Exception):
+    """Raised by the test's SIGUSR1 handler while ``start_server`` waits for the health check."""
+
+
+def test_interrupted_server_start_stops_server(tmp_path: Path) -> None:
+    before = {process.pid for process in descendants(os.getpid())}
+    started: list[ProcessEntry] = []
+
+    def interrupt(signum: int, frame: Any) -> None:
+        started.extend(p for p in descendants(os.getpid()) if p.pid not in before)
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    # assay serve takes well over 0.3 s to import its modules and pass its health check.
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1))
+    try:
+        timer.start()
+        with pytest.raises(Interrupted):
+            start_server(free_port(), "load-key-" + "x" * 24, tmp_path)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+
+    assert [p for p in started if "assay serve" in p.command] != []
+    assert [p for p in started if is_running(p)] == []
