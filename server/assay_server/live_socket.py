@@ -34,7 +34,7 @@ from assay_server.live import (
     chunk_messages,
 )
 from assay_server.membership_socket import MembershipWatch
-from assay_server.rechecks import credential_key
+from assay_server.rechecks import credential_key, recheck_pauses
 from assay_server.reports.follow import ReportFollow
 from assay_server.reports.socket import RECHECK_INTERVAL, close_reason
 from assay_server.revocations import CLOSE_ACCESS_LOST, LINK_ENDED
@@ -212,8 +212,8 @@ class LiveConnection:
         This covers a member removed from the project, a project made private,
         a revoked API key and a session that ended, on a socket that sends nothing.
         """
-        while True:
-            await asyncio.sleep(RECHECK_INTERVAL)
+        for pause in recheck_pauses(RECHECK_INTERVAL):
+            await asyncio.sleep(pause)
             try:
                 if not await self._still_allowed(shared=True):
                     return

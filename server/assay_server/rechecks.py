@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from starlette.requests import HTTPConnection
@@ -26,6 +27,18 @@ T = TypeVar("T")
 #: Seconds an outcome is shared. A credential that loses its access is
 #: noticed this much later than the recheck interval alone would allow.
 SHARE_SECONDS = 1.0
+
+
+def recheck_pauses(interval: float, rng: random.Random | None = None) -> Iterator[float]:
+    """Yield the pauses before a socket's rechecks: part of ``interval`` at random, then all.
+
+    Sockets opened in the same second would otherwise recheck in the same
+    second, every ``interval``, and delay the event loop's other work. The
+    random first pause spreads them over the whole interval.
+    """
+    yield (rng or random).uniform(0, interval)
+    while True:
+        yield interval
 
 
 def credential_key(connection: HTTPConnection, target: str) -> bytes:

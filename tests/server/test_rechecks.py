@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import random
 
 import pytest
 
-from assay_server.rechecks import SharedChecks
+from assay_server.rechecks import SharedChecks, recheck_pauses
 
 
 class Counted:
@@ -91,3 +93,15 @@ async def test_cancelled_caller_leaves_check_running() -> None:
         await first
     assert await second == "granted"
     assert check.calls == 1
+
+
+def test_recheck_pauses_spread_first_check() -> None:
+    rng = random.Random(7)
+    sockets = [list(itertools.islice(recheck_pauses(5.0, rng), 4)) for _ in range(1000)]
+    first = sorted(pauses[0] for pauses in sockets)
+
+    # The first rechecks of sockets opened together fall all over the interval.
+    assert 0 <= first[0] < 0.1
+    assert 4.9 < first[-1] <= 5.0
+    assert 2.0 < first[500] < 3.0
+    assert all(pauses[1:] == [5.0, 5.0, 5.0] for pauses in sockets)

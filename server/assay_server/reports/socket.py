@@ -17,7 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from assay_server import access, logs, metrics
 from assay_server.api import context, error_response
 from assay_server.errors import AssayError
-from assay_server.rechecks import credential_key
+from assay_server.rechecks import credential_key, recheck_pauses
 from assay_server.reports import wire
 from assay_server.reports.room import RejectedUpdate, Room
 from assay_server.reports.rooms import ReportRooms
@@ -157,8 +157,8 @@ async def recheck_share(websocket: WebSocket, peer: SocketPeer, share_id: str) -
 
     This covers a revocation whose Redis message this instance missed.
     """
-    while True:
-        await asyncio.sleep(RECHECK_INTERVAL)
+    for pause in recheck_pauses(RECHECK_INTERVAL):
+        await asyncio.sleep(pause)
         try:
             live = await websocket.app.state.rechecks.run(
                 b"share\0" + share_id.encode(), partial(share_is_live, websocket, share_id)
@@ -187,8 +187,8 @@ async def recheck_member(
     or given a role that cannot edit, a project made private, a revoked API
     key and a session that ended. The client may reconnect with what is left.
     """
-    while True:
-        await asyncio.sleep(RECHECK_INTERVAL)
+    for pause in recheck_pauses(RECHECK_INTERVAL):
+        await asyncio.sleep(pause)
         try:
             key = credential_key(websocket, f"report\0{granted.report_id}")
             current = await websocket.app.state.rechecks.run(
