@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from assay_server import schema
 from assay_server.auth import hash_key, new_api_key
 from assay_server.database import Database
 from conftest import RunningServer, run_in_thread
+
+#: The password that ``record_prompts`` types at every prompt.
+PASSWORD = "correct horse battery"
 
 
 def add_user(server: RunningServer, name: str) -> str:
@@ -35,3 +40,16 @@ def add_user(server: RunningServer, name: str) -> str:
 
     run_in_thread(insert())
     return key
+
+
+def record_prompts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make ``getpass`` return PASSWORD on a terminal and return the list of prompts shown."""
+    prompts: list[str] = []
+
+    def getpass(prompt: str) -> str:
+        prompts.append(prompt)
+        return PASSWORD
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("getpass.getpass", getpass)
+    return prompts

@@ -26,6 +26,7 @@ from assay_server.database import head_revision
 from assay_server.ratelimit import LOGIN_FAILURES
 from assay_server.settings import Settings, table
 from conftest import RunningServer, ServerProcess, free_port
+from userkeys import PASSWORD, record_prompts
 
 
 @pytest.fixture(autouse=True)
@@ -195,9 +196,6 @@ def test_sync_with_server_down_keeps_files(
     assert exit_code == 1
     assert "failed" in capsys.readouterr().out
     assert len(run.spool.batch_files()) == 1
-
-
-PASSWORD = "correct horse battery"
 
 
 def add_user(server: RunningServer, name: str) -> None:
@@ -485,19 +483,6 @@ def test_set_password_without_database_creates_nothing(
     assert "ASSAY_DATA_DIR" in error
     assert "ASSAY_DATABASE_URL" in error
     assert list(tmp_path.iterdir()) == []
-
-
-def record_prompts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Make ``getpass`` return PASSWORD on a terminal and return the list of prompts shown."""
-    prompts: list[str] = []
-
-    def getpass(prompt: str) -> str:
-        prompts.append(prompt)
-        return PASSWORD
-
-    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
-    monkeypatch.setattr("getpass.getpass", getpass)
-    return prompts
 
 
 @pytest.mark.usefixtures("database_unset")

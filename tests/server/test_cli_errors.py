@@ -21,8 +21,8 @@ import pytest
 from assay._cli import main
 from assay_server.settings import Settings, table
 from conftest import RunningServer, database_url, free_port
+from userkeys import PASSWORD, record_prompts
 
-PASSWORD = "correct horse battery"
 NOT_SQLITE = "name,value\nlr,0.01\n"
 #: A SQLite header followed by bytes that are no valid page.
 CORRUPT_SQLITE = b"SQLite format 3\x00" + b"\x07" * 200
@@ -75,19 +75,6 @@ def run_assay(
         text=True,
         timeout=120,
     )
-
-
-def record_prompts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Make ``getpass`` return PASSWORD on a terminal and return the list of prompts shown."""
-    prompts: list[str] = []
-
-    def getpass(prompt: str) -> str:
-        prompts.append(prompt)
-        return PASSWORD
-
-    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
-    monkeypatch.setattr("getpass.getpass", getpass)
-    return prompts
 
 
 def assert_one_line(error: str) -> None:
