@@ -7,8 +7,9 @@ The sockets are read by Node processes with the web app's msgpack decoder
 (``load_sockets.mjs``), or with ``--socket-client python`` by Python ones.
 The sockets whose latency is measured get a process of their own. The
 other sockets are spread over ``--socket-processes`` more, which run at
-``--socket-nice`` (default 10) so that on a small machine reading them takes
-the CPU the server leaves. They must still receive every point: a socket that
+``--socket-nice``. Its default is 10, so that on a small machine reading them
+takes the CPU the server leaves, and 0 with ``--server-cpus``, where they
+share no CPU with the server. They must still receive every point: a socket that
 falls behind gets a resync message from the server, which counts as an error.
 The runs are spread over ``--run-processes`` more, and each logs at its own
 offset within the period (``--lockstep`` logs them all in one instant).
@@ -892,8 +893,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--socket-nice",
         type=number_type(int, 0, 19),
-        default=10,
-        help="niceness of the processes of the sockets not measured, 0 to 19 (default 10)",
+        default=None,
+        help="niceness of the processes of the sockets not measured, 0 to 19 "
+        "(default 10, or 0 with --server-cpus)",
     )
     parser.add_argument(
         "--socket-client",
@@ -964,12 +966,17 @@ def parse_config(argv: Sequence[str] | None = None) -> LoadConfig:
             f"--minutes {args.minutes:g} ({seconds:g} s), so no latency would be "
             f"measured; pass a warm-up under {seconds:g} seconds or a longer --minutes"
         )
+    socket_nice = args.socket_nice
+    if socket_nice is None:
+        # Beside the runs on CPUs of their own, niced readers got so little CPU
+        # that some sockets were closed, most likely for missed keepalive pings.
+        socket_nice = 10 if args.server_cpus is None else 0
     return LoadConfig(
         sockets=args.sockets,
         runs=args.runs,
         run_processes=args.run_processes,
         socket_processes=args.socket_processes,
-        socket_nice=args.socket_nice,
+        socket_nice=socket_nice,
         socket_client=args.socket_client,
         rate=args.rate,
         lockstep=args.lockstep,

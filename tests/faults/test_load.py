@@ -268,6 +268,16 @@ def test_options_parsed_into_config(tmp_path: Path) -> None:
     assert config.results == tmp_path
 
 
+@pytest.mark.parametrize(
+    ("arguments", "niceness"),
+    [([], 10), (["--server-cpus=0"], 0), (["--server-cpus=0", "--socket-nice=5"], 5)],
+)
+def test_socket_nice_follows_server_cpus(arguments: list[str], niceness: int) -> None:
+    config = load_bench.parse_config(["--minutes=1", *arguments])
+
+    assert config.socket_nice == niceness
+
+
 def test_help_names_percentile_counts() -> None:
     text = " ".join(load_bench.build_parser().format_help().split())
 
