@@ -11,9 +11,11 @@ other sockets are spread over ``--socket-processes`` more, which run at
 takes the CPU the server leaves, and 0 with ``--server-cpus``, where they
 share no CPU with the server. They must still receive every point: a socket that
 falls behind gets a resync message from the server, which counts as an error.
+A socket that closes or fails opens again with its cursors, as the web app's
+does; the summary counts these reconnections apart from the errors.
 The runs are spread over ``--run-processes`` more, and each logs at its own
 offset within the period (``--lockstep`` logs them all in one instant).
-The script counts errors: failed or closed sockets, error and resync
+The script counts errors: sockets that failed to reconnect, error and resync
 messages, batches the server rejected and runs that did not finish. It checks
 that every socket received every point exactly once and samples the server's
 RSS every ``--sample-seconds`` into ``bench/results/load-*.csv``. It reports
@@ -52,6 +54,7 @@ import math
 import multiprocessing
 import os
 import platform
+import random
 import secrets
 import shutil
 import signal
@@ -82,6 +85,12 @@ PROJECT = "load"
 METRICS = ("loss", "acc")
 #: Sockets keep reading this long after the runs finished, for points on their way.
 DRAIN_SECONDS = 30
+#: A live socket that closes opens again after a pause that doubles from
+#: FIRST_DELAY seconds up to MAX_DELAY, as the web app's live.ts waits. After
+#: RECONNECT_ATTEMPTS failures in a row without a subscription, it stays closed.
+FIRST_DELAY = 0.5
+MAX_DELAY = 15.0
+RECONNECT_ATTEMPTS = 10
 #: The unit of count of each percentile figure in the summary.
 COUNTED_PER = {
     "latency_ms": "point and measured socket: each socket that measures latency "
@@ -135,8 +144,21 @@ class SocketTally:
     #: in its entry id) to the socket receiving it: the fan-out's part.
     fanout: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: The cause of each time the socket closed or failed and opened again.
+    reconnects: list[str] = field(default_factory=list)
     #: The ``run.log()`` time of the first point received, which the warm-up counts from.
     first_logged: float | None = None
+
+
+@dataclass
+class Link:
+    """One live socket's state across its reconnections."""
+
+    #: The last entry id received per stream, sent in the next ``subscribe``.
+    cursors: dict[str, str] = field(default_factory=dict)
+    #: Reconnections since the socket last subscribed.
+    attempts: int = 0
+    subscribed: bool = False
 
 
 async def watch(
@@ -147,50 +169,96 @@ async def watch(
     stop: asyncio.Event,
     ready: Any,
 ) -> None:
-    """Gather one socket's points until ``stop``; record every failure in ``tally``."""
+    """Gather one socket's points until ``stop``, reconnecting as the web app does.
+
+    A socket that closes or fails opens again after a pause and subscribes
+    with its cursors, so that it receives each point once. The cause of each
+    reconnection goes in ``tally.reconnects``. After ``RECONNECT_ATTEMPTS``
+    failures in a row without subscribing, the cause goes in ``tally.errors``
+    and the socket stays closed.
+    """
+    link = Link()
+    while (cause := await watch_once(url, key, tally, warmup, stop, ready, link)) is not None:
+        if link.attempts >= RECONNECT_ATTEMPTS:
+            tally.errors.append(f"{cause}, after {link.attempts} reconnections")
+            return
+        tally.reconnects.append(cause)
+        ceiling = min(MAX_DELAY, FIRST_DELAY * 2**link.attempts)
+        link.attempts += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), ceiling / 2 + random.random() * ceiling / 2)
+            return
+
+
+async def watch_once(
+    url: str,
+    key: str,
+    tally: SocketTally,
+    warmup: float | None,
+    stop: asyncio.Event,
+    ready: Any,
+    link: Link,
+) -> str | None:
+    """Read one connection until ``stop`` (return None) or until it ends (return why)."""
     headers = {"Authorization": f"Bearer {key}"}
 
-    async def read(socket: Any) -> None:
+    async def read(socket: Any) -> str:
         # One plain receive per frame: a timeout per receive made a task per
         # frame, and the sockets' process could not keep up with the server.
         async for frame in socket:
             received = time.time()
             message = protocol.unpack(frame)
-            tally_message(message, tally, warmup, received, ready)
-        tally.errors.append(f"socket closed by the server: {socket.close_code}")
+            tally_message(message, tally, warmup, received, ready, link)
+        return f"socket closed by the server: {socket.close_code} {socket.close_reason}".rstrip()
 
     try:
         # Like a browser, the socket takes messages of any size.
         async with connect(
             url, additional_headers=headers, open_timeout=60, max_size=None
         ) as socket:
-            await socket.send(protocol.pack({"type": "subscribe", "cursors": {}}))
+            await socket.send(protocol.pack({"type": "subscribe", "cursors": link.cursors}))
             reader = asyncio.create_task(read(socket))
             stopped = asyncio.create_task(stop.wait())
             await asyncio.wait({reader, stopped}, return_when=asyncio.FIRST_COMPLETED)
             stopped.cancel()
-            if reader.done():
-                reader.result()
-            else:
+            if not reader.done():
                 reader.cancel()
+                return None
+            return reader.result()
     except (OSError, WebSocketException, TimeoutError) as exc:
-        tally.errors.append(f"socket failed: {exc!r}")
+        return f"socket failed: {exc!r}"
 
 
 def tally_message(
-    message: dict[str, Any], tally: SocketTally, warmup: float | None, received: float, ready: Any
+    message: dict[str, Any],
+    tally: SocketTally,
+    warmup: float | None,
+    received: float,
+    ready: Any,
+    link: Link,
 ) -> None:
     """Count the points of ``message`` in ``tally``, and record its failures.
 
     With ``warmup`` seconds, not None, it also records the latencies of the
     points logged that long after the first point this socket received.
+    Every message naming a stream and an entry moves that stream's cursor in
+    ``link``, as the web app's live.ts does. ``ready`` is called on the
+    socket's first subscription only.
     """
+    if "stream" in message and "id" in message:
+        link.cursors[message["stream"]] = message["id"]
     kind = message["type"]
     if kind == "batch":
         for inner in message["messages"]:
-            tally_message(inner, tally, warmup, received, ready)
+            tally_message(inner, tally, warmup, received, ready, link)
     elif kind == "subscribed":
-        ready()
+        # The streams the server started from now have a cursor from here on.
+        for stream, entry_id in (message.get("cursors") or {}).items():
+            link.cursors.setdefault(stream, entry_id)
+        link.attempts = 0
+        if not link.subscribed:
+            link.subscribed = True
+            ready()
     elif kind in ("resync", "error"):
         tally.errors.append(f"{kind}: {message}")
     elif kind == "points":
@@ -787,6 +855,7 @@ def summarize(
     fanout = np.array([value for tally in tallies for value in tally["fanout"]]) * 1000
     ingest = np.array([value for tally in tallies for value in tally["ingest"]]) * 1000
     rss = [value for _, value in rss_samples]
+    reconnects = [cause for tally in tallies for cause in tally["reconnects"]]
     return {
         "sockets": config.sockets,
         "runs": config.runs,
@@ -804,6 +873,8 @@ def summarize(
         "error_count": len(errors),
         "error_kinds": dict(collections.Counter(error_kind(error) for error in errors)),
         "errors": errors[:20],
+        "reconnects": len(reconnects),
+        "reconnect_causes": dict(collections.Counter(reconnects).most_common(10)),
         "latency_ms": {
             "counted_per": COUNTED_PER["latency_ms"],
             "sockets_measured": min(config.latency_sockets, config.sockets),

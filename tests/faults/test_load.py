@@ -10,7 +10,9 @@ temporary directory outlive it, and that invalid options are rejected.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
+import multiprocessing
 import os
 import signal
 import socket
@@ -25,12 +27,14 @@ from typing import Any
 import httpx
 import pytest
 
+import assay
 from conftest import free_port
+from proxy import CuttingProxy
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 import load as load_bench  # noqa: E402
-from serving import start_server  # noqa: E402
+from serving import start_server, stop_server  # noqa: E402
 
 SOCKETS = 20
 RUNS = 5
@@ -66,6 +70,8 @@ def test_short_load_loses_nothing(
     assert summary["server_cpus"] is None
     assert summary["errors"] == []
     assert summary["error_count"] == 0
+    assert summary["reconnects"] == 0
+    assert summary["reconnect_causes"] == {}
     assert summary["server_log_errors"] == 0
     assert summary["points_logged"] > 0
     assert summary["points_delivered"] == summary["points_logged"] * SOCKETS
@@ -110,6 +116,99 @@ def test_warmup_leaves_early_points_unmeasured(socket_client: str, tmp_path: Pat
     assert 0.3 * measured < summary["latency_ms"]["count"] < 0.7 * measured
     assert summary["ingest_ms"]["count"] == summary["latency_ms"]["count"]
     assert summary["latency_ms"]["warmup_seconds"] == 1.5
+
+
+def open_readers(
+    socket_client: str, url: str, key: str, output: Path
+) -> load_bench.NodeSockets | load_bench.PythonSockets:
+    """Open 3 live sockets in one process of ``socket_client``, the first measuring latency."""
+    group = load_bench.SocketGroup(url, key, range(3), 1, 0.0, 0, output)
+    if socket_client == "node":
+        return load_bench.NodeSockets(group)
+    spawn = multiprocessing.get_context("spawn")
+    return load_bench.PythonSockets(group, spawn.Event(), spawn.Value("q", -1))
+
+
+@pytest.mark.parametrize("socket_client", ["node", "python"])
+def test_cut_sockets_resume_from_their_cursors(socket_client: str, tmp_path: Path) -> None:
+    port = free_port()
+    key = "load-key-" + "x" * 24
+    server = start_server(port, key, tmp_path)
+    proxy = CuttingProxy(port)
+    server_url = f"http://127.0.0.1:{port}"
+    spool = tmp_path / "spool"
+    try:
+        assay.init(load_bench.PROJECT, server=server_url, api_key=key, spool_dir=spool).finish()
+        live = f"ws://127.0.0.1:{proxy.port}/api/v1/projects/{load_bench.PROJECT}/live"
+        readers = open_readers(socket_client, live, key, tmp_path / "tallies.json")
+        try:
+            assert readers.wait_ready(60)
+            run = assay.init(load_bench.PROJECT, server=server_url, api_key=key, spool_dir=spool)
+            for step in range(30):
+                run.log({"loss": float(step)})
+                if step in (9, 19):
+                    # Points logged just after a cut reach the bus while the
+                    # sockets are closed; only their cursors bring them back.
+                    # The first pause before a reconnection is at most 0.5 s.
+                    time.sleep(0.5 if step == 9 else 1.5)
+                    assert proxy.cut() == 3
+            run.finish()
+            readers.expect(30)
+            readers.join(30)
+        finally:
+            readers.stop()
+            readers.close(30)
+        tallies = readers.tallies()
+    finally:
+        proxy.close()
+        stop_server(server)
+
+    assert [tally["errors"] for tally in tallies] == [[], [], []]
+    # Every point once: none lost while a socket was closed, none sent twice after.
+    assert [tally["points"] for tally in tallies] == [{run.id: 30}] * 3
+    assert [len(tally["reconnects"]) for tally in tallies] == [2, 2, 2]
+    # The first socket measures every point, latency and ingest alike.
+    assert len(tallies[0]["latencies"]) == len(tallies[0]["ingest"]) == 30
+
+
+def test_node_socket_without_server_gives_up(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Pauses of 1, 2, 4 ... 512 ms: the ten reconnections take about a second.
+    monkeypatch.setenv("LOAD_SOCKETS_FIRST_DELAY_MS", "1")
+    url = f"ws://127.0.0.1:{free_port()}/api/v1/projects/load/live"
+    readers = open_readers("node", url, "load-key", tmp_path / "tallies.json")
+    try:
+        assert not readers.wait_ready(4)
+    finally:
+        readers.stop()
+        readers.close(30)
+    tallies = readers.tallies()
+
+    assert [len(tally["reconnects"]) for tally in tallies] == [10, 10, 10]
+    for tally in tallies:
+        [error] = tally["errors"]
+        assert "ECONNREFUSED" in error
+        assert error.endswith(", after 10 reconnections")
+
+
+def test_python_socket_without_server_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(load_bench, "FIRST_DELAY", 0.001)
+    url = f"ws://127.0.0.1:{free_port()}/api/v1/projects/load/live"
+    tally = load_bench.SocketTally()
+    subscribed: list[None] = []
+
+    async def watch() -> None:
+        ready = lambda: subscribed.append(None)  # noqa: E731
+        await load_bench.watch(url, "load-key", tally, None, asyncio.Event(), ready)
+
+    asyncio.run(asyncio.wait_for(watch(), 30))
+
+    assert subscribed == []
+    assert len(tally.reconnects) == 10
+    [error] = tally.errors
+    assert error.startswith("socket failed: ConnectionRefusedError(")
+    assert error.endswith(", after 10 reconnections")
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to split")
