@@ -245,7 +245,7 @@ class Run:
         with self._lock:
             self._finished = True
         atexit.unregister(self._at_exit)
-        self._sender.request_finish(1, 0.0)
+        self._sender.abandon()
 
     def _at_exit(self) -> None:
         self.finish(exit_code=1 if _uncaught.happened else 0)

@@ -119,6 +119,8 @@ class Sender(threading.Thread):
         self.finish_deadline = 0.0
         self.finish_sent = False
         self.final_state: str | None = None
+        #: Set by abandon(), when ``assay.init`` raised instead of returning the run.
+        self.abandoned = False
 
     # Calls from the run's thread.
 
@@ -141,6 +143,16 @@ class Sender(threading.Thread):
     def request_finish(self, exit_code: int, timeout: float) -> None:
         self.finish_code = exit_code
         self.finish_deadline = time.monotonic() + timeout
+        self.wake.set()
+
+    def abandon(self) -> None:
+        """Stop without sending a finish or writing a spool, because ``init`` raised.
+
+        The caller never got the run, so it logged nothing. A finish would
+        change the state of the run that ``init`` tried to resume, and
+        ``assay sync`` of a spool containing that finish would do the same later.
+        """
+        self.abandoned = True
         self.wake.set()
 
     # The thread.
@@ -171,6 +183,11 @@ class Sender(threading.Thread):
 
     def _step(self) -> bool:
         """One pass of the loop; True when the sender is done."""
+        if self.abandoned:
+            # NOTE: a connection that opened after init gave up has already
+            # created or resumed the run on the server. Closing it without a
+            # finish leaves the run running until the crash timeout marks it crashed.
+            return True
         # Read the finish request before taking rows: rows logged before
         # finish() are then all in this take, and none is left behind.
         finishing = self.finish_code is not None
@@ -214,6 +231,9 @@ class Sender(threading.Thread):
         while message is not None:
             if self._handle(message):
                 return True
+            if self.client is None:
+                # A fatal error closed the connection, and the next pass spools.
+                return False
             message = self.client.receive(0)
         if not finishing and not self._window_full():
             # Acknowledgements wait in the socket until the next pass. The wait

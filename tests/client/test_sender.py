@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import threading
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.sync.server import ServerConnection, serve
 
 import assay
 from assay import protocol
@@ -203,3 +205,99 @@ def test_first_row_sent_at_once_then_interval_holds(
     assert batches_before_finish == 1
     assert history_length(sqlite_server, run.id) == 6
     assert run._sender.next_seq == 2
+
+
+class FatalAfterWelcomeServer:
+    """An ingest peer that welcomes the run, acks batch 0, then ends with a fatal error.
+
+    It acts as a proxy or another server that sends a fatal ``error`` after the
+    hello, which the assay server never does.
+    """
+
+    error = {
+        "type": "error",
+        "code": "forbidden",
+        "message": "the proxy closed the run's connection",
+        "fatal": True,
+    }
+
+    def __init__(self) -> None:
+        self.server = serve(self._handle, "127.0.0.1", 0, compression=None)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.received: list[int] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.socket.getsockname()[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.thread.join(10)
+
+    def _handle(self, connection: ServerConnection) -> None:
+        hello = protocol.unpack(connection.recv(timeout=10))  # type: ignore[arg-type]
+        welcome = {
+            "type": "welcome",
+            "protocol": protocol.PROTOCOL_VERSION,
+            "run_id": hello["run"]["id"],
+            "created": True,
+            "next_step": 0,
+            "heartbeat_interval": 5.0,
+            "max_message_bytes": protocol.MAX_MESSAGE_BYTES,
+        }
+        connection.send(protocol.pack(welcome))
+        for frame in connection:
+            message = protocol.unpack(frame)  # type: ignore[arg-type]
+            if message["type"] != "batch":
+                continue
+            self.received.append(message["seq"])
+            if message["seq"] == 0:
+                connection.send(protocol.pack({"type": "ack", "seq": 0}))
+                continue
+            connection.send(protocol.pack(self.error))
+            connection.close(1008, "forbidden")
+            return
+
+
+def spooled_steps(spool: Spool) -> list[int]:
+    frames = [protocol.unpack(path.read_bytes()) for path in spool.batch_files()]
+    return [row[0] for frame in frames for row in protocol.decode_rows(frame)]
+
+
+def test_fatal_error_after_welcome_stops_sender(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    peer = FatalAfterWelcomeServer()
+    try:
+        run = assay.init("fatal", server=peer.url, api_key="key", spool_dir=tmp_path)
+        run.log({"loss": 0.0})
+        deadline = time.monotonic() + 10
+        while run._sender.next_seq == 0 or run._sender.unacked:
+            assert time.monotonic() < deadline, "batch 0 was not acknowledged"
+            time.sleep(0.02)
+        run.log({"loss": 1.0})
+        while run._sender.fatal is None:
+            assert time.monotonic() < deadline, "the sender did not record the fatal error"
+            time.sleep(0.02)
+        run.log({"loss": 2.0})
+        run.finish(timeout=5)
+    finally:
+        peer.close()
+    records = [record for record in caplog.records if record.name.split(".")[0] == "assay"]
+    errors = [record for record in records if record.levelno >= logging.ERROR]
+
+    assert peer.received == [0, 1]
+    assert isinstance(run._sender.fatal, assay.ServerError)
+    assert run._sender.fatal.code == "forbidden"
+    assert not run._sender.is_alive()
+    assert run.state is None
+    assert [record for record in records if record.exc_info] == []
+    assert len(errors) == 1
+    message = errors[0].getMessage()
+    assert f"assay server rejected run {run.id}: the proxy closed" in message
+    assert f"The 1 batches that the server has not stored are saved in {run.spool.directory}" in (
+        message
+    )
+    assert spooled_steps(run.spool) == [1, 2]
+    assert run.spool.read_finish() == 0

@@ -290,3 +290,63 @@ def test_key_revoked_mid_run_saves_later_rows(
     assert exit_code == 0
     assert state == "finished"
     assert [row["loss"] for row in rows] == [float(step) for step in range(5)]
+
+
+def join_senders() -> None:
+    for thread in threading.enumerate():
+        if thread.name.startswith("assay-sender-"):
+            thread.join(10)
+
+
+def test_resume_timeout_leaves_run_unchanged(
+    sqlite_server: RunningServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = assay.init(
+        "resumed",
+        server=sqlite_server.url,
+        api_key=sqlite_server.api_key,
+        spool_dir=tmp_path / "first",
+    )
+    for step in range(3):
+        first.log({"loss": float(step)})
+    first.finish()
+    spool_root = tmp_path / "spool"
+    spool_root.mkdir()
+
+    with pytest.raises(assay.ConnectionFailedError, match="could not reach the server"):
+        assay.init(
+            "resumed",
+            id=first.id,
+            resume="must",
+            server=f"http://127.0.0.1:{closed_port()}",
+            api_key=sqlite_server.api_key,
+            spool_dir=spool_root,
+            init_timeout=0.2,
+        )
+    join_senders()
+    warnings = assay_messages(caplog, logging.WARNING)
+    spooled = sorted(str(path.relative_to(spool_root)) for path in spool_root.rglob("*"))
+    exit_code = sync(spool_root, sqlite_server)
+    state_after_sync, rows_after_sync = history(sqlite_server, "resumed", first.id)
+
+    second = assay.init(
+        "resumed",
+        id=first.id,
+        resume="must",
+        server=sqlite_server.url,
+        api_key=sqlite_server.api_key,
+        spool_dir=spool_root,
+    )
+    for _ in range(2):
+        second.log({"loss": 10.0})
+    second.finish()
+    state, rows = history(sqlite_server, "resumed", first.id)
+
+    assert warnings == []
+    assert spooled == []
+    assert exit_code == 0
+    assert state_after_sync == "finished"
+    assert [row["step"] for row in rows_after_sync] == [0, 1, 2]
+    assert state == "finished"
+    assert [row["step"] for row in rows] == [0, 1, 2, 3, 4]
+    assert [row["loss"] for row in rows] == [0.0, 1.0, 2.0, 10.0, 10.0]
