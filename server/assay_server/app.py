@@ -91,9 +91,13 @@ async def start(settings: Settings, on_admin_key: Callable[[str], None]) -> Serv
         # The data directory contains only the default SQLite database.
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url, settings.db_pool_size)
-    await db.upgrade()
-    async with db.exclusive() as connection:
-        key = await bootstrap_admin(connection, settings.bootstrap_api_key)
+    try:
+        await db.upgrade()
+        async with db.exclusive() as connection:
+            key = await bootstrap_admin(connection, settings.bootstrap_api_key)
+    except BaseException:
+        await db.close()
+        raise
     if key is not None:
         on_admin_key(key)
     return ServerContext(settings=settings, db=db, bus=create_bus(settings))

@@ -120,7 +120,8 @@ def serve(args: argparse.Namespace) -> int:
     mode = "PostgreSQL" if settings.database_url else "embedded SQLite"
     bus = "Redis" if settings.redis_url else "in-process bus"
     log.info("assay serving on http://%s:%s (%s, %s)", settings.host, settings.port, mode, bus)
-    drain = WebsocketDrain(create_app(settings))
+    startup = StartupErrors(create_app(settings))
+    drain = WebsocketDrain(startup)
     config = uvicorn.Config(
         logs.LogContextMiddleware(drain),
         host=settings.host,
@@ -137,15 +138,22 @@ def serve(args: argparse.Namespace) -> int:
         # DrainingServer lowers this to what is left of the shutdown budget.
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
     )
-    DrainingServer(config, drain, settings.shutdown_timeout).run()
+    try:
+        DrainingServer(config, drain, settings.shutdown_timeout).run()
+    except SystemExit:
+        # uvicorn exits with status 3 when the app's start-up fails.
+        if startup.database_error is None:
+            raise
+        return fail(failed_start(settings, startup.database_error), 1)
     return 0
 
 
 def check_connection(settings: Settings) -> str | None:
     """Connect to the database once and return an error message when that fails.
 
-    The app connects again as it starts, but uvicorn reports a failure there
-    with a traceback. This check gives the one-line error of ``assay db upgrade``.
+    The app connects again as it starts, and ``StartupErrors`` turns a failure
+    there into a one-line error too. This check fails before uvicorn logs its
+    start-up lines, with the same message as ``assay db upgrade``.
     """
 
     async def connect() -> None:
@@ -161,6 +169,47 @@ def check_connection(settings: Settings) -> str | None:
     except (SQLAlchemyError, OSError) as exc:
         return unreachable_database(settings, exc)
     return None
+
+
+class StartupErrors:
+    """ASGI middleware that keeps a database error of the app's start-up out of uvicorn's log.
+
+    Starlette reports a failed lifespan start-up to uvicorn with the whole
+    traceback, which uvicorn 0.55 logs before it exits with status 3. For a
+    SQLAlchemyError or OSError, this middleware reports the failure without
+    the traceback and keeps the exception in ``database_error``, so that
+    ``serve`` can print a one-line error instead. Other exceptions reach
+    uvicorn unchanged.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.database_error: SQLAlchemyError | OSError | None = None
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        failure_messages: list[MutableMapping[str, Any]] = []
+
+        async def hold_startup_failure(message: MutableMapping[str, Any]) -> None:
+            # Starlette sends this message and then raises the exception.
+            if message["type"] == "lifespan.startup.failed":
+                failure_messages.append(message)
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, hold_startup_failure)
+        except (SQLAlchemyError, OSError) as exc:
+            if not failure_messages:
+                raise
+            self.database_error = exc
+            await send({"type": "lifespan.startup.failed", "message": ""})
+        except BaseException:
+            if failure_messages:
+                await send(failure_messages[0])
+            raise
 
 
 class WebsocketDrain:
@@ -475,25 +524,63 @@ async def missing_user(connection: AsyncConnection, name: str) -> str:
 
 def unreachable_database(settings: Settings, exc: SQLAlchemyError | OSError) -> str:
     """Describe a database that could not be opened, with its URL's password hidden."""
-    cause: BaseException = exc
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        cause = exc.orig
-    detail = str(cause).strip()
-    # The driver's first line names the cause; the rest is SQL and context.
-    reason = detail.splitlines()[0] if detail else type(cause).__name__
-    url = settings.resolved_database_url
-    path = sqlite_file(url) if make_url(url).get_backend_name() == "sqlite" else None
+    reason = failure_reason(exc)
+    path = configured_sqlite_file(settings)
     if path is not None:
         return (
             f"cannot open the SQLite database {path}: {reason}. Check that the file is "
             "an intact SQLite database and that this user can read and write it and "
             "its directory."
         )
-    hidden = make_url(settings.database_url or url).render_as_string(hide_password=True)
     return (
-        f"cannot open the database {hidden}: {reason}. Check that the server is running "
-        "and that --database-url or ASSAY_DATABASE_URL names an existing database."
+        f"cannot open the database {hidden_database_url(settings)}: {reason}. Check that "
+        "the server is running and that --database-url or ASSAY_DATABASE_URL names an "
+        "existing database."
     )
+
+
+def failed_start(settings: Settings, exc: SQLAlchemyError | OSError) -> str:
+    """Describe a database error of the app's start-up, with the URL's password hidden.
+
+    At start-up the app opens the database, applies pending migrations and,
+    in a database without users, creates the admin account, so the error may
+    come from any of these steps.
+    """
+    reason = failure_reason(exc)
+    path = configured_sqlite_file(settings)
+    if path is not None:
+        return (
+            f"cannot start on the SQLite database {path}: {reason}. Check that the file "
+            "is an intact SQLite database and that this user can read and write it and "
+            "its directory."
+        )
+    return (
+        f"cannot start on the database {hidden_database_url(settings)}: {reason}. Check "
+        "that the database server is running and that the database user may create tables, "
+        "because start-up applies pending migrations."
+    )
+
+
+def failure_reason(exc: SQLAlchemyError | OSError) -> str:
+    """Return the first line of the driver's error message, or the exception's type name."""
+    cause: BaseException = exc
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        cause = exc.orig
+    detail = str(cause).strip()
+    # The driver's first line names the cause; the rest is SQL and context.
+    return detail.splitlines()[0] if detail else type(cause).__name__
+
+
+def configured_sqlite_file(settings: Settings) -> Path | None:
+    """Return the file of the configured SQLite database, or None for PostgreSQL or memory."""
+    url = settings.resolved_database_url
+    return sqlite_file(url) if make_url(url).get_backend_name() == "sqlite" else None
+
+
+def hidden_database_url(settings: Settings) -> str:
+    """Return the database URL as the user gave it, with the password replaced by ***."""
+    url = settings.database_url or settings.resolved_database_url
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def prepare_database_directory(settings: Settings, command: str) -> str | None:

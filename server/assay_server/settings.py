@@ -113,7 +113,8 @@ class Settings:
     database_url: str | None = _field(
         None,
         "ASSAY_DATABASE_URL",
-        "PostgreSQL or SQLite URL, e.g. postgresql://user@host/db. "
+        "PostgreSQL or SQLite URL, e.g. postgresql://user@host/db. The server connects "
+        "through asyncpg, also for postgresql+psycopg:// and postgresql+psycopg2:// URLs. "
         "Default: a SQLite file in the data directory.",
     )
     redis_url: str | None = _field(
@@ -340,29 +341,45 @@ def help_text(width: int | None = None) -> str:
     return "\n".join(lines)
 
 
+#: The accepted URL schemes and the SQLAlchemy driver the server uses for each.
+#: The server always connects through its async drivers, so a URL written for
+#: SQLAlchemy's psycopg or psycopg2 driver connects through asyncpg.
 _ASYNC_DRIVERS = {
     "postgresql": "postgresql+asyncpg",
     "postgres": "postgresql+asyncpg",
     "postgresql+asyncpg": "postgresql+asyncpg",
+    "postgresql+psycopg": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
     "sqlite": "sqlite+aiosqlite",
     "sqlite+aiosqlite": "sqlite+aiosqlite",
 }
+DATABASE_SCHEMES = tuple(f"{scheme}://" for scheme in _ASYNC_DRIVERS)
 
 
 def async_database_url(url: str) -> str:
-    """Rewrite a standard database URL to name the async driver the server uses."""
+    """Rewrite a database URL to name the async driver the server uses.
+
+    Raises SettingsError, with the password hidden, for a scheme not in ``DATABASE_SCHEMES``.
+    """
     scheme, separator, rest = url.partition("://")
     driver = _ASYNC_DRIVERS.get(scheme.lower())
     if not separator or driver is None:
+        accepted = f"{', '.join(DATABASE_SCHEMES[:-1])} or {DATABASE_SCHEMES[-1]}"
         raise SettingsError(
-            "database_url", f"must be a postgresql:// or sqlite:/// URL, got {_hide(url)!r}"
+            "database_url",
+            f"must be a PostgreSQL or SQLite URL starting with {accepted}, got {_hide(url)!r}",
         )
     return f"{driver}://{rest}"
 
 
 def _hide(url: str) -> str:
-    """Mask the password of a URL so that error messages can show the rest."""
+    """Mask the password of a URL so that error messages can show the rest.
+
+    A value without ``://``, such as ``user:password@host/db``, is masked too.
+    """
     scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
     credentials, at, location = rest.rpartition("@")
     if not at or ":" not in credentials:
         return url

@@ -9,21 +9,27 @@ from __future__ import annotations
 import io
 import logging
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from assay._cli import main
 from assay_server.settings import Settings, table
-from conftest import RunningServer, database_url, free_port
+from conftest import RunningServer, admin_execute, database_url, free_port
 from userkeys import PASSWORD, record_prompts
 
 NOT_SQLITE = "name,value\nlr,0.01\n"
+ACCEPTED_SCHEMES = (
+    "postgresql://, postgres://, postgresql+asyncpg://, postgresql+psycopg://, "
+    "postgresql+psycopg2://, sqlite:// or sqlite+aiosqlite://"
+)
 #: A SQLite header followed by bytes that are no valid page.
 CORRUPT_SQLITE = b"SQLite format 3\x00" + b"\x07" * 200
 
@@ -108,6 +114,48 @@ def test_serve_missing_postgres_database_one_line(postgres_admin_url: str, tmp_p
     assert_one_line(result.stderr)
     assert f'database "{name}" does not exist' in result.stderr
     assert "assay serving on" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def read_only_postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """The URL of an empty database for a role that may connect but not create tables.
+
+    ``assay serve``'s connection check passes on it, and the migrations at
+    start-up fail. The URL carries the password ``secretpw``, which no output
+    may show.
+    """
+    suffix = secrets.token_hex(4)
+    role, name = f"assay_no_ddl_{suffix}", f"assay_no_ddl_{suffix}"
+    admin_execute(postgres_admin_url, f"CREATE ROLE {role} LOGIN PASSWORD 'secretpw'")
+    admin_execute(postgres_admin_url, f"CREATE DATABASE {name}")
+    database_admin_url = database_url(postgres_admin_url, name)
+    # PostgreSQL 15 and later revoke this by default, but older versions grant it.
+    admin_execute(database_admin_url, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    parts = urlsplit(postgres_admin_url)
+    yield f"postgresql://{role}:secretpw@{parts.hostname}:{parts.port or 5432}/{name}"
+    admin_execute(postgres_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin_execute(postgres_admin_url, f"DROP ROLE IF EXISTS {role}")
+
+
+def test_serve_failed_migration_one_line(read_only_postgres_url: str, tmp_path: Path) -> None:
+    result = run_assay(
+        "serve", "--port", str(free_port()), "--database-url", read_only_postgres_url, cwd=tmp_path
+    )
+
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("assay: error: ")]
+    shown_url = read_only_postgres_url.replace(":secretpw@", ":***@")
+    assert result.returncode == 1, result.stderr
+    assert "assay serving on" in result.stderr, "the connection check failed, not start-up"
+    assert "Traceback" not in result.stderr
+    assert "secretpw" not in result.stderr
+    assert errors == [lines[-1]]
+    assert lines[-1].startswith(
+        f"assay: error: cannot start on the database {shown_url}: "
+        "permission denied for schema public. "
+    )
+    assert "the database user may create tables" in lines[-1]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -214,12 +262,14 @@ def test_corrupt_sqlite_file_one_line(
         (
             ["db", "upgrade", "--database-url", "mysql://u:pw@db/x"],
             {},
-            "--database-url must be a postgresql:// or sqlite:/// URL, got 'mysql://u:***@db/x'",
+            f"--database-url must be a PostgreSQL or SQLite URL starting with {ACCEPTED_SCHEMES}, "
+            "got 'mysql://u:***@db/x'",
         ),
         (
             ["db", "upgrade"],
             {"ASSAY_DATABASE_URL": "mysql://u:pw@db/x"},
-            "ASSAY_DATABASE_URL must be a postgresql:// or sqlite:/// URL, got 'mysql://u:***@db/x'",
+            "ASSAY_DATABASE_URL must be a PostgreSQL or SQLite URL starting with "
+            f"{ACCEPTED_SCHEMES}, got 'mysql://u:***@db/x'",
         ),
         (
             ["serve", "--redis-url", "localhost:6379"],

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from assay_server.settings import (
+    DATABASE_SCHEMES,
     LOG_LEVELS,
     Setting,
     Settings,
@@ -57,10 +58,47 @@ def test_command_line_overrides_environment() -> None:
         ("postgresql://u@h/db", "postgresql+asyncpg://u@h/db"),
         ("postgres://u:p@h:5433/db", "postgresql+asyncpg://u:p@h:5433/db"),
         ("sqlite:////var/assay.db", "sqlite+aiosqlite:////var/assay.db"),
+        ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgresql+psycopg://u:p@h/db?ssl=require", "postgresql+asyncpg://u:p@h/db?ssl=require"),
+        ("postgresql+psycopg2://u@h:5433/db", "postgresql+asyncpg://u@h:5433/db"),
+        ("PostgreSQL+Psycopg://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("sqlite+aiosqlite:///assay.db", "sqlite+aiosqlite:///assay.db"),
     ],
 )
 def test_standard_urls_get_async_driver(url: str, expected: str) -> None:
     assert async_database_url(url) == expected
+
+
+def test_psycopg_url_resolves_to_asyncpg() -> None:
+    settings = Settings.from_env({"ASSAY_DATABASE_URL": "postgresql+psycopg://u@h/db"})
+
+    assert settings.database_url == "postgresql+psycopg://u@h/db"
+    assert settings.resolved_database_url == "postgresql+asyncpg://u@h/db"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://user:hunter2@db/x",
+        "postgresql+pg8000://user:hunter2@db/x",
+        "user:hunter2@db/x",
+    ],
+)
+def test_unknown_database_scheme_lists_accepted(url: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"ASSAY_DATABASE_URL": url})
+
+    message = str(raised.value)
+    assert raised.value.setting == "database_url"
+    assert message.startswith(
+        "ASSAY_DATABASE_URL must be a PostgreSQL or SQLite URL starting with "
+    )
+    for scheme in DATABASE_SCHEMES:
+        assert scheme in message, f"{scheme} is missing from the error"
+    assert "postgresql+psycopg://" in DATABASE_SCHEMES
+    assert "postgresql+psycopg2://" in DATABASE_SCHEMES
+    assert message.endswith(f", got {url.replace('hunter2', '***')!r}")
+    assert "hunter2" not in message
 
 
 @pytest.mark.parametrize(
@@ -78,7 +116,7 @@ def test_standard_urls_get_async_driver(url: str, expected: str) -> None:
         ({"ASSAY_BOOTSTRAP_API_KEY": "short"}, "at least 16 characters"),
         ({"ASSAY_REDIS_URL": "localhost:6379"}, "must start with redis://"),
         ({"ASSAY_LOG_LEVEL": "loud"}, "ASSAY_LOG_LEVEL must be one of debug, info"),
-        ({"ASSAY_DATABASE_URL": "mysql://u@h/db"}, "postgresql:// or sqlite:/// URL"),
+        ({"ASSAY_DATABASE_URL": "mysql://u@h/db"}, "must be a PostgreSQL or SQLite URL"),
         (
             {"ASSAY_CRASH_TIMEOUT": "1", "ASSAY_HEARTBEAT_INTERVAL": "5"},
             "ASSAY_CRASH_TIMEOUT must be longer than ASSAY_HEARTBEAT_INTERVAL (5.0), got 1.0",
