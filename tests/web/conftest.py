@@ -12,6 +12,7 @@ from assay_server import ratelimit
 from assay_server.settings import Settings
 from conftest import RunningServer
 from web.browsing import BUNDLE, CHROMIUM, CHROMIUM_ARGS, WAIT_MS, require
+from web.sharing import BRIEF_SHARE_WINDOW
 
 
 @pytest.fixture(scope="session")
@@ -46,4 +47,14 @@ def limited_server(
 ) -> RunningServer:
     """Start a server that rejects share links from an address after one failed look-up."""
     monkeypatch.setattr(ratelimit, "SHARE_LOOKUPS", 1)
+    return start_server(sqlite_settings)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def briefly_limited_server(
+    monkeypatch: pytest.MonkeyPatch, sqlite_settings: Settings, start_server: Any
+) -> RunningServer:
+    """Start a server that rejects share links for a few seconds after one failed look-up."""
+    monkeypatch.setattr(ratelimit, "SHARE_LOOKUPS", 1)
+    monkeypatch.setattr(ratelimit, "SHARE_WINDOW", BRIEF_SHARE_WINDOW)
     return start_server(sqlite_settings)  # type: ignore[no-any-return]

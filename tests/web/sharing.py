@@ -15,6 +15,9 @@ from web.reports import PROJECT, create_report, open_report
 
 #: The filter of the shared report's run set: every run whose lr is 0.5 or more.
 WILD = "config.lr >= 0.5"
+#: The window of ``briefly_limited_server``'s share-link limit, in seconds. It
+#: is long enough for a test to see the rate-limit notice, and short enough to wait out.
+BRIEF_SHARE_WINDOW = 4.0
 
 
 def log_runs(server: RunningServer, tmp_path: Path, runs: dict[str, float]) -> dict[str, str]:

@@ -27,6 +27,7 @@ from web.reports import (
     wait_for_lines,
 )
 from web.sharing import (
+    BRIEF_SHARE_WINDOW,
     build_grid_report,
     close_page,
     create_share,
@@ -497,3 +498,115 @@ def test_link_limited_after_page_counts_down(
     assert root is None
     assert re.fullmatch(r"Try again in \d+ seconds?, at .+\.", wait), wait
     assert errors == []
+
+
+def watch_statuses(page: Page, marker: str) -> list[int]:
+    """Record the status of each response whose URL contains ``marker``, in order."""
+    statuses: list[int] = []
+    page.on(
+        "response",
+        lambda response: statuses.append(response.status) if marker in response.url else None,
+    )
+    return statuses
+
+
+def zoom_loss_panel(page: Page) -> None:
+    """Drag across the middle of the loss panel, as a user zooms in on x."""
+    area = page.locator('.report-grid .plot[data-key="loss"] .nsewdrag').bounding_box()
+    assert area is not None
+    middle = area["y"] + area["height"] / 2
+    page.mouse.move(area["x"] + area["width"] * 0.3, middle)
+    page.mouse.down()
+    page.mouse.move(area["x"] + area["width"] * 0.7, middle, steps=5)
+    page.mouse.up()
+
+
+def test_limited_panel_fetch_shows_wait(
+    browser: Browser, limited_server: RunningServer, opened: list[Page], tmp_path: Path
+) -> None:
+    log_runs(limited_server, tmp_path, {"calm": 0.01, "wild": 1.0})
+    report_id = build_grid_report(browser, limited_server, "Limited grid")
+    share = create_share(limited_server, report_id, "view")
+    page = open_link(browser, share["url"], opened)
+    page.wait_for_selector('.report-grid .plot[data-key="loss"][data-revision]')
+    zoomed = watch_statuses(page, "min_step=")
+    guess_share_link(limited_server, report_id)
+    zoom_loss_panel(page)
+    page.wait_for_selector(".rate-limit-notice .retry-wait")
+    heading = page.locator(".rate-limit-notice strong").inner_text()
+    wait = page.locator(".rate-limit-notice .retry-wait").inner_text()
+    countdown = re.fullmatch(r"Try again in (\d+) seconds?, at .+\.", wait)
+    revision = int(
+        page.locator('.report-grid .plot[data-key="loss"]').get_attribute("data-revision") or 0
+    )
+    # Forget the failed look-up, as the end of the limit's window would.
+    limited_server.app.state.limits.store.counters.clear()
+    page.click(".rate-limit-notice button.retry-now")
+    page.wait_for_selector(".rate-limit-notice", state="hidden")
+    page.wait_for_function(
+        """(before) => Number(document.querySelector(
+            '.report-grid .plot[data-key="loss"]').dataset.revision) > before""",
+        arg=revision,
+    )
+
+    assert heading == "Too many share-link look-ups"
+    assert countdown is not None, wait
+    assert 1 <= int(countdown.group(1)) <= ratelimit.SHARE_WINDOW
+    # The zoom's figure request got 429, then was sent again after the click.
+    assert zoomed == [429, 200]
+    assert page.locator("main.report .blocks").is_visible()
+    assert "Something went wrong" not in page.locator("body").inner_text()
+
+
+def test_limited_request_retries_after_wait(
+    browser: Browser, briefly_limited_server: RunningServer, opened: list[Page], tmp_path: Path
+) -> None:
+    report_id, share = limited_report(briefly_limited_server, tmp_path)
+    page = open_link(browser, share["url"], opened)
+    versions = watch_statuses(page, "/versions")
+    guess_share_link(briefly_limited_server, report_id)
+    page.click("details.versions summary")
+    page.wait_for_selector(".rate-limit-notice .retry-wait")
+    wait = page.locator(".rate-limit-notice .retry-wait").inner_text()
+    countdown = re.fullmatch(r"Try again in (\d+) seconds?, at .+\.", wait)
+    # Nothing is clicked: the page sends the request again when the wait ends.
+    page.wait_for_selector(".rate-limit-notice", state="hidden")
+    page.wait_for_selector(".version-list li")
+
+    assert countdown is not None, wait
+    assert 1 <= int(countdown.group(1)) <= BRIEF_SHARE_WINDOW
+    # A retry sent before the window ended would have got a second 429.
+    assert versions == [429, 200]
+    assert page.locator(".version-list").inner_text() == "No saved versions yet."
+    assert page.locator(".report-messages").inner_text() == ""
+
+
+def test_limit_without_wait_retries_on_click(
+    browser: Browser, limited_server: RunningServer, opened: list[Page], tmp_path: Path
+) -> None:
+    report_id, share = limited_report(limited_server, tmp_path)
+    page = open_link(browser, share["url"], opened)
+    versions = watch_statuses(page, "/versions")
+
+    def drop_retry_after(route: Route) -> None:
+        # The page gets the server's own 429 without its wait, as behind a proxy that drops it.
+        response = route.fetch()
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "retry-after"}
+        route.fulfill(response=response, headers=headers)
+
+    page.route("**/versions?*", drop_retry_after)
+    guess_share_link(limited_server, report_id)
+    page.click("details.versions summary")
+    page.wait_for_selector(".rate-limit-notice button.retry-now")
+    reason = page.locator(".rate-limit-notice p").inner_text()
+    countdowns = page.locator(".rate-limit-notice .retry-wait").count()
+    # Forget the failed look-up, as the end of the limit's window would.
+    limited_server.app.state.limits.store.counters.clear()
+    page.click(".rate-limit-notice button.retry-now")
+    page.wait_for_selector(".version-list li")
+
+    assert reason.startswith("Too many share-link look-ups: at most 1 in 60 seconds; retry in ")
+    assert countdowns == 0
+    assert versions == [429, 200]
+    assert page.locator(".rate-limit-notice").is_hidden()
+    assert page.locator(".version-list").inner_text() == "No saved versions yet."

@@ -120,21 +120,41 @@ export async function responseError(
   );
 }
 
-async function request(
+/** The function that waits out a 429 before its request is sent again, or null to raise the 429. */
+let rateLimitWait: ((error: ApiError) => Promise<void>) | null = null;
+
+/**
+ * Set how requests wait out a 429 before they are sent again, or pass null
+ * to make a 429 raise ``ApiError`` like any other failure, as it does by default.
+ */
+export function setRateLimitWait(
+  wait: ((error: ApiError) => Promise<void>) | null,
+): void {
+  rateLimitWait = wait;
+}
+
+/**
+ * Send ``init`` to ``path`` with the page's share token, and return the
+ * response once it succeeds. Raise ``ApiError`` on failure, except on a 429
+ * while a rate-limit wait is set, which is waited out before the request is sent again.
+ */
+export async function request(
   path: string,
   init: RequestInit = {},
 ): Promise<Response> {
-  const response = await fetch(withShare(path), {
-    credentials: "same-origin",
-    ...init,
-  });
-  if (!response.ok) {
-    throw await responseError(
+  for (;;) {
+    const response = await fetch(withShare(path), {
+      credentials: "same-origin",
+      ...init,
+    });
+    if (response.ok) return response;
+    const error = await responseError(
       response,
       `${init.method ?? "GET"} ${path} failed with HTTP ${response.status}`,
     );
+    if (error.status !== 429 || rateLimitWait === null) throw error;
+    await rateLimitWait(error);
   }
-  return response;
 }
 
 async function getPacked<T>(path: string): Promise<T> {

@@ -1,6 +1,5 @@
 // The reports HTTP API: create, list, rename and delete reports, and save versions.
-import { responseError } from "./api";
-import { withShare } from "./share";
+import { request } from "./api";
 
 export interface ReportSummary {
   id: string;
@@ -30,24 +29,17 @@ const reports = (project: string): string =>
 const report = (project: string, id: string): string =>
   `${reports(project)}/${encodeURIComponent(id)}`;
 
-/** Send a JSON request and return its parsed response; raise ``ApiError`` with the server's message. */
+/** Send a JSON request and return its parsed response. It fails and waits out 429s as ``request`` does. */
 export async function send<T>(
   path: string,
   method: string,
   body?: Record<string, unknown>,
 ): Promise<T> {
-  const response = await fetch(withShare(path), {
+  const response = await request(path, {
     method,
-    credentials: "same-origin",
     headers: body ? { "Content-Type": "application/json" } : {},
     body: body ? JSON.stringify(body) : undefined,
   });
-  if (!response.ok) {
-    throw await responseError(
-      response,
-      `${method} ${path} failed with HTTP ${response.status}`,
-    );
-  }
   return (response.status === 204 ? null : await response.json()) as T;
 }
 

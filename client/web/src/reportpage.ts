@@ -1,7 +1,13 @@
 // The report page: the title, the blocks in order, and the tools to add blocks and save.
 import type { WebsocketProvider } from "y-websocket";
 import * as Y from "yjs";
-import { ApiError, completeRun, listKeys, type Run } from "./api";
+import {
+  ApiError,
+  completeRun,
+  listKeys,
+  setRateLimitWait,
+  type Run,
+} from "./api";
 import { textEditor } from "./blockeditor";
 import { statusBadge, topBar } from "./chrome";
 import { h } from "./dom";
@@ -9,7 +15,7 @@ import { LiveConnection, type ReportRunsMessage } from "./live";
 import { BlockView } from "./reportblocks";
 import { getReport, whoAmI, type ReportDetail } from "./reportapi";
 import { VersionList } from "./reportversions";
-import { pageRetryAfter, retryNotice } from "./retrynotice";
+import { pageRetryAfter, RateLimitNotice, retryNotice } from "./retrynotice";
 import { connectRoom } from "./reportconnection";
 import {
   blockList,
@@ -42,6 +48,7 @@ export class ReportPage {
     role: "status",
   });
   private readonly badge = statusBadge();
+  private readonly rateLimit = new RateLimitNotice();
   private keys: string[] = [];
   /** Whether the caller may only read: a view link, or a viewer of the project. */
   private readOnly = true;
@@ -86,6 +93,12 @@ export class ReportPage {
       }
       throw error;
     }
+    // Past the first request, a share link's requests that reach the rate
+    // limit wait under a notice above the report, then are sent again.
+    if (shareToken !== null)
+      setRateLimitWait((error) =>
+        this.rateLimit.wait(error.retryAfter, error.message),
+      );
     this.readOnly = !report.can_edit;
     document.body.dataset.readOnly = String(this.readOnly);
     // Both are read before the room connects, because the first sync draws
@@ -192,6 +205,7 @@ export class ReportPage {
         "main",
         { class: "report" },
         notice,
+        this.rateLimit.element,
         h("div", { class: "report-title" }, title.dom),
         this.messages,
         this.blocksElement,
