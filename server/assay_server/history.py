@@ -112,13 +112,16 @@ def ensure_metrics(
     ids: dict[str, int] = {}
     for start in range(0, len(wanted), 1000):
         rows = connection.execute(
-            select(schema.metrics.c.key, schema.metrics.c.id).where(
-                schema.metrics.c.run_pk == run_pk,
-                schema.metrics.c.key.in_(wanted[start : start + 1000]),
-            )
+            _METRIC_IDS, {"run_pk": run_pk, "keys": wanted[start : start + 1000]}
         )
         ids.update({row.key: row.id for row in rows})
     return ids
+
+
+_METRIC_IDS = select(schema.metrics.c.key, schema.metrics.c.id).where(
+    schema.metrics.c.run_pk == bindparam("run_pk"),
+    schema.metrics.c.key.in_(bindparam("keys", expanding=True)),
+)
 
 
 def claim_batches(
