@@ -9,8 +9,11 @@ The sockets whose latency is measured get a process of their own. The
 other sockets are spread over ``--socket-processes`` more, which run at
 ``--socket-nice``. Its default is 10, so that on a small machine reading them
 takes the CPU the server leaves, and 0 with ``--server-cpus``, where they
-share no CPU with the server. They must still receive every point: a socket that
-falls behind gets a resync message from the server, which counts as an error.
+share no CPU with the server. ``--latency-nice`` sets the niceness of the
+measured sockets' process: below 0, it stands in for a browser on a host of
+its own, which no run or other socket delays. Every socket must still
+receive every point: a socket that falls behind gets a resync message from
+the server, which counts as an error.
 A socket that closes or fails opens again with its cursors, as the web app's
 does; the summary counts these reconnections apart from the errors.
 The runs are spread over ``--run-processes`` more, and each logs at its own
@@ -110,6 +113,8 @@ class LoadConfig:
     socket_processes: int = 4
     #: Niceness of the processes of the sockets whose latency is not measured.
     socket_nice: int = 10
+    #: Niceness of the process of the sockets that measure latency; below 0 needs root.
+    latency_nice: int = 0
     #: "node" reads the sockets with the web app's decoder, "python" with this script's.
     socket_client: str = "node"
     rate: float = 1.0
@@ -798,7 +803,7 @@ def open_sockets_and_drive_runs(
         if not part:
             continue
         output = scratch / f"tallies-{index}.json"
-        niceness = 0 if index == 0 else config.socket_nice
+        niceness = config.latency_nice if index == 0 else config.socket_nice
         group = SocketGroup(url, key, part, measured, config.warmup_seconds, niceness, output)
         if config.socket_client == "node":
             readers.append(NodeSockets(group))
@@ -865,6 +870,7 @@ def summarize(
         "run_processes": config.run_processes,
         "socket_processes": config.socket_processes,
         "socket_nice": config.socket_nice,
+        "latency_nice": config.latency_nice,
         "socket_client": config.socket_client,
         "server_cpus": None if config.server_cpus is None else sorted(config.server_cpus),
         "points_logged": sum(expected.values()),
@@ -969,6 +975,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 10, or 0 with --server-cpus)",
     )
     parser.add_argument(
+        "--latency-nice",
+        type=number_type(int, -20, 19),
+        default=0,
+        help="niceness of the process of the sockets that measure latency, -20 to 19 "
+        "(default 0); below 0, as root only, it stands in for a browser on a host of its "
+        "own, whose reading no other process delays",
+    )
+    parser.add_argument(
         "--socket-client",
         choices=("node", "python"),
         default="node",
@@ -1037,6 +1051,11 @@ def parse_config(argv: Sequence[str] | None = None) -> LoadConfig:
             f"--minutes {args.minutes:g} ({seconds:g} s), so no latency would be "
             f"measured; pass a warm-up under {seconds:g} seconds or a longer --minutes"
         )
+    if args.latency_nice < 0 and os.geteuid() != 0:
+        parser.error(
+            f"--latency-nice {args.latency_nice} needs root to lower a niceness; "
+            "run as root or pass 0 or more"
+        )
     socket_nice = args.socket_nice
     if socket_nice is None:
         # Beside the runs on CPUs of their own, niced readers got so little CPU
@@ -1048,6 +1067,7 @@ def parse_config(argv: Sequence[str] | None = None) -> LoadConfig:
         run_processes=args.run_processes,
         socket_processes=args.socket_processes,
         socket_nice=socket_nice,
+        latency_nice=args.latency_nice,
         socket_client=args.socket_client,
         rate=args.rate,
         lockstep=args.lockstep,

@@ -313,6 +313,8 @@ def test_node_client_without_node_names_fix(
         ("--latency-sockets", "0", "an integer of 1 or more"),
         ("--socket-nice", "-1", "an integer from 0 to 19"),
         ("--socket-nice", "20", "an integer from 0 to 19"),
+        ("--latency-nice", "-21", "an integer from -20 to 19"),
+        ("--latency-nice", "20", "an integer from -20 to 19"),
         ("--port", "0", "an integer from 1 to 65535"),
         ("--port", "65536", "an integer from 1 to 65535"),
     ],
@@ -353,6 +355,7 @@ def test_options_parsed_into_config(tmp_path: Path) -> None:
             "--sockets=3",
             "--runs=2",
             "--socket-nice=0",
+            "--latency-nice=3",
             "--port=65535",
             f"--results={tmp_path}",
         ]
@@ -363,6 +366,7 @@ def test_options_parsed_into_config(tmp_path: Path) -> None:
     assert config.sockets == 3
     assert config.runs == 2
     assert config.socket_nice == 0
+    assert config.latency_nice == 3
     assert config.port == 65535
     assert config.results == tmp_path
 
@@ -375,6 +379,23 @@ def test_socket_nice_follows_server_cpus(arguments: list[str], niceness: int) ->
     config = load_bench.parse_config(["--minutes=1", *arguments])
 
     assert config.socket_nice == niceness
+
+
+def test_negative_latency_nice_needs_root(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+
+    with pytest.raises(SystemExit) as raised:
+        load_bench.parse_config(["--latency-nice=-5"])
+
+    assert raised.value.code == 2
+    message = capsys.readouterr().err.splitlines()[-1]
+    assert message.endswith(
+        "--latency-nice -5 needs root to lower a niceness; run as root or pass 0 or more"
+    )
+    # Raising the niceness needs no privilege.
+    assert load_bench.parse_config(["--latency-nice=5"]).latency_nice == 5
 
 
 def test_help_names_percentile_counts() -> None:
