@@ -117,7 +117,10 @@ def serve(args: argparse.Namespace) -> int:
     problem = check_connection(settings)
     if problem is not None:
         return fail(problem, 1)
-    mode = "PostgreSQL" if settings.database_url else "embedded SQLite"
+    if make_url(settings.resolved_database_url).get_backend_name() == "postgresql":
+        mode = "PostgreSQL"
+    else:
+        mode = "SQLite" if settings.database_url else "embedded SQLite"
     bus = "Redis" if settings.redis_url else "in-process bus"
     log.info("assay serving on http://%s:%s (%s, %s)", settings.host, settings.port, mode, bus)
     startup = StartupErrors(create_app(settings))
@@ -168,6 +171,8 @@ def check_connection(settings: Settings) -> str | None:
         asyncio.run(connect())
     except (SQLAlchemyError, OSError) as exc:
         return unreachable_database(settings, exc)
+    except TypeError as exc:
+        return unknown_connect_argument(settings, exc)
     return None
 
 
@@ -416,6 +421,8 @@ def db_upgrade(args: argparse.Namespace) -> int:
         revision = asyncio.run(upgrade())
     except (SQLAlchemyError, OSError) as exc:
         return fail(unreachable_database(settings, exc), 1)
+    except TypeError as exc:
+        return fail(unknown_connect_argument(settings, exc), 1)
     print(f"database is at revision {revision}")
     return 0
 
@@ -536,6 +543,19 @@ def unreachable_database(settings: Settings, exc: SQLAlchemyError | OSError) -> 
         f"cannot open the database {hidden_database_url(settings)}: {reason}. Check that "
         "the server is running and that --database-url or ASSAY_DATABASE_URL names an "
         "existing database."
+    )
+
+
+def unknown_connect_argument(settings: Settings, exc: TypeError) -> str:
+    """Describe a query parameter of the database URL that the driver does not take.
+
+    SQLAlchemy passes the URL's query parameters to the driver's connect
+    function as keyword arguments, and an unknown one raises TypeError there.
+    """
+    return (
+        f"cannot open the database {hidden_database_url(settings)}: {exc}. The server "
+        "connects to PostgreSQL through asyncpg, so the URL's query parameters must be "
+        "arguments of asyncpg.connect(), such as ssl=require; remove the others."
     )
 
 

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import textwrap
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -369,7 +370,25 @@ def async_database_url(url: str) -> str:
             "database_url",
             f"must be a PostgreSQL or SQLite URL starting with {accepted}, got {_hide(url)!r}",
         )
+    if driver == "postgresql+asyncpg":
+        rest = _asyncpg_query(rest)
     return f"{driver}://{rest}"
+
+
+def _asyncpg_query(rest: str) -> str:
+    """Rename libpq's ``sslmode`` query parameter to asyncpg's ``ssl``, which takes the same modes.
+
+    SQLAlchemy passes the query parameters to ``asyncpg.connect()`` as
+    keyword arguments, and that function has no ``sslmode``.
+    """
+    location, question, query = rest.partition("?")
+    if not question:
+        return rest
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    if not any(name == "sslmode" for name, _ in pairs) or any(name == "ssl" for name, _ in pairs):
+        return rest
+    renamed = [("ssl" if name == "sslmode" else name, value) for name, value in pairs]
+    return f"{location}?{urllib.parse.urlencode(renamed)}"
 
 
 def _hide(url: str) -> str:

@@ -8,7 +8,10 @@ the rewritten URL, and then store and read a user.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +19,12 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 from assay._cli import main
 from assay_server.database import head_revision
 from assay_server.settings import Settings
-from conftest import admin_execute, database_url
+from conftest import admin_execute, database_url, free_port
 
 
 @pytest.fixture(autouse=True)
@@ -92,3 +96,62 @@ def test_db_upgrade_psycopg2_url(
     with psycopg.connect(empty_postgres_url) as connection:
         revision = connection.execute("SELECT version_num FROM alembic_version").fetchone()
     assert revision == (head_revision(),)
+
+
+def test_db_upgrade_libpq_sslmode(
+    empty_postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("ASSAY_DATABASE_URL", raising=False)
+
+    # The local server has no TLS: with sslmode passed through as ssl, asyncpg
+    # connects in plain text, and with sslmode=require it would fail.
+    exit_code = main(["db", "upgrade", "--database-url", empty_postgres_url + "?sslmode=disable"])
+
+    assert exit_code == 0, capsys.readouterr().err
+    assert capsys.readouterr().out == f"database is at revision {head_revision()}\n"
+
+
+def test_db_upgrade_libpq_sslmode_require_reaches_asyncpg(
+    empty_postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("ASSAY_DATABASE_URL", raising=False)
+    with psycopg.connect(empty_postgres_url) as connection:
+        server_ssl = connection.execute("SHOW ssl").fetchone() == ("on",)
+
+    exit_code = main(["db", "upgrade", "--database-url", empty_postgres_url + "?sslmode=require"])
+
+    err = capsys.readouterr().err
+    if server_ssl:
+        assert exit_code == 0, err
+    else:
+        # asyncpg got ssl=require and asked for TLS, which this server does not offer.
+        assert exit_code == 1
+        assert "cannot open the database" in err
+        assert "SSL" in err
+        assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["serve"]])
+def test_unknown_query_parameter_one_line(
+    command: list[str], empty_postgres_url: str, tmp_path: Path
+) -> None:
+    url = make_url(empty_postgres_url).set(password="s3cret").render_as_string(False)
+    port = ["--port", str(free_port())] if command == ["serve"] else []
+    bogus = ["--database-url", url + "?bogus_option=1"]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ASSAY_")}
+
+    # A server that started anyway would never exit: the timeout ends the test.
+    result = subprocess.run(
+        [sys.executable, "-m", "assay", *command, *port, *bogus],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "unexpected keyword argument 'bogus_option'" in line
+    assert "must be arguments of asyncpg.connect(), such as ssl=require" in line
+    assert "s3cret" not in line

@@ -63,6 +63,18 @@ def test_command_line_overrides_environment() -> None:
         ("postgresql+psycopg2://u@h:5433/db", "postgresql+asyncpg://u@h:5433/db"),
         ("PostgreSQL+Psycopg://u@h/db", "postgresql+asyncpg://u@h/db"),
         ("sqlite+aiosqlite:///assay.db", "sqlite+aiosqlite:///assay.db"),
+        # libpq's sslmode becomes asyncpg's ssl, which takes the same modes.
+        ("postgresql://u@h/db?sslmode=require", "postgresql+asyncpg://u@h/db?ssl=require"),
+        (
+            "postgres://u@h/db?sslmode=verify-full&timeout=5",
+            "postgresql+asyncpg://u@h/db?ssl=verify-full&timeout=5",
+        ),
+        # Where both are given, asyncpg's own wins and the URL is left as it is.
+        (
+            "postgresql://u@h/db?ssl=prefer&sslmode=require",
+            "postgresql+asyncpg://u@h/db?ssl=prefer&sslmode=require",
+        ),
+        ("sqlite:///a.db?sslmode=require", "sqlite+aiosqlite:///a.db?sslmode=require"),
     ],
 )
 def test_standard_urls_get_async_driver(url: str, expected: str) -> None:
