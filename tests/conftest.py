@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import glob
+import logging
 import os
 import secrets
 import shutil
@@ -371,3 +372,18 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     await db.upgrade()
     yield db
     await db.close()
+
+
+@pytest.fixture
+def restore_root_logging() -> Iterator[None]:
+    """Restore the root logger's handlers and level after the test.
+
+    The CLI's ``main`` installs a handler on the stream pytest captures,
+    which pytest closes when the test ends, so later log records would fail
+    to write.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import socket
 import sqlite3
@@ -12,7 +11,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +26,7 @@ from assay_server.settings import Settings, table
 from conftest import RunningServer, ServerProcess, free_port
 from userkeys import PASSWORD, record_prompts
 
-
-@pytest.fixture(autouse=True)
-def root_logging() -> Iterator[None]:
-    """Restore the root logger after each test.
-
-    ``main`` installs a handler on the stream pytest captures, which pytest
-    closes when the test ends, so later log records would fail to write.
-    """
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_root_logging")
 
 
 def test_serve_reads_settings_from_environment(

@@ -7,7 +7,6 @@ a traceback, and must leave the files it names as they were.
 from __future__ import annotations
 
 import io
-import logging
 import os
 import secrets
 import subprocess
@@ -40,14 +39,7 @@ COMMANDS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def root_logging() -> Iterator[None]:
-    """Restore the root logger, on which ``main`` installs a handler for captured stderr."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_root_logging")
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ the rewritten URL, and then store and read a user.
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import subprocess
@@ -26,15 +25,7 @@ from assay_server.database import head_revision
 from assay_server.settings import Settings
 from conftest import admin_execute, database_url, free_port
 
-
-@pytest.fixture(autouse=True)
-def root_logging() -> Iterator[None]:
-    """Restore the root logger, on which ``main`` installs a handler."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_root_logging")
 
 
 @pytest.fixture
