@@ -10,7 +10,7 @@ other sockets are spread over ``--socket-processes`` more, which run at
 ``--socket-nice``. Its default is 10, so that on a small machine reading them
 takes the CPU the server leaves, and 0 with ``--server-cpus``, where they
 share no CPU with the server. ``--latency-nice`` sets the niceness of the
-measured sockets' process: below 0, it stands in for a browser on a host of
+measured sockets' process: below 0, it acts as a browser on a host of
 its own, which no run or other socket delays. Every socket must still
 receive every point: a socket that falls behind gets a resync message from
 the server, which counts as an error.
@@ -979,7 +979,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=number_type(int, -20, 19),
         default=0,
         help="niceness of the process of the sockets that measure latency, -20 to 19 "
-        "(default 0); below 0, as root only, it stands in for a browser on a host of its "
+        "(default 0); below 0, as root only, it acts as a browser on a host of its "
         "own, whose reading no other process delays",
     )
     parser.add_argument(

@@ -190,7 +190,7 @@ async def _resume(
 
 
 # Built once: ingest runs them for every group of batches, and a statement
-# built per call left its bound parameters as cyclic garbage, about 700
+# built per call left its bound parameters as cyclic garbage, 700 to 900
 # objects between two collections under bench/load.py.
 _REVIVE = (
     update(schema.runs)

@@ -102,7 +102,7 @@ def test_db_upgrade_libpq_sslmode(
     assert capsys.readouterr().out == f"database is at revision {head_revision()}\n"
 
 
-def test_db_upgrade_libpq_sslmode_require_reaches_asyncpg(
+def test_sslmode_require_reaches_asyncpg(
     empty_postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("ASSAY_DATABASE_URL", raising=False)
