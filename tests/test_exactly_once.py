@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +68,54 @@ def test_cut_connections_store_each_point_once(server: RunningServer, tmp_path: 
     assert [row["step"] for row in rows] == list(range(6000))
     assert stats["count"] == 6000
     assert run.state == "finished"
+
+
+def test_finish_resent_after_lost_reply(server: RunningServer, tmp_path: Path) -> None:
+    proxy = CuttingProxy(server.port)
+    run = assay.init(
+        "faults",
+        server=proxy.url,
+        api_key=server.api_key,
+        spool_dir=tmp_path,
+        settings=FAST_RETRY,
+    )
+    sender = run._sender
+    for step in range(100):
+        run.log({"loss": step / 100})
+
+    def all_acknowledged() -> bool:
+        with assay.Api(server=server.url, api_key=server.api_key) as api:
+            return api.run("faults", run.id).metrics().get("loss", {}).get("count") == 100
+
+    wait_until(lambda: all_acknowledged() and not sender.unacked, 30, lambda: describe(run))
+    proxy.hold_replies()
+    finishing = threading.Thread(target=run.finish, kwargs={"timeout": 20})
+    started = time.monotonic()
+    finishing.start()
+    wait_until(lambda: sender.finish_sent, 10, lambda: describe(run))
+
+    def stored_state() -> str:
+        with assay.Api(server=server.url, api_key=server.api_key) as api:
+            return str(api.run("faults", run.id).state)
+
+    # The server has applied the finish, and its reply waits in the proxy.
+    wait_until(lambda: stored_state() == "finished", 10)
+    with assay.Api(server=server.url, api_key=server.api_key) as api:
+        first_end = api.run("faults", run.id).finished_at
+    proxy.cut()
+    proxy.release_replies()
+    finishing.join(30)
+    took = time.monotonic() - started
+    proxy.close()
+    with assay.Api(server=server.url, api_key=server.api_key) as api:
+        stored = api.run("faults", run.id)
+
+    assert not finishing.is_alive()
+    assert run.state == "finished"
+    assert took < 15, "finish waited for its timeout instead of sending the finish again"
+    assert stored.state == "finished"
+    assert stored.finished_at == first_end
+    assert not list(tmp_path.rglob("finish.msgpack"))
 
 
 def test_resent_batch_is_acknowledged_not_stored_twice(

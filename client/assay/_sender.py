@@ -116,7 +116,11 @@ class Sender(threading.Thread):
         self.last_sent = 0.0
         self.heartbeat_interval = 5.0
         self.finish_code: int | None = None
+        #: The time of the finish request. Every finish frame carries it, so a
+        #: frame resent after a lost reply does not move the run's end time.
+        self.finished_at = 0.0
         self.finish_deadline = 0.0
+        #: Whether the finish was sent on this connection. A new connection sends it again.
         self.finish_sent = False
         self.final_state: str | None = None
         #: Set by abandon(), when ``assay.init`` raised instead of returning the run.
@@ -141,6 +145,7 @@ class Sender(threading.Thread):
             return self.fatal
 
     def request_finish(self, exit_code: int, timeout: float) -> None:
+        self.finished_at = time.time()
         self.finish_code = exit_code
         self.finish_deadline = time.monotonic() + timeout
         self.wake.set()
@@ -219,7 +224,12 @@ class Sender(threading.Thread):
         assert self.client is not None
         self._send_pending()
         if finishing and not self.unacked and not self.finish_sent:
-            self.client.send(protocol.pack({"type": "finish", "exit_code": self.finish_code}))
+            finish = {
+                "type": "finish",
+                "exit_code": self.finish_code,
+                "finished_at": self.finished_at,
+            }
+            self.client.send(protocol.pack(finish))
             self.finish_sent = True
         elif time.monotonic() - self.last_sent > self.heartbeat_interval:
             self.client.send(protocol.pack({"type": "heartbeat"}))
@@ -332,6 +342,10 @@ class Sender(threading.Thread):
         self.first_attempt.set()
         self.heartbeat_interval = float(welcome.get("heartbeat_interval", 5.0))
         self.sent_up_to = -1
+        # A cut between the finish and the server's reply loses the reply, so
+        # the new connection sends the finish again. The server applies it
+        # again with the same end time and replies.
+        self.finish_sent = False
         self.attempts = 0
         self.last_sent = time.monotonic()
         log.debug("assay run %s connected", self._run_id)
@@ -474,12 +488,12 @@ class Sender(threading.Thread):
         assert self.finish_code is not None
         if self.unacked or (self.spool.directory / "run.msgpack").exists():
             self.spool.write_meta(self.hello)
-            self.spool.write_finish(self.finish_code)
+            self.spool.write_finish(self.finish_code, self.finished_at)
 
     def _give_up(self) -> None:
         self._spool_all()
         self.spool.write_meta(self.hello)
-        self.spool.write_finish(self.finish_code or 0)
+        self.spool.write_finish(self.finish_code or 0, self.finished_at)
         if not self.unacked:
             log.warning(
                 "assay run %s: the server did not confirm the finish before the timeout; "

@@ -3,7 +3,7 @@
 One directory per run session, ``ROOT/PROJECT/RUN_ID-SESSION``, holding
 ``run.msgpack`` (the hello that opens the run on a server), one
 ``SEQ.batch`` file per batch frame, and ``finish.msgpack`` with the exit code
-once the run has ended. ``assay sync`` uploads such directories and deletes
+and end time once the run has ended. ``assay sync`` uploads such directories and deletes
 each file once the server has acknowledged it.
 """
 
@@ -51,15 +51,26 @@ class Spool:
     def batch_files(self) -> list[Path]:
         return sorted(self.directory.glob(f"*{SUFFIX}"))
 
-    def write_finish(self, exit_code: int) -> None:
-        self._write(self.directory / FINISH, msgpack.packb({"exit_code": exit_code}))
+    def write_finish(self, exit_code: int, finished_at: float | None = None) -> None:
+        record: dict[str, Any] = {"exit_code": exit_code}
+        if finished_at is not None:
+            record["finished_at"] = finished_at
+        self._write(self.directory / FINISH, msgpack.packb(record))
 
     def read_finish(self) -> int | None:
+        record = self.read_finish_message()
+        return None if record is None else int(record["exit_code"])
+
+    def read_finish_message(self) -> dict[str, Any] | None:
+        """Return the saved finish frame: ``exit_code``, and ``finished_at`` when it was saved."""
         try:
             data = msgpack.unpackb((self.directory / FINISH).read_bytes(), raw=False)
         except FileNotFoundError:
             return None
-        return int(data["exit_code"])
+        record = {"type": "finish", "exit_code": int(data["exit_code"])}
+        if isinstance(data.get("finished_at"), float):
+            record["finished_at"] = data["finished_at"]
+        return record
 
     def remove_finish(self) -> None:
         (self.directory / FINISH).unlink(missing_ok=True)

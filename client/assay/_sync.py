@@ -41,9 +41,9 @@ def _sync_one(spool: Spool, credentials: Credentials, timeout: float) -> SyncRes
     try:
         client.open(hello)
         sent = _upload_batches(client, spool, timeout)
-        exit_code = spool.read_finish()
-        if exit_code is not None:
-            client.send(protocol.pack({"type": "finish", "exit_code": exit_code}))
+        finish = spool.read_finish_message()
+        if finish is not None:
+            client.send(protocol.pack(finish))
             _wait_for(client, "finished", timeout)
             spool.remove_finish()
     except (TransientError, OSError) as exc:
@@ -51,7 +51,7 @@ def _sync_one(spool: Spool, credentials: Credentials, timeout: float) -> SyncRes
     finally:
         client.close()
     spool.remove_if_done()
-    return SyncResult(spool.directory, label, sent, exit_code is not None)
+    return SyncResult(spool.directory, label, sent, finish is not None)
 
 
 def _upload_batches(client: IngestClient, spool: Spool, timeout: float) -> int:

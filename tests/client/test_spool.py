@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 import assay
@@ -40,19 +41,44 @@ def test_offline_run_syncs_later(sqlite_server: RunningServer, tmp_path: Path) -
     for value in [1.0, math.nan, None]:
         run.log({"loss": value})
     run.summary["note"] = "done"
+    before_finish = time.time()
     run.finish()
+    after_finish = time.time()
     spooled = sorted(path.name for path in run.spool.directory.iterdir())
 
     exit_code = sync(tmp_path, sqlite_server)
     state, rows = history(sqlite_server, "offline", run.id)
+    with assay.Api(server=sqlite_server.url, api_key=sqlite_server.api_key) as api:
+        finished_at = api.run("offline", run.id).finished_at
 
     assert spooled == ["000000000000.batch", "finish.msgpack", "run.msgpack"]
     assert exit_code == 0
     assert state == "finished"
+    assert finished_at is not None
+    assert before_finish <= finished_at <= after_finish, (
+        "the end time is the sync's, not the run's"
+    )
     assert [row["step"] for row in rows] == [0, 1, 2]
     assert math.isnan(rows[1]["loss"])
     assert rows[2]["loss"] is None
     assert not run.spool.directory.exists()
+
+
+def test_finish_saved_without_end_time_syncs(sqlite_server: RunningServer, tmp_path: Path) -> None:
+    run = assay.init("offline", mode="offline", spool_dir=tmp_path)
+    run.log({"loss": 1.0})
+    run.finish(exit_code=2)
+    # Spools written before the end time was saved contain only the exit code.
+    (run.spool.directory / "finish.msgpack").write_bytes(msgpack.packb({"exit_code": 2}))
+    before_sync = time.time()
+
+    assert sync(tmp_path, sqlite_server) == 0
+    with assay.Api(server=sqlite_server.url, api_key=sqlite_server.api_key) as api:
+        stored = api.run("offline", run.id)
+
+    assert stored.state == "failed"
+    assert stored.exit_code == 2
+    assert stored.finished_at is not None and stored.finished_at >= before_sync
 
 
 def test_sync_twice_stores_points_once(sqlite_server: RunningServer, tmp_path: Path) -> None:
