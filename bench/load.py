@@ -66,6 +66,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -481,25 +482,59 @@ def check_node() -> None:
 
 
 class RssSampler(threading.Thread):
-    """Samples a process's resident set size every ``interval`` seconds."""
+    """Samples a process's resident set size every ``interval`` seconds.
 
-    def __init__(self, pid: int, interval: float) -> None:
+    With ``metrics_url``, each sample also reads the size of the entries in
+    the server's in-process bus from ``/metrics``. The bus grows until it reaches
+    ASSAY_LOCAL_BUS_BYTES, so the RSS less the bus shows whether anything
+    else grows.
+    """
+
+    def __init__(self, pid: int, interval: float, metrics_url: str | None = None) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.interval = interval
+        self.metrics_url = metrics_url
         self.started_at = time.monotonic()
-        self.samples: list[tuple[float, float]] = []
+        self.samples: list[tuple[float, float, float | None]] = []
         self.finished = threading.Event()
 
     def run(self) -> None:
         while not self.finished.is_set():
-            self.samples.append((time.monotonic() - self.started_at, rss_mib(self.pid)))
+            self.sample()
             self.finished.wait(self.interval)
 
     def stop(self) -> None:
         self.finished.set()
         self.join()
-        self.samples.append((time.monotonic() - self.started_at, rss_mib(self.pid)))
+        self.sample()
+
+    def sample(self) -> None:
+        elapsed = time.monotonic() - self.started_at
+        bus = None if self.metrics_url is None else bus_mib(self.metrics_url)
+        self.samples.append((elapsed, rss_mib(self.pid), bus))
+
+
+def bus_mib(metrics_url: str) -> float | None:
+    """Read the in-process bus's bytes from the server's ``/metrics``, or None when it fails."""
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("assay_local_bus_bytes "):
+            return float(line.split()[1]) / 2**20
+    return None
+
+
+def growth_per_minute(samples: Sequence[tuple[float, float]]) -> float | None:
+    """Fit a line to the second half of ``samples`` (seconds, MiB); return MiB per minute."""
+    half = samples[len(samples) // 2 :]
+    if len(half) < 2 or half[-1][0] <= half[0][0]:
+        return None
+    slope = np.polyfit([t for t, _ in half], [value for _, value in half], 1)[0]
+    return round(float(slope) * 60, 2)
 
 
 def rss_mib(pid: int) -> float:
@@ -735,8 +770,13 @@ def _run_load(config: LoadConfig) -> dict[str, Any]:
     csv_path = config.results / f"load-{stamp}.csv"
     with open(csv_path, "w", newline="") as output:
         writer = csv.writer(output)
-        writer.writerow(["elapsed_s", "rss_mib"])
-        writer.writerows((round(t, 1), round(rss, 1)) for t, rss in summary.pop("rss_samples"))
+        writer.writerow(["elapsed_s", "rss_mib", "bus_mib", "rss_less_bus_mib"])
+        for elapsed, rss, bus in summary.pop("rss_samples"):
+            rounded = [round(elapsed, 1), round(rss, 1)]
+            if bus is None:
+                writer.writerow([*rounded, "", ""])
+            else:
+                writer.writerow([*rounded, round(bus, 1), round(rss - bus, 1)])
     summary["rss_csv"] = str(csv_path)
     (config.results / f"load-{stamp}.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -746,7 +786,9 @@ def measure(config: LoadConfig, key: str, scratch: Path, server_pid: int) -> dic
     server_url = f"http://127.0.0.1:{config.port}"
     # The project must exist before a live socket can watch it.
     assay.init(PROJECT, server=server_url, api_key=key, spool_dir=scratch / "spool").finish()
-    sampler = RssSampler(server_pid, config.sample_seconds)
+    # Redis keeps the streams outside the server, so only the in-process bus is read.
+    metrics_url = None if config.redis_url else f"{server_url}/metrics"
+    sampler = RssSampler(server_pid, config.sample_seconds, metrics_url)
     sampler.start()
     readers: list[PythonSockets | NodeSockets] = []
     try:
@@ -852,14 +894,15 @@ def summarize(
     expected: dict[str, int],
     tallies: list[dict[str, Any]],
     errors: list[str],
-    rss_samples: list[tuple[float, float]],
+    rss_samples: list[tuple[float, float, float | None]],
     subscribed_rss: float,
 ) -> dict[str, Any]:
     """Build the summary of one load run from what the sockets and the sampler gathered."""
     latencies = np.array([value for tally in tallies for value in tally["latencies"]]) * 1000
     fanout = np.array([value for tally in tallies for value in tally["fanout"]]) * 1000
     ingest = np.array([value for tally in tallies for value in tally["ingest"]]) * 1000
-    rss = [value for _, value in rss_samples]
+    rss = [value for _, value, _ in rss_samples]
+    less_bus = [(t, value - bus) for t, value, bus in rss_samples if bus is not None]
     reconnects = [cause for tally in tallies for cause in tally["reconnects"]]
     return {
         "sockets": config.sockets,
@@ -894,7 +937,17 @@ def summarize(
             "after_subscribe": round(subscribed_rss, 1),
             "max": round(max(rss), 1),
             "last": round(rss[-1], 1),
+            "growth_per_minute_last_half": growth_per_minute([(t, v) for t, v, _ in rss_samples]),
         },
+        # None with Redis, or when no sample could read the bus's size.
+        "rss_less_bus_mib": {
+            "first": round(less_bus[0][1], 1),
+            "max": round(max(value for _, value in less_bus), 1),
+            "last": round(less_bus[-1][1], 1),
+            "growth_per_minute_last_half": growth_per_minute(less_bus),
+        }
+        if less_bus
+        else None,
         "rss_samples": rss_samples,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "python": platform.python_version(),

@@ -89,6 +89,19 @@ def test_short_load_loses_nothing(
     assert summary["latency_ms"]["counted_per"].startswith("point and measured socket")
     assert summary["ingest_ms"]["counted_per"].startswith("point and measured socket")
     assert summary["fanout_ms"]["counted_per"].startswith("points message and measured socket")
+    rows = Path(summary["rss_csv"]).read_text().splitlines()
+    assert rows[0] == "elapsed_s,rss_mib,bus_mib,rss_less_bus_mib"
+    assert len(rows) > 3
+    if backend == "postgres":
+        # The streams are in Redis, so the server has no bus of its own to read.
+        assert summary["rss_less_bus_mib"] is None
+        assert all(row.endswith(",,") for row in rows[1:])
+    else:
+        elapsed, rss, bus, less_bus = (float(value) for value in rows[-1].split(","))
+        assert 0 < bus < rss
+        assert less_bus == pytest.approx(rss - bus, abs=0.11)
+        assert summary["rss_less_bus_mib"]["last"] == pytest.approx(less_bus, abs=0.11)
+    assert isinstance(summary["rss_mib"]["growth_per_minute_last_half"], float)
 
 
 @pytest.mark.parametrize("socket_client", ["node", "python"])
@@ -396,6 +409,20 @@ def test_negative_latency_nice_needs_root(
     )
     # Raising the niceness needs no privilege.
     assert load_bench.parse_config(["--latency-nice=5"]).latency_nice == 5
+
+
+def test_growth_fitted_to_second_half() -> None:
+    # Only the last two samples, a rise of 2 MiB in 60 s, make the second half.
+    samples = [(0.0, 10.0), (30.0, 90.0), (60.0, 11.0), (120.0, 13.0)]
+
+    assert load_bench.growth_per_minute(samples) == 2.0
+    assert load_bench.growth_per_minute(samples[:1]) is None
+
+
+def test_bus_size_unreadable_gives_none() -> None:
+    url = f"http://127.0.0.1:{free_port()}/metrics"
+
+    assert load_bench.bus_mib(url) is None
 
 
 def test_help_names_percentile_counts() -> None:
