@@ -30,6 +30,8 @@ LINK_ENDED = "this share link was revoked or has expired"
 #: Close code of a live or report socket whose credentials no longer open what
 #: it watches: a member removed, a role lowered, a share link revoked or expired.
 CLOSE_ACCESS_LOST = 4403
+#: Seconds between attempts to read the revocation channel while Redis fails.
+RETRY_SECONDS = 1.0
 
 
 class Revocations:
@@ -49,8 +51,12 @@ class Revocations:
         subscribed = True
         try:
             await self.pubsub.subscribe(self.channel)
-        except (redis.RedisError, OSError):
-            log.exception("subscribing to share-link revocations failed; the reader retries")
+        except (redis.RedisError, OSError) as exc:
+            log.warning(
+                "subscribing to share-link revocations in Redis failed (%s); retrying every %g s",
+                exc,
+                RETRY_SECONDS,
+            )
             subscribed = False
         self.reader = asyncio.create_task(self._read_forever(subscribed))
 
@@ -74,10 +80,15 @@ class Revocations:
             return
         try:
             await self.client.publish(self.channel, share_id)
-        except (redis.RedisError, OSError):
+        except (redis.RedisError, OSError) as exc:
             # Other instances close the link's sockets at their next check instead:
             # live sockets at their next subscribe, report sockets within seconds.
-            log.exception("share link %s: publishing the revocation to Redis failed", share_id)
+            log.warning(
+                "share link %s: publishing the revocation to Redis failed (%s); other "
+                "instances close its sockets at their next check",
+                share_id,
+                exc,
+            )
 
     def close_local(self, share_id: str) -> int:
         closers = self.sockets.pop(share_id, set())
@@ -86,16 +97,29 @@ class Revocations:
         return len(closers)
 
     async def _read_forever(self, subscribed: bool) -> None:
+        # An outage is logged once when it starts and once when it ends,
+        # rather than on every retry.
+        failing = not subscribed
         while True:
             try:
                 if not subscribed:
                     await self.pubsub.subscribe(self.channel)
                     subscribed = True
                 message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
-            except (redis.RedisError, OSError):
-                log.exception("reading share-link revocations from Redis failed; retrying in 1 s")
-                await asyncio.sleep(1)
+            except (redis.RedisError, OSError) as exc:
+                if not failing:
+                    log.warning(
+                        "reading share-link revocations from Redis failed (%s); "
+                        "retrying every %g s",
+                        exc,
+                        RETRY_SECONDS,
+                    )
+                    failing = True
+                await asyncio.sleep(RETRY_SECONDS)
                 continue
+            if failing:
+                log.info("reading share-link revocations from Redis resumed")
+                failing = False
             if message is not None:
                 share_id = message["data"].decode(errors="replace")
                 closed = self.close_local(share_id)
