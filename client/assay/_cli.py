@@ -10,6 +10,13 @@ from pathlib import Path
 from assay import _credentials
 from assay._errors import AssayError, ConfigurationError
 
+#: The URL schemes the server accepts. PostgreSQL URLs of every driver connect through asyncpg.
+DATABASE_URL_FORMS = (
+    "postgresql://USER@HOST/DB (or postgres://, postgresql+asyncpg://, "
+    "postgresql+psycopg://, postgresql+psycopg2://) or sqlite:///PATH "
+    "(or sqlite+aiosqlite://)"
+)
+
 SERVER_MISSING = "the assay server is not installed; install it with: pip install 'assay[server]'"
 IMPORT_MISSING = (
     "assay import needs the {name} package; install it with: pip install 'assay[import]'"
@@ -49,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, help="directory of the embedded database (default .assay)"
     )
     upgrade.add_argument(
-        "--database-url", help="PostgreSQL or SQLite URL (default: assay.db in --data-dir)"
+        "--database-url",
+        help=f"database URL: {DATABASE_URL_FORMS} (default: assay.db in --data-dir)",
     )
     upgrade.set_defaults(handler=_db_upgrade)
 
@@ -94,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, help="directory of the embedded database (default .assay)"
     )
     set_password.add_argument(
-        "--database-url", help="PostgreSQL or SQLite URL (default: assay.db in --data-dir)"
+        "--database-url",
+        help=f"database URL: {DATABASE_URL_FORMS} (default: assay.db in --data-dir)",
     )
     set_password.set_defaults(handler=_set_password)
 
@@ -132,7 +141,8 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--database-url",
-        help="PostgreSQL or SQLite URL (ASSAY_DATABASE_URL, default: assay.db in --data-dir)",
+        help=f"database URL: {DATABASE_URL_FORMS} (ASSAY_DATABASE_URL, default: assay.db "
+        "in --data-dir)",
     )
     parser.add_argument(
         "--redis-url",

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from assay._cli import main
 from assay_server.database import head_revision
-from assay_server.settings import Settings
+from assay_server.settings import DATABASE_SCHEMES, Settings
 from conftest import admin_execute, database_url, free_port
 
 pytestmark = pytest.mark.usefixtures("restore_root_logging")
@@ -71,6 +71,57 @@ def test_serve_psycopg_url_stores_users(
     assert revision == (head_revision(),)
     assert stored == [("admin",), ("carol",)]
     assert not (tmp_path / "data").exists(), "the server made a SQLite database instead"
+
+
+@pytest.mark.parametrize(
+    ("database", "bus", "described"),
+    [
+        (None, None, "(embedded SQLite, in-process bus)"),
+        ("sqlite", None, "(SQLite, in-process bus)"),
+        ("postgresql+psycopg", "redis", "(PostgreSQL, Redis)"),
+    ],
+)
+def test_serve_names_database_and_bus(
+    database: str | None,
+    bus: str | None,
+    described: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    server_process: Any,
+) -> None:
+    url = None
+    if database == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'elsewhere.db'}"
+    elif database is not None:
+        url = with_driver(request.getfixturevalue("empty_postgres_url"), "psycopg")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=url,
+        redis_url=request.getfixturevalue("redis_url") if bus else None,
+        redis_prefix=request.getfixturevalue("redis_prefix") if bus else "assay:",
+        bootstrap_api_key="test-admin-key-" + secrets.token_hex(8),
+    )
+    server = server_process(settings)
+    server.start()
+    server.stop()
+    lines = server.log_path.read_text().splitlines()
+    started = [line for line in lines if "assay serving on" in line]
+
+    assert len(started) == 1
+    assert started[0].endswith(f"assay serving on http://127.0.0.1:{server.port} {described}")
+
+
+@pytest.mark.parametrize("command", [["serve"], ["db", "upgrade"], ["admin", "set-password"]])
+def test_database_url_help_lists_schemes(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+
+    assert exited.value.code == 0
+    for scheme in DATABASE_SCHEMES:
+        assert f" {scheme}" in text or f"({scheme}" in text, scheme
 
 
 def test_db_upgrade_psycopg2_url(
