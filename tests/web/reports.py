@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, WebSocketRoute
 
 from conftest import RunningServer
 from web.browsing import WAIT_MS, sign_in
@@ -26,10 +27,20 @@ def report_content(server: RunningServer, report_id: str) -> dict[str, Any]:
     return response.json()["content"]  # type: ignore[no-any-return]
 
 
-def open_report(browser: Browser, server: RunningServer, report_id: str) -> Page:
-    """A new signed-in browser context with the report open and synced."""
+def open_report(
+    browser: Browser,
+    server: RunningServer,
+    report_id: str,
+    route_report_socket: Callable[[WebSocketRoute], Any] | None = None,
+) -> Page:
+    """A new signed-in browser context with the report open and synced.
+
+    ``route_report_socket`` receives the page's report socket, to forward or hold its messages.
+    """
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(WAIT_MS)
+    if route_report_socket is not None:
+        context.route_web_socket("**/yjs/reports/**", route_report_socket)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))

@@ -7,7 +7,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, Request
+from playwright.sync_api import Browser, Page, Request, WebSocketRoute
 
 from conftest import RunningServer
 from web.browsing import start_run
@@ -84,6 +84,61 @@ def test_grid_edits_reach_other_editor(pages: list[Page], runs: dict[str, str]) 
     assert [panel["type"] for panel in panels] == ["bar", "line"]
     assert panels[0]["w"] == 6
     assert document_json(first) == document_json(second)
+
+
+class HeldReportSocket:
+    """A page's report socket whose messages to the server a test can hold back."""
+
+    def __init__(self) -> None:
+        self.holding = False
+        self.held: list[str | bytes] = []
+        self.server: WebSocketRoute | None = None
+
+    def route(self, socket: WebSocketRoute) -> None:
+        self.server = socket.connect_to_server()
+        socket.on_message(self.from_page)
+
+    def from_page(self, message: str | bytes) -> None:
+        assert self.server is not None
+        if self.holding:
+            self.held.append(message)
+        else:
+            self.server.send(message)
+
+    def release(self) -> None:
+        assert self.server is not None
+        self.holding = False
+        for message in self.held:
+            self.server.send(message)
+        self.held.clear()
+
+
+def test_toggle_redraws_once_server_has_it(
+    browser: Browser, sqlite_server: RunningServer, runs: dict[str, str]
+) -> None:
+    socket = HeldReportSocket()
+    page = open_report(
+        browser, sqlite_server, create_report(sqlite_server, "Toggle"), socket.route
+    )
+    try:
+        page.click("button.add-block:text('Add panel grid')")
+        add_panel(page, "line", {"key": "loss"})
+        page.wait_for_selector("body[data-runs-live=subscribed]")
+        wait_for_lines(page, list(runs.values()))
+        page.locator(".run-set input.run-set-active").uncheck()
+        wait_for_lines(page, [])
+        socket.holding = True
+        page.locator(".run-set input.run-set-active").check()
+        # The page fetches the figure at once, and the server, whose copy
+        # lacks the toggle, draws no run set.
+        page.wait_for_timeout(1500)
+        before_server_has_it = line_uids(page)
+        socket.release()
+        wait_for_lines(page, list(runs.values()))
+    finally:
+        close_page(page)
+
+    assert before_server_has_it == []
 
 
 def test_bad_filter_shows_error(pages: list[Page]) -> None:

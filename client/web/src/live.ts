@@ -45,6 +45,8 @@ export interface FollowedRunSet {
   /** The run set's ``grouping`` and ``sort`` as the server's copy of the document contains them. */
   grouping: unknown;
   sort: unknown;
+  /** Whether the server's copy draws the run set. A toggle on the page reaches it later. */
+  active: boolean;
 }
 
 /**

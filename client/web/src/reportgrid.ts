@@ -158,17 +158,23 @@ export class PanelGridBlock {
 
   /**
    * Refresh the panels when the drawn runs, their states or their data
-   * changed, or when the server's copy of the document groups or sorts a run
-   * set differently. The figure is drawn from the server's copy, so a
-   * grouping edit redraws once a ``report_runs`` message shows the server
-   * has it, and not at the local edit, which may not have reached the server.
+   * changed, or when the server's copy of the document groups, sorts or
+   * draws a run set differently. The figure is drawn from the server's copy,
+   * so a grouping edit or a run-set toggle redraws once a ``report_runs``
+   * message shows the server has it. The redraw at a local toggle may still
+   * show the server's older copy.
    */
   private drawRuns(changed: ReadonlySet<string>): void {
     const runs = this.runs();
     const drawn = runs.map((run) => `${run.id}:${run.state}`).join(",");
     const shape = JSON.stringify(
       Object.entries(this.context.runSets(this.id) ?? {}).map(
-        ([id, runSet]) => [id, runSet.grouping ?? null, runSet.sort ?? null],
+        ([id, runSet]) => [
+          id,
+          runSet.grouping ?? null,
+          runSet.sort ?? null,
+          runSet.active ?? true,
+        ],
       ),
     );
     if (

@@ -43,15 +43,17 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 class RunSetSpec:
     """The fields of one report run set that the follow reads.
 
-    ``filter`` and ``frozen`` decide its members. ``grouping`` and ``sort`` are
-    passed on as the document stores them, so that a page learns of an edit that
-    changes how the run set is drawn once the server has applied it.
+    ``filter`` and ``frozen`` decide its members. ``grouping``, ``sort`` and
+    ``active`` are passed on as the document stores them, so that a page learns
+    of an edit that changes how the run set is drawn once the server has
+    applied it: the server draws a grid's figures from its own copy.
     """
 
     filter: str
     frozen: bool
     grouping: Any = None
     sort: Any = None
+    active: bool = True
 
     def membership(self) -> tuple[str, bool]:
         """Return the fields that decide the run set's members."""
@@ -80,6 +82,7 @@ def read_grids(doc: Doc[Any]) -> Grids:
                     run_set.get("frozen") is True,
                     run_set.get("grouping"),
                     run_set.get("sort"),
+                    run_set.get("active") is not False,
                 )
         grids[block_id] = specs
     return grids
@@ -297,8 +300,8 @@ class ReportFollow:
         if grids == self.grids:
             return
         if memberships(grids) == memberships(self.grids):
-            # Only a grouping or a sort changed, so the members stay. The next
-            # message carries the new values.
+            # Only a grouping, a sort or whether a run set is drawn changed, so
+            # the members stay. The next message carries the new values.
             self.grids = grids
             return
         nodes: dict[str, filters.Node | None] = {}
@@ -353,6 +356,7 @@ class ReportFollow:
                     "error": self.errors.get(key),
                     "grouping": spec.grouping,
                     "sort": spec.sort,
+                    "active": spec.active,
                 }
             grids[block_id] = entries
         return grids

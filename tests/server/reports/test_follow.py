@@ -184,6 +184,29 @@ def test_grouping_edit_sends_message(editor: tuple[YClient, str], follower: Foll
     assert sorted_["grids"]["g1"]["picked"]["members"] == ["big", "small"]
 
 
+def test_run_set_toggle_sends_message(editor: tuple[YClient, str], follower: Follower) -> None:
+    """A page's figures come from the server's copy, so it must learn when a toggle arrived."""
+    client, report_id = editor
+    add_grid(client, run_set("picked", ""))
+    follower.follow(report_id)
+    first = follower.runs_until(lambda message: message["grids"].get("g1"))[-1]
+
+    client.edit(lambda doc: set_run_set(doc, 0, 0, "active", False))
+    hidden = follower.runs_until(
+        lambda message: message["grids"]["g1"]["picked"]["active"] is False
+    )[-1]
+    client.edit(lambda doc: set_run_set(doc, 0, 0, "active", True))
+    drawn = follower.runs_until(
+        lambda message: message["grids"]["g1"]["picked"]["active"] is True
+    )[-1]
+
+    assert first["grids"]["g1"]["picked"]["active"] is True
+    assert hidden["full"] is False
+    assert hidden["grids"]["g1"]["picked"]["members"] == ["big", "small"]
+    assert hidden["runs"] == {}
+    assert drawn["grids"]["g1"]["picked"]["members"] == ["big", "small"]
+
+
 def test_new_run_appears_unless_frozen(
     server: RunningServer, tmp_path: Path, editor: tuple[YClient, str], follower: Follower
 ) -> None:
