@@ -141,6 +141,30 @@ def test_layout_survives_reload(workspace: Page) -> None:
     assert "span 6" in widths_after
 
 
+def test_charts_offer_no_cloud_upload(workspace: Page) -> None:
+    page = workspace
+    form = page.locator(".add-panel-form")
+    form.locator("summary").click()
+    form.locator("select.panel-type").select_option("bar")
+    form.locator("select[name=field]").select_option("config.lr")
+    form.locator("button.add-panel").click()
+    page.wait_for_selector('.panel[data-panel-type="bar"] .plot[data-revision]')
+    page.locator('.plot[data-key="loss"]').hover()
+    titles = page.locator(".modebar-btn").evaluate_all(
+        "(buttons) => buttons.map((button) => button.dataset.title ?? '')"
+    )
+    # Each chart's config as plotly.js applied it.
+    configs = page.locator(".js-plotly-plot").evaluate_all(
+        """(plots) => plots.map((plot) => [plot._context.showSendToCloud,
+            plot._context.plotlyServerURL])"""
+    )
+
+    assert titles, "no toolbar was drawn"
+    assert not [title for title in titles if "cloud" in title.lower() or "share" in title.lower()]
+    assert len(configs) == 2
+    assert configs == [[False, ""]] * 2
+
+
 def test_removed_panel_stays_removed(workspace: Page) -> None:
     page = workspace
     page.locator('.panel[data-panel-type="line"] button[data-action="remove"]').click()

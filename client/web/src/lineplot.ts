@@ -15,6 +15,7 @@ import {
   type LineOptions,
   type LineState,
 } from "./linedata";
+import { PLOT_CONFIG } from "./plotconfig";
 
 export interface LineContext {
   project: string;
@@ -151,10 +152,7 @@ export class LinePanel implements PanelView {
     // The panel's header shows the title, so the plot gives its room to the data.
     const margin = { ...(layout.margin as Record<string, number>), t: 10 };
     const shown = { ...layout, title: { text: "" }, margin, autosize: true };
-    await Plotly.react(this.plot, data, shown, {
-      responsive: true,
-      displaylogo: false,
-    });
+    await Plotly.react(this.plot, data, shown, PLOT_CONFIG);
     if (first)
       (this.plot as PlotElement).on("plotly_relayout", (update) =>
         this.relayout(update),

@@ -6,13 +6,13 @@ import { formatValue, h } from "./dom";
 import { resizePlot } from "./plotresize";
 import type { PanelView } from "./grid";
 import { fieldValue } from "./runtable";
+import { PLOT_CONFIG } from "./plotconfig";
 
 export interface RunsContext {
   /** The runs to draw, in table order. */
   runs(): Run[];
 }
 
-const PLOT_CONFIG = { responsive: true, displaylogo: false };
 const MARGIN = { l: 50, r: 10, t: 10, b: 40 };
 
 /** A finite number for a field, or null (text, missing, NaN and infinities are not plotted). */
