@@ -162,6 +162,11 @@ class Run:
                 return
             if step is None:
                 step = self._next_step
+                if step > protocol.MAX_STEP:
+                    raise InvalidValueError(
+                        f"invalid step: the next step would be {step}, past the largest step "
+                        f"{protocol.MAX_STEP}; pass step= with a lower step"
+                    )
             if step >= self._next_step:
                 self._next_step = step + 1
             self._rows.append((step, now, flat))
@@ -175,8 +180,27 @@ class Run:
 
         Waits up to ``timeout`` seconds for the server to acknowledge every
         batch; what remains after that is saved in the spool directory for
-        ``assay sync``.
+        ``assay sync``. Raises ``InvalidValueError``, and leaves the run
+        running, for an exit code that is not an integer within 64 bits or a
+        timeout that is not a finite number of seconds of 0 or more.
         """
+        if (
+            not isinstance(exit_code, int)
+            or isinstance(exit_code, bool)
+            or not -(2**63) <= exit_code < 2**63
+        ):
+            raise InvalidValueError(
+                "exit_code must be an integer within 64 bits, such as 0 or 1, "
+                f"got {exit_code!r:.60}"
+            )
+        if (
+            not isinstance(timeout, int | float)
+            or isinstance(timeout, bool)
+            or not 0 <= timeout < float("inf")
+        ):
+            raise InvalidValueError(
+                f"timeout must be a finite number of seconds of 0 or more, got {timeout!r:.60}"
+            )
         with self._lock:
             if self._finished:
                 return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 import assay
+from assay import protocol
 from conftest import RunningServer
 
 
@@ -246,6 +248,58 @@ def test_finish_with_nonzero_exit_code_marks_failed(
     run.finish(exit_code=3)
 
     assert reader.run("tests", run.id).state == "failed"
+
+
+def test_step_past_largest_raises_keeps_rows(
+    server: RunningServer, tmp_path: Path, reader: assay.Api
+) -> None:
+    run = start_run(server, tmp_path)
+    for value in range(3):
+        run.log({"good": float(value)})
+    run.log({"edge": 1.0}, step=protocol.MAX_STEP)
+
+    with pytest.raises(assay.InvalidValueError, match="pass step= with a lower step") as past:
+        run.log({"after": 2.0})
+    run.log({"late": 3.0}, step=5)
+    run.finish()
+    rows = reader.run("tests", run.id).history()
+
+    assert str(protocol.MAX_STEP + 1) in str(past.value)
+    assert run._sender.dropped_batches == 0
+    assert [row["step"] for row in rows] == [0, 1, 2, 5, protocol.MAX_STEP]
+    assert all("after" not in row for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"exit_code": None}, "exit_code must be an integer within 64 bits"),
+        ({"exit_code": 1.5}, "exit_code must be an integer within 64 bits"),
+        ({"exit_code": "bad"}, "exit_code must be an integer within 64 bits"),
+        ({"exit_code": True}, "exit_code must be an integer within 64 bits"),
+        ({"exit_code": 2**70}, "exit_code must be an integer within 64 bits"),
+        ({"timeout": -1}, "timeout must be a finite number of seconds"),
+        ({"timeout": float("nan")}, "timeout must be a finite number of seconds"),
+        ({"timeout": "5"}, "timeout must be a finite number of seconds"),
+    ],
+)
+def test_bad_finish_arguments_raise(
+    arguments: dict[str, Any], message: str, server: RunningServer, tmp_path: Path
+) -> None:
+    run = start_run(server, tmp_path)
+    run.log({"loss": 0.5})
+    started = time.monotonic()
+
+    with pytest.raises(assay.InvalidValueError, match=message) as rejected:
+        run.finish(**arguments)
+    took = time.monotonic() - started
+    still_running = not run._sender.done.is_set()
+    run.finish(exit_code=0, timeout=10)
+
+    assert repr(next(iter(arguments.values())))[:20] in str(rejected.value)
+    assert took < 1
+    assert still_running
+    assert run.state == "finished"
 
 
 def test_resume_continues_history_and_step(
