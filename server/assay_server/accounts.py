@@ -255,6 +255,10 @@ async def list_keys(connection: AsyncConnection, user_id: int) -> list[KeyRecord
 
 async def revoke_key(connection: AsyncConnection, user_id: int, key_id: int) -> KeyRecord:
     """Revoke one of the user's keys; revoking a revoked key keeps its first revocation time."""
+    if not 0 <= key_id < 2**63:
+        # The id column is a 64-bit integer. SQLite and asyncpg fail to bind a larger
+        # number, and no key can have such an id.
+        raise NotFound(f"you have no API key with id {key_id}", code="key_not_found")
     owned = (schema.api_keys.c.id == key_id) & (schema.api_keys.c.user_id == user_id)
     await connection.execute(
         update(schema.api_keys)

@@ -365,6 +365,17 @@ def test_other_users_key_not_found(server: RunningServer, alice: httpx.Client) -
     assert [key["name"] for key in listed] == ["bootstrap"]
 
 
+@pytest.mark.parametrize("key_id", ["9223372036854775808", "999999999999999999999"])
+def test_key_id_past_64_bits_not_found(alice: httpx.Client, key_id: str) -> None:
+    response = alice.delete(f"/api/v1/me/keys/{key_id}")
+    after = alice.get("/api/v1/me/keys")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "key_not_found"
+    assert key_id in response.json()["error"]["message"]
+    assert after.status_code == 200
+
+
 @pytest.mark.parametrize("name", ["", "   ", "k" * 129, 7, None])
 def test_invalid_key_name_rejected(alice: httpx.Client, name: Any) -> None:
     response = alice.post("/api/v1/me/keys", json={"name": name})
