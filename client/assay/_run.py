@@ -341,8 +341,10 @@ def init(
 
     Returns:
         The ``Run``. Raises ``AuthenticationError`` or ``ConflictError`` when the
-        server rejects the run, and ``InvalidValueError`` for a bad config.
+        server rejects the run, and ``InvalidValueError`` for a bad config or an
+        argument of the wrong type.
     """
+    _check_arguments(project, id, name, group, notes, config, tags)
     resume_mode = _resume_mode(resume)
     if mode not in ("online", "offline"):
         raise ConfigurationError(f"mode must be 'online' or 'offline', got {mode!r}")
@@ -367,6 +369,42 @@ def init(
     )
     run._start(init_timeout, resume=resume_mode != "never")
     return run
+
+
+def _check_arguments(
+    project: object,
+    run_id: object,
+    name: object,
+    group: object,
+    notes: object,
+    config: object,
+    tags: object,
+) -> None:
+    """Raise ``InvalidValueError`` for an argument of ``init`` of the wrong type.
+
+    The server checks what the text may contain. These checks catch the types
+    that would otherwise fail later with a TypeError far from the call.
+    """
+    if not isinstance(project, str) or not project:
+        raise InvalidValueError(
+            f"project must be a non-empty string such as 'mnist', got {project!r:.60}"
+        )
+    for argument, value in (("id", run_id), ("name", name), ("group", group), ("notes", notes)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidValueError(f"{argument} must be a string or None, got {value!r:.60}")
+    if config is not None and not isinstance(config, Mapping):
+        raise InvalidValueError(
+            f"config must be a mapping of names to values, such as {{'lr': 0.1}}, "
+            f"got {config!r:.60}"
+        )
+    if tags is None:
+        return
+    if isinstance(tags, str):
+        raise InvalidValueError(f"tags must be a list of strings; for one tag pass [{tags!r:.60}]")
+    if not isinstance(tags, list | tuple | set | frozenset) or not all(
+        isinstance(tag, str) for tag in tags
+    ):
+        raise InvalidValueError(f"tags must be a list of strings, got {tags!r:.60}")
 
 
 def _resume_mode(resume: ResumeMode) -> str:

@@ -332,6 +332,43 @@ def test_resume_must_of_unknown_run_is_rejected(server: RunningServer, tmp_path:
         start_run(server, tmp_path, id="ghost", resume="must")
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"project": None}, "project must be a non-empty string such as 'mnist', got None"),
+        ({"project": 5}, "project must be a non-empty string such as 'mnist', got 5"),
+        ({"project": ""}, "project must be a non-empty string"),
+        ({"config": [1, 2]}, "config must be a mapping of names to values"),
+        ({"tags": "abc"}, "tags must be a list of strings; for one tag pass ['abc']"),
+        ({"tags": ["a", 1]}, "tags must be a list of strings, got ['a', 1]"),
+        ({"name": 7}, "name must be a string or None, got 7"),
+        ({"id": b"r1"}, "id must be a string or None"),
+        ({"group": ["g"]}, "group must be a string or None"),
+        ({"notes": 1.5}, "notes must be a string or None"),
+    ],
+)
+def test_init_argument_of_wrong_type_raises(
+    arguments: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    given = {"project": "tests", **arguments}
+
+    with pytest.raises(assay.InvalidValueError) as rejected:
+        assay.init(**given, mode="offline", spool_dir=tmp_path)
+
+    assert message in str(rejected.value)
+    assert list(tmp_path.iterdir()) == [], "a rejected init wrote a spool"
+
+
+def test_init_takes_tags_as_tuple_or_set(tmp_path: Path) -> None:
+    run = assay.init("tests", tags=("a", "b"), mode="offline", spool_dir=tmp_path)
+    run.finish()
+    other = assay.init("tests", tags={"c"}, mode="offline", spool_dir=tmp_path)
+    other.finish()
+
+    assert run.spool.read_meta()["run"]["tags"] == ["a", "b"]
+    assert other.spool.read_meta()["run"]["tags"] == ["c"]
+
+
 def test_wrong_api_key_is_rejected_at_init(server: RunningServer, tmp_path: Path) -> None:
     with pytest.raises(assay.AuthenticationError, match="invalid or revoked API key"):
         assay.init("tests", server=server.url, api_key="wrong", spool_dir=tmp_path)
