@@ -449,6 +449,16 @@ class Sender(threading.Thread):
             self._add_batch(rows[:middle], config, summary)
             self._add_batch(rows[middle:], None, None)
             return
+        keys = len(config or {}) + len(summary or {})
+        if len(frame) > self.options.max_frame_bytes and keys > 1:
+            # Updates of several keys, each within MAX_DOCUMENT_BYTES, that
+            # together overflow a frame go one key per batch.
+            self._add_batch(rows, None, None)
+            for key, value in (config or {}).items():
+                self._add_batch([], {key: value}, None)
+            for key, value in (summary or {}).items():
+                self._add_batch([], None, {key: value})
+            return
         self.next_seq += 1
         self.unacked[seq] = Pending(seq, frame)
         self.memory_bytes += len(frame)

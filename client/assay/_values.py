@@ -140,3 +140,10 @@ def check_document(value: Any, what: str) -> None:
         protocol.check_document(value, what)
     except protocol.ProtocolError as exc:
         raise InvalidValueError(exc.message) from None
+    size = len(protocol.pack({"document": value}))
+    if size > protocol.MAX_DOCUMENT_BYTES:
+        limit = protocol.MAX_DOCUMENT_BYTES // 2**20
+        raise InvalidValueError(
+            f"invalid {what}: {size} bytes encoded, over the {limit} MiB one {what} update "
+            "may take; save large data as a file and put its path in the run instead"
+        )

@@ -35,6 +35,9 @@ MAX_KEY_LENGTH = 256
 MAX_KEYS_PER_BATCH = 10_000
 MAX_ROWS_PER_BATCH = 100_000
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: The SDK's bound on an encoded config, and on one update of a config or
+#: summary. A quarter of a message, so that a batch that carries one still fits.
+MAX_DOCUMENT_BYTES = MAX_MESSAGE_BYTES // 4
 MAX_STEP = 2**62
 
 #: Names that the history rows of the read API use for their own columns.

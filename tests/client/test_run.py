@@ -359,6 +359,47 @@ def test_init_argument_of_wrong_type_raises(
     assert list(tmp_path.iterdir()) == [], "a rejected init wrote a spool"
 
 
+def test_config_over_document_limit_raises(tmp_path: Path) -> None:
+    big = {"blob": "x" * (protocol.MAX_DOCUMENT_BYTES + 1)}
+
+    with pytest.raises(assay.InvalidValueError, match="over the 4 MiB one config update"):
+        assay.init("tests", config=big, mode="offline", spool_dir=tmp_path)
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_summary_update_over_limit_raises(tmp_path: Path) -> None:
+    run = assay.init("tests", mode="offline", spool_dir=tmp_path)
+    run.summary["kept"] = 1
+
+    with pytest.raises(assay.InvalidValueError, match="save large data as a file"):
+        run.summary["blob"] = "y" * (protocol.MAX_DOCUMENT_BYTES + 1)
+    run.finish()
+
+    assert dict(run.summary) == {"kept": 1}
+
+
+def test_large_summary_updates_split_into_batches(
+    sqlite_server: RunningServer, tmp_path: Path
+) -> None:
+    # Each update fits its own bound, but together they overflow one frame.
+    value_bytes = protocol.MAX_DOCUMENT_BYTES - 1024
+    run = start_run(sqlite_server, tmp_path, settings=assay.SenderOptions(flush_interval=30))
+    for index in range(5):
+        run.summary[f"part{index}"] = str(index) * value_bytes
+    run.log({"loss": 0.5})
+    run.finish(timeout=60)
+    with assay.Api(server=sqlite_server.url, api_key=sqlite_server.api_key) as api:
+        stored = api.run("tests", run.id)
+
+    assert run.state == "finished"
+    assert run._sender.dropped_batches == 0
+    assert {key: len(value) for key, value in stored.summary.items() if key != "loss"} == {
+        f"part{index}": value_bytes for index in range(5)
+    }
+    assert stored.summary["loss"] == 0.5
+
+
 def test_init_takes_tags_as_tuple_or_set(tmp_path: Path) -> None:
     run = assay.init("tests", tags=("a", "b"), mode="offline", spool_dir=tmp_path)
     run.finish()
