@@ -12,6 +12,7 @@ from assay import protocol
 from assay._connection import IngestClient, TransientError
 from assay._credentials import Credentials
 from assay._spool import Spool, find_spools
+from assay.protocol import ProtocolError
 
 log = logging.getLogger("assay")
 
@@ -32,16 +33,21 @@ def sync(path: Path, credentials: Credentials, timeout: float = 60.0) -> list[Sy
 
 
 def _sync_one(spool: Spool, credentials: Credentials, timeout: float) -> SyncResult:
-    hello: dict[str, Any] = dict(spool.read_meta())
+    try:
+        hello = _read_hello(spool)
+    except protocol.ProtocolError as exc:
+        return SyncResult(spool.directory, spool.directory.name, 0, False, exc.message)
     label = f"{hello['project']}/{hello['run']['id']}"
+    unreadable = [path for path in spool.batch_files() if _batch_problem(path) is not None]
     # The batches keep their session and numbers, so batches that reached the
     # server before are skipped there, and the run is created if it never did.
     hello["resume"] = "allow"
     client = IngestClient(credentials.server, credentials.api_key)
     try:
         client.open(hello)
-        sent = _upload_batches(client, spool, timeout)
-        finish = spool.read_finish_message()
+        sent = _upload_batches(client, spool, timeout, skip=set(unreadable))
+        # A finish after an unreadable batch would mark a run finished that lacks it.
+        finish = None if unreadable else spool.read_finish_message()
         if finish is not None:
             client.send(protocol.pack(finish))
             _wait_for(client, "finished", timeout)
@@ -50,12 +56,53 @@ def _sync_one(spool: Spool, credentials: Credentials, timeout: float) -> SyncRes
         return SyncResult(spool.directory, label, 0, False, str(exc))
     finally:
         client.close()
+    if unreadable:
+        problems = "; ".join(f"{path.name}: {_batch_problem(path)}" for path in unreadable[:3])
+        error = (
+            f"uploaded {sent} batches, but {len(unreadable)} batch files are unreadable and "
+            f"were kept, with the finish ({problems})"
+        )
+        return SyncResult(spool.directory, label, sent, False, error)
     spool.remove_if_done()
     return SyncResult(spool.directory, label, sent, finish is not None)
 
 
-def _upload_batches(client: IngestClient, spool: Spool, timeout: float) -> int:
-    files = {int(path.stem): path for path in spool.batch_files()}
+def _read_hello(spool: Spool) -> dict[str, Any]:
+    """Return the spool's hello, or raise ProtocolError naming the file and the problem."""
+    path = spool.directory / "run.msgpack"
+    try:
+        hello = protocol.unpack(path.read_bytes())
+        run = hello.get("run")
+        if hello["type"] != "hello" or not isinstance(hello.get("project"), str):
+            raise ProtocolError("malformed", "invalid hello: not the hello of a run")
+        if not isinstance(run, dict) or not isinstance(run.get("id"), str):
+            raise ProtocolError("malformed", "invalid hello: missing run id")
+    except (OSError, ProtocolError) as exc:
+        reason = exc.message if isinstance(exc, ProtocolError) else str(exc)
+        raise ProtocolError(
+            "malformed",
+            f"cannot read {path}: {reason}; the spool cannot be uploaded without it",
+        ) from None
+    return hello
+
+
+def _batch_problem(path: Path) -> str | None:
+    """Return what makes a spooled batch file unusable, or None when it is a batch frame."""
+    if not path.stem.isdigit():
+        return "the name is not a batch number"
+    try:
+        message = protocol.unpack(path.read_bytes())
+    except OSError as exc:
+        return str(exc)
+    except ProtocolError as exc:
+        return exc.message
+    if message["type"] != "batch" or message.get("seq") != int(path.stem):
+        return f"it is not the frame of batch {int(path.stem)}"
+    return None
+
+
+def _upload_batches(client: IngestClient, spool: Spool, timeout: float, skip: set[Path]) -> int:
+    files = {int(path.stem): path for path in spool.batch_files() if path not in skip}
     for path in files.values():
         client.send(path.read_bytes())
     deadline = time.monotonic() + timeout

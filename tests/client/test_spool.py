@@ -81,6 +81,65 @@ def test_finish_saved_without_end_time_syncs(sqlite_server: RunningServer, tmp_p
     assert stored.finished_at is not None and stored.finished_at >= before_sync
 
 
+@pytest.mark.parametrize("content", [b"", b"\x93garbage", msgpack.packb([1, 2])])
+def test_unreadable_hello_fails_one_line(
+    content: bytes,
+    sqlite_server: RunningServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run = assay.init("offline", mode="offline", spool_dir=tmp_path)
+    run.log({"loss": 1.0})
+    run.finish()
+    (run.spool.directory / "run.msgpack").write_bytes(content)
+
+    exit_code = sync(tmp_path, sqlite_server)
+    output = capsys.readouterr()
+    with assay.Api(server=sqlite_server.url, api_key=sqlite_server.api_key) as api:
+        projects = [project["name"] for project in api.projects()]
+
+    assert exit_code == 1
+    assert "Traceback" not in output.err
+    assert f"cannot read {run.spool.directory / 'run.msgpack'}" in output.out
+    assert "the spool cannot be uploaded without it" in output.out
+    assert len(run.spool.batch_files()) == 1
+    assert "offline" not in projects, "the run was created from an unreadable hello"
+
+
+def test_unreadable_batch_kept_rest_uploaded(
+    sqlite_server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = assay.init(
+        "offline",
+        mode="offline",
+        spool_dir=tmp_path,
+        settings=assay.SenderOptions(batch_rows=1),
+    )
+    for step in range(3):
+        run.log({"loss": float(step)})
+    run.finish()
+    damaged = run.spool.batch_files()[1]
+    damaged.write_bytes(damaged.read_bytes()[:5])
+    started = time.monotonic()
+
+    exit_code = sync(tmp_path, sqlite_server)
+    took = time.monotonic() - started
+    output = capsys.readouterr().out
+    state, rows = history(sqlite_server, "offline", run.id)
+    with assay.Api(server=sqlite_server.url, api_key=sqlite_server.api_key) as api:
+        projects = [project["name"] for project in api.projects()]
+
+    assert "offline" in projects
+    assert exit_code == 1
+    assert f"{damaged.name}: frame is not valid msgpack" in output
+    assert "1 batch files are unreadable and were kept, with the finish" in output
+    assert took < 30
+    assert [row["step"] for row in rows] == [0, 2]
+    assert state == "running"
+    assert run.spool.batch_files() == [damaged]
+    assert (run.spool.directory / "finish.msgpack").exists()
+
+
 def test_sync_twice_stores_points_once(sqlite_server: RunningServer, tmp_path: Path) -> None:
     run = assay.init("offline", mode="offline", spool_dir=tmp_path)
     run.log({"loss": 1.0})
