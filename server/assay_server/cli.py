@@ -111,6 +111,17 @@ def serve(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     configure_logging(settings)
+    # The port is bound before the database is opened, so that a port in use
+    # fails before migrations run or a first admin key is printed.
+    listener = open_listener(settings.host, settings.port)
+    if isinstance(listener, str):
+        return fail(listener, 1)
+    with listener:
+        return serve_on(settings, listener)
+
+
+def serve_on(settings: Settings, listener: socket.socket) -> int:
+    """Check the database, then serve the app on ``listener`` until stopped."""
     problem = prepare_database_directory(settings, "assay serve") or not_sqlite_database(settings)
     if problem is not None:
         return fail(problem, 2)
@@ -142,13 +153,30 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
     )
     try:
-        DrainingServer(config, drain, settings.shutdown_timeout).run()
+        DrainingServer(config, drain, settings.shutdown_timeout).run(sockets=[listener])
     except SystemExit:
         # uvicorn exits with status 3 when the app's start-up fails.
         if startup.database_error is None:
             raise
         return fail(failed_start(settings, startup.database_error), 1)
     return 0
+
+
+def open_listener(host: str, port: int) -> socket.socket | str:
+    """Bind a TCP socket to ``host`` and ``port``, or return the error message when that fails."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        reason = exc.strerror or str(exc)
+        return (
+            f"cannot listen on {host}:{port}: {reason}. Stop the program that uses the "
+            "port or pass another with --port or ASSAY_PORT, and check --host or ASSAY_HOST"
+        )
+    return listener
 
 
 def check_connection(settings: Settings) -> str | None:

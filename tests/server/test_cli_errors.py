@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -415,3 +416,18 @@ def test_migration_info_shown_at_debug(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert "INFO alembic.runtime.migration: Running upgrade  -> 0001" in result.stderr
+
+
+def test_serve_on_port_in_use_one_line(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_assay("serve", "--port", str(port), cwd=tmp_path)
+
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result.stderr
+    assert lines[-1].startswith(f"assay: error: cannot listen on 127.0.0.1:{port}: ")
+    assert "pass another with --port or ASSAY_PORT" in lines[-1]
+    assert "Traceback" not in result.stderr
+    # The database was not touched, so no admin key was made and shown.
+    assert "only this once" not in result.stderr + result.stdout
+    assert not (tmp_path / ".assay").exists()
