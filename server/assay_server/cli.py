@@ -653,7 +653,9 @@ def prepare_database_directory(settings: Settings, command: str) -> str | None:
     if make_url(url).get_backend_name() != "sqlite":
         return None
     path = sqlite_file(url)
-    if path is None or path.parent.is_dir():
+    if path is None:
+        return in_memory_database(settings, command)
+    if path.parent.is_dir():
         return None
     return (
         f"directory {path.parent} of SQLite database {path} not found. The database URL "
@@ -702,6 +704,15 @@ def not_sqlite_database(settings: Settings) -> str | None:
     )
 
 
+def in_memory_database(settings: Settings, command: str) -> str:
+    return (
+        f"the database URL {settings.database_url!r} names an in-memory SQLite "
+        f"database, which starts empty and is gone when {command} exits. Set "
+        "--database-url or ASSAY_DATABASE_URL to the URL of the server's database, "
+        "such as sqlite:///PATH/TO/assay.db."
+    )
+
+
 def missing_database(settings: Settings, command: str) -> str | None:
     """Check for the configured SQLite database file and return an error message if it is missing.
 
@@ -716,11 +727,7 @@ def missing_database(settings: Settings, command: str) -> str | None:
         return None
     path = sqlite_file(url)
     if path is None:
-        return (
-            f"the database URL {settings.database_url!r} names an in-memory SQLite "
-            f"database, which starts empty and is gone when {command} exits. Set "
-            "--database-url or ASSAY_DATABASE_URL to the URL of the server's database."
-        )
+        return in_memory_database(settings, command)
     if path.exists():
         return None
     if settings.database_url is not None:

@@ -431,3 +431,19 @@ def test_serve_on_port_in_use_one_line(tmp_path: Path) -> None:
     # The database was not touched, so no admin key was made and shown.
     assert "only this once" not in result.stderr + result.stdout
     assert not (tmp_path / ".assay").exists()
+
+
+@pytest.mark.parametrize("url", ["sqlite:///", "sqlite:///:memory:"])
+@pytest.mark.parametrize("command", [["serve"], ["db", "upgrade"]])
+def test_in_memory_database_url_one_line(url: str, command: list[str], tmp_path: Path) -> None:
+    port = ["--port", str(free_port())] if command == ["serve"] else []
+    result = run_assay(*command, *port, "--database-url", url, cwd=tmp_path)
+
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert lines == [
+        f"assay: error: the database URL {url!r} names an in-memory SQLite database, which "
+        f"starts empty and is gone when assay {' '.join(command)} exits. Set --database-url "
+        "or ASSAY_DATABASE_URL to the URL of the server's database, such as "
+        "sqlite:///PATH/TO/assay.db."
+    ]
