@@ -237,7 +237,7 @@ def _sync(args: argparse.Namespace) -> int:
     if not args.path.exists():
         print(f"assay: error: {args.path} does not exist", file=sys.stderr)
         return 1
-    credentials = _credentials.resolve(args.server, args.api_key)
+    credentials = _credentials.resolve(args.server, args.api_key, ("--server", "--api-key"))
     results = sync(args.path, credentials)
     if not results:
         print(f"nothing to sync: no spooled runs under {args.path}")

@@ -36,19 +36,27 @@ def credentials_file() -> Path:
     return config_dir() / "credentials.json"
 
 
-def resolve(server: str | None = None, api_key: str | None = None) -> Credentials:
-    """Combine the arguments, the environment and the stored login."""
+def resolve(
+    server: str | None = None,
+    api_key: str | None = None,
+    options: tuple[str, str] = ("server=", "api_key="),
+) -> Credentials:
+    """Combine the arguments, the environment and the stored login.
+
+    ``options`` names the two arguments in the errors: the keyword arguments
+    of the SDK by default, the command-line options for the ``assay`` command.
+    """
     stored = _stored()
     server = server or os.environ.get("ASSAY_SERVER") or stored.get("server")
     api_key = api_key or os.environ.get("ASSAY_API_KEY") or stored.get("api_key")
     if not server:
         raise ConfigurationError(
-            "no assay server configured; pass server=, set ASSAY_SERVER, "
+            f"no assay server configured; pass {options[0]}, set ASSAY_SERVER, "
             "or run `assay login --server URL`"
         )
     if not api_key:
         raise ConfigurationError(
-            "no API key configured; pass api_key=, set ASSAY_API_KEY, or run `assay login`"
+            f"no API key configured; pass {options[1]}, set ASSAY_API_KEY, or run `assay login`"
         )
     return Credentials(normalize_server(server), api_key)
 

@@ -161,6 +161,32 @@ def test_missing_server_names_the_fixes(tmp_path: Path, monkeypatch: pytest.Monk
         assay.init("p", api_key="k")
 
 
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [
+        ([], "no assay server configured; pass --server,"),
+        (["--server", "http://127.0.0.1:9"], "no API key configured; pass --api-key,"),
+    ],
+)
+def test_sync_without_credentials_names_options(
+    given: list[str],
+    missing: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("ASSAY_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.delenv("ASSAY_SERVER", raising=False)
+    monkeypatch.delenv("ASSAY_API_KEY", raising=False)
+    run = assay.init("p", mode="offline", spool_dir=tmp_path / "spool")
+    run.finish()
+
+    exit_code = main(["sync", str(tmp_path / "spool"), *given])
+
+    assert exit_code != 0
+    assert missing in capsys.readouterr().err
+
+
 def test_sync_of_missing_path_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     exit_code = main(["sync", str(tmp_path / "nowhere"), "--server", "http://x", "--api-key", "k"])
 

@@ -43,7 +43,7 @@ def run_command(args: argparse.Namespace) -> int:
     if missing:
         print(f"assay: error: {', '.join(missing)} does not exist", file=sys.stderr)
         return 1
-    credentials = _credentials.resolve(args.server, args.api_key)
+    credentials = _credentials.resolve(args.server, args.api_key, ("--server", "--api-key"))
     progress = _Progress()
     report = Report(on_warning=progress.warn)
     try:
