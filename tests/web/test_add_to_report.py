@@ -33,6 +33,8 @@ def test_panel_goes_to_new_report(
     page.wait_for_selector('.plot[data-key="loss"][data-revision]')
     page.fill("input.run-search", "BASE")
     panel = page.locator('.panel[data-panel-type="line"]').first
+    # Plain text, because a symbol missing from the browser's fonts shows as an empty box.
+    label = panel.locator('button[data-action="add to report"]').inner_text()
     panel.locator('button[data-action="add to report"]').click()
     dialog = page.locator("dialog.add-to-report")
     dialog.locator("input.report-title-input").fill("Diverged runs")
@@ -42,6 +44,7 @@ def test_panel_goes_to_new_report(
     wait_for_lines(page, [runs["Base-a"]])
     carried = document_json(page)["blocks"][0]
 
+    assert label == "+ report"
     assert editor_text(page, ".report-title") == "Diverged runs"
     assert carried["type"] == "panel_grid"
     assert carried["panels"][0]["type"] == "line"

@@ -101,7 +101,7 @@ export function addToReportButton(
       "aria-label": "add to report",
       "data-action": "add to report",
     },
-    "⎘",
+    "+ report",
   );
   button.addEventListener(
     "click",
