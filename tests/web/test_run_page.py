@@ -67,3 +67,25 @@ def test_run_page_follows_live_points(
     page.wait_for_selector('.run-meta .state[data-state="finished"]')
 
     assert trace(page, "loss", f"line-{run.id}") is not None
+
+
+def test_missing_run_shows_not_found(
+    sqlite_server: RunningServer, page: Page, tmp_path: Path
+) -> None:
+    with start_run(sqlite_server, tmp_path, "atlas") as run:
+        run.log({"loss": 1.0})
+    errors: list[str] = []
+    page.on(
+        "console", lambda message: errors.append(message.text) if message.type == "error" else None
+    )
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    sign_in(page, sqlite_server, "/")
+    page.goto(f"{sqlite_server.url}/projects/atlas/runs/doesnotexist")
+    page.wait_for_selector("h1:text('Run not found')")
+    message = page.locator("main p").inner_text()
+
+    assert "doesnotexist" in message
+    assert page.locator("a[href='/projects/atlas']").count() == 1
+    assert page.locator("nav.top-bar").count() == 1, "the top bar is missing"
+    assert [error for error in errors if "404" not in error] == []

@@ -1,5 +1,5 @@
 // The run page: state, config, summary and a line plot of every metric, kept live.
-import { getRun, runKeys, type PanelLayout, type Run } from "./api";
+import { ApiError, getRun, runKeys, type PanelLayout, type Run } from "./api";
 import { linePanel } from "./addpanel";
 import { statusBadge, topBar } from "./chrome";
 import { formatTime, formatValue, h, throttle } from "./dom";
@@ -69,12 +69,27 @@ export class RunPage {
   }
 
   async start(): Promise<void> {
-    this.run = await getRun(this.project, this.runId);
     const back = h(
       "a",
       { href: `/projects/${encodeURIComponent(this.project)}` },
       `← ${this.project}`,
     );
+    try {
+      this.run = await getRun(this.project, this.runId);
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.status !== 404) throw error;
+      this.root.replaceChildren(
+        topBar(),
+        h(
+          "main",
+          { class: "run-page" },
+          back,
+          h("h1", {}, "Run not found"),
+          h("p", {}, error.message),
+        ),
+      );
+      return;
+    }
     this.root.replaceChildren(
       topBar(this.badge.element),
       h("main", { class: "run-page" }, back, this.details, this.charts),
