@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from playwright.sync_api import Page
+from playwright.sync_api import ConsoleMessage, Page
 
 from conftest import RunningServer
 from web.browsing import save_screenshot, sign_in, start_run, trace, wait_for_points
@@ -75,9 +75,12 @@ def test_missing_run_shows_not_found(
     with start_run(sqlite_server, tmp_path, "atlas") as run:
         run.log({"loss": 1.0})
     errors: list[str] = []
-    page.on(
-        "console", lambda message: errors.append(message.text) if message.type == "error" else None
-    )
+
+    def note_error(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    page.on("console", note_error)
     page.on("pageerror", lambda error: errors.append(str(error)))
 
     sign_in(page, sqlite_server, "/")
