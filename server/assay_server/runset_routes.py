@@ -40,9 +40,13 @@ async def create_runset(request: Request) -> Response:
     changes = check_changes(body, settings.max_filter_length)
     if "name" not in changes:
         raise BadRequest("a new run set needs a 'name'", code="invalid_runset")
+    position = check_position(body)
     database = context(request).db
     async with database.transaction() as db:
         created = await runsets.create_runset(db, project_id, changes)
+        if position is not None:
+            # A new run set goes last, then moves where the body asked.
+            created = await runsets.update_runset(db, project_id, created["id"], {}, position)
     assert granted.user is not None
     log.info(
         "user %s created run set %s in project %s", granted.user.id, created["id"], project_id
@@ -55,17 +59,23 @@ async def update_runset(request: Request) -> Response:
     settings = context(request).settings
     body = await read_json(request, body_limit(settings))
     changes = check_changes(body, settings.max_filter_length)
+    position = check_position(body)
+    async with context(request).db.transaction() as db:
+        updated = await runsets.update_runset(
+            db, project_id, request.path_params["runset_id"], changes, position
+        )
+    return respond(request, updated)
+
+
+def check_position(body: dict[str, Any]) -> int | None:
+    """Return the body's ``position``, or None without one; raise BadRequest for a bad one."""
     position = body.get("position")
     if position is not None and (type(position) is not int or position < 0):
         raise BadRequest(
             f"run-set 'position' must be a non-negative integer, got {position!r:.40}",
             code="invalid_runset",
         )
-    async with context(request).db.transaction() as db:
-        updated = await runsets.update_runset(
-            db, project_id, request.path_params["runset_id"], changes, position
-        )
-    return respond(request, updated)
+    return position
 
 
 async def delete_runset(request: Request) -> Response:

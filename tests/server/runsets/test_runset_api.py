@@ -136,6 +136,19 @@ def test_freeze_of_empty_filter(client: httpx.Client) -> None:
     assert frozen["filter"].startswith("created_at <= ")
 
 
+def test_create_at_position(client: httpx.Client) -> None:
+    create(client, name="one")
+    create(client, name="two")
+
+    created = client.post(RUNSETS, json={"name": "first", "position": 0})
+
+    assert created.status_code == 201
+    assert created.json()["position"] == 0
+    assert names(client) == ["first", "one", "two"]
+    positions = [runset["position"] for runset in client.get(RUNSETS).json()["runsets"]]
+    assert positions == [0, 1, 2]
+
+
 @pytest.mark.parametrize(
     ("body", "code", "message"),
     [
@@ -178,6 +191,8 @@ def test_freeze_of_empty_filter(client: httpx.Client) -> None:
             "asc or desc",
         ),
         ("not an object", "invalid_runset", "JSON object"),
+        ({"name": "x", "position": "x"}, "invalid_runset", "got 'x'"),
+        ({"name": "x", "position": -5}, "invalid_runset", "non-negative integer, got -5"),
     ],
 )
 def test_bad_runset_is_400(client: httpx.Client, body: Any, code: str, message: str) -> None:
