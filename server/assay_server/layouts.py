@@ -125,7 +125,7 @@ async def layout_endpoint(request: Request) -> Response:
     try:
         layout = check_layout(json.loads(body))
     except ValueError:
-        raise BadRequest("layout must be valid JSON") from None
+        raise BadRequest("layout must be valid JSON", code="invalid_json") from None
     async with database.transaction() as connection:
         await write_layout(connection, project_id, user.id, layout, database.is_sqlite)
     return respond(request, {"layout": layout})

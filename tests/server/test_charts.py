@@ -427,6 +427,16 @@ def test_invalid_layout_is_rejected(
     assert message in response.json()["error"]["message"]
 
 
+def test_layout_not_json_is_rejected(logged: tuple[RunningServer, list[str]]) -> None:
+    server, _ = logged
+    with server.client() as client:
+        response = client.put("/api/v1/projects/charts/layout", content=b"{panels")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+    assert response.json()["error"]["message"] == "layout must be valid JSON"
+
+
 def test_layout_needs_authentication(logged: tuple[RunningServer, list[str]]) -> None:
     server, _ = logged
 

@@ -38,7 +38,11 @@ async def json_body(request: Request) -> dict[str, Any]:
     try:
         value = json.loads(body)
     except ValueError:
-        raise BadRequest("request body must be a JSON object") from None
+        raise BadRequest(
+            'request body must be a JSON object, such as {"title": "Findings"}; '
+            "it is not valid JSON",
+            code="invalid_json",
+        ) from None
     if not isinstance(value, dict):
         raise BadRequest(f"request body must be a JSON object, got {type(value).__name__}")
     return value

@@ -93,6 +93,15 @@ def test_rename_rejects_bad_title(
     assert shown["content"]["title"] == "Findings"
 
 
+def test_create_with_invalid_json_names_it(server: RunningServer, project: str) -> None:
+    with server.client() as http:
+        response = http.post(BASE, content=b"{not json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+    assert "not valid JSON" in response.json()["error"]["message"]
+
+
 def test_create_rejects_long_title(server: RunningServer, project: str) -> None:
     with server.client() as http:
         response = http.post(BASE, json={"title": "x" * 501})
