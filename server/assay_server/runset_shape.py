@@ -99,8 +99,11 @@ def check_name(value: Any) -> str:
             f"run-set 'name' must be a non-blank string, got {value!r:.60}",
             code="invalid_runset",
         )
-    name = value.strip()
-    if len(name) > MAX_NAME_LENGTH or any(ord(char) < 0x20 for char in name):
+    # Control characters are checked before the spaces around the name are
+    # trimmed, so that a trailing newline is rejected rather than dropped.
+    name = value.strip(" ")
+    control = any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in value)
+    if len(name) > MAX_NAME_LENGTH or control:
         raise BadRequest(
             f"run-set 'name' must have 1 to {MAX_NAME_LENGTH} characters and no control "
             f"characters, got {name!r:.60}",

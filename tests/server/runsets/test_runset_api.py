@@ -136,6 +136,13 @@ def test_freeze_of_empty_filter(client: httpx.Client) -> None:
     assert frozen["filter"].startswith("created_at <= ")
 
 
+def test_name_spaces_trimmed(client: httpx.Client) -> None:
+    created = client.post(RUNSETS, json={"name": "  spaced  "})
+
+    assert created.status_code == 201
+    assert created.json()["name"] == "spaced"
+
+
 def test_create_at_position(client: httpx.Client) -> None:
     create(client, name="one")
     create(client, name="two")
@@ -192,6 +199,9 @@ def test_create_at_position(client: httpx.Client) -> None:
         ),
         ("not an object", "invalid_runset", "JSON object"),
         ({"name": "x", "position": "x"}, "invalid_runset", "got 'x'"),
+        ({"name": "y\n"}, "invalid_runset", "no control characters, got 'y\\n'"),
+        ({"name": "\ty"}, "invalid_runset", "no control characters"),
+        ({"name": "y\x7f"}, "invalid_runset", "no control characters"),
         ({"name": "x", "position": -5}, "invalid_runset", "non-negative integer, got -5"),
     ],
 )
