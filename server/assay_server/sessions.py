@@ -25,6 +25,7 @@ from starlette.routing import Route
 from assay_server import schema
 from assay_server.auth import User, authenticate, hash_key
 from assay_server.context import ServerContext
+from assay_server.pages import bundle_version
 
 COOKIE = "assay_session"
 LIFETIME = 30 * 24 * 3600
@@ -75,8 +76,9 @@ MAX_LOGIN_FORM_BYTES = 8192
 CONFIRM_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Sign in to assay</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="icon" href="data:,"></head>
-<body><main class="confirm-sign-in">
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/static/app.css?v={version}"></head>
+<body><main class="confirm-sign-in narrow">
 <h1>Sign in to assay as {name}?</h1>
 {current}<p>This link signs this browser in with an API key of <strong>{name}</strong>.
 Continue only if you opened it yourself. A link like this from someone else signs you in
@@ -132,6 +134,7 @@ async def login(request: Request) -> Response:
             "that account.</p>\n"
         )
     page = CONFIRM_PAGE.format(
+        version=bundle_version(),
         name=html.escape(key_user.name),
         current=notice,
         token=html.escape(token, quote=True),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -294,8 +295,14 @@ def test_login_link_asks_to_confirm(server: RunningServer) -> None:
     with httpx.Client(base_url=server.url) as client:
         page = client.get("/login", params={"token": key, "next": "/projects/x"})
         whoami = client.get("/api/v1/whoami")
+        stylesheet = re.search(r'<link rel="stylesheet" href="([^"]+)">', page.text)
+        styles = client.get(stylesheet.group(1)) if stylesheet else None
 
     assert page.status_code == 200
+    # The page uses the app's stylesheet, which the policy's style-src allows.
+    assert styles is not None
+    assert styles.status_code == 200
+    assert styles.headers["content-type"].startswith("text/css")
     assert page.headers["content-type"].startswith("text/html")
     assert "set-cookie" not in page.headers
     assert "Sign in to assay as alice?" in page.text
