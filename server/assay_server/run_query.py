@@ -28,6 +28,9 @@ from assay_server.errors import BadRequest
 from assay_server.request_body import read_json
 from assay_server.runset_routes import body_limit
 
+#: The fields a query body may hold.
+QUERY_FIELDS = ("filter", "limit", "offset", "cursor")
+
 
 async def query_runs(request: Request) -> Response:
     """Return ``{"runs": [...], "next": CURSOR}`` for a body ``{"filter": TEXT, "limit": N}``.
@@ -38,10 +41,16 @@ async def query_runs(request: Request) -> Response:
     body = await read_json(request, body_limit(context(request).settings))
     if body is None:
         body = {}
-    if not isinstance(body, dict) or set(body) - {"filter", "limit", "offset", "cursor"}:
+    if not isinstance(body, dict):
         raise BadRequest(
             'the body must be a JSON object such as {"filter": "state = failed", '
             '"limit": 100, "cursor": null}'
+        )
+    unknown = sorted(set(body) - set(QUERY_FIELDS))
+    if unknown:
+        raise BadRequest(
+            f"unknown field {unknown[0]!r:.60} in the body; the fields are "
+            f"{', '.join(QUERY_FIELDS)}"
         )
     text = body.get("filter")
     if text is not None and not isinstance(text, str):
