@@ -200,9 +200,23 @@ def line_spec(request: Request) -> figures.LineSpec:
         x=x,
         smoothing=method,
         parameter=parameter,
-        log_x=params.get("log_x") in ("1", "true"),
-        log_y=params.get("log_y") in ("1", "true"),
+        log_x=flag_param(request, "log_x"),
+        log_y=flag_param(request, "log_y"),
     )
+
+
+#: The values a true or false query parameter takes.
+FLAG_VALUES = {"1": True, "true": True, "0": False, "false": False}
+
+
+def flag_param(request: Request, name: str) -> bool:
+    """Return a true or false query parameter, false when it is absent."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    if raw not in FLAG_VALUES:
+        raise BadRequest(f"query parameter {name!r} must be 1, true, 0 or false, got {raw!r:.40}")
+    return FLAG_VALUES[raw]
 
 
 def float_param(request: Request, name: str, default: float) -> float:

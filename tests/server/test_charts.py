@@ -372,6 +372,8 @@ def test_figure_endpoint_x_axes(logged: tuple[RunningServer, list[str]]) -> None
         ({"key": "loss", "smoothing": "median"}, "'smoothing' must be"),
         ({"key": "loss", "smoothing": "ema", "parameter": "1.5"}, "[0, 1)"),
         ({"key": "loss", "parameter": "nan"}, "must be finite"),
+        ({"key": "loss", "log_y": "maybe"}, "'log_y' must be 1, true, 0 or false, got 'maybe'"),
+        ({"key": "loss", "log_x": "yes"}, "'log_x' must be 1, true, 0 or false"),
     ],
 )
 def test_figure_rejects_bad_parameters(
