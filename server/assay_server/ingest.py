@@ -289,7 +289,8 @@ class IngestConnection:
         if finished_at is not None and not _is_time(finished_at):
             await self._send_error(
                 "invalid_finish",
-                f"finish 'finished_at' must be seconds since the epoch, got {finished_at!r}",
+                "finish 'finished_at' must be seconds since the epoch, from 0 to a day ahead "
+                f"of now, got {finished_at!r}",
             )
             return
         async with self.context.db.transaction() as connection:
@@ -389,7 +390,7 @@ def parse_hello(message: dict[str, Any]) -> runs.RunSpec:
     if created_at is not None and not _is_time(created_at):
         raise ProtocolError(
             "invalid_hello",
-            f"run created_at must be seconds since the epoch, not in the future, "
+            f"run created_at must be seconds since the epoch, from 0 to a day ahead of now, "
             f"got {created_at!r}",
         )
     config = run.get("config")

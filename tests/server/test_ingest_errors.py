@@ -439,6 +439,13 @@ LONG_NAME = "a" * 200
         ),
         pytest.param(
             {},
+            {"created_at": -1e18},
+            "invalid_hello",
+            ["created_at", "from 0 to a day ahead of now", "-1e+18"],
+            id="created-at-negative",
+        ),
+        pytest.param(
+            {},
             {"config": "lr=0.1"},
             "invalid_hello",
             ["config", "map", "'lr=0.1'"],
@@ -1099,6 +1106,23 @@ def test_finish_with_non_integer_exit_code_rejected(
         assert receive(connection) == {"type": "finished", "state": "finished"}
 
     assert_server_carries_on(server, bystander)
+
+
+@pytest.mark.parametrize("finished_at", [-1.0, "yesterday", 4e10])
+def test_finish_with_bad_end_time_rejected(
+    server: RunningServer, reader: assay.Api, finished_at: Any
+) -> None:
+    with attached(server, REJECTED) as connection:
+        connection.send(
+            protocol.pack({"type": "finish", "exit_code": 0, "finished_at": finished_at})
+        )
+        error = receive(connection)
+
+        assert error["code"] == "invalid_finish"
+        assert "from 0 to a day ahead of now" in error["message"]
+        assert repr(finished_at) in error["message"]
+
+    assert reader.run(PROJECT, REJECTED).state == "running"
 
 
 def test_finish_with_exit_code_beyond_int64_rejected(
