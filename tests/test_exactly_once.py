@@ -42,15 +42,20 @@ def stored_points(server_url: str, api_key: str, project: str, run_id: str) -> t
         return run.history(keys=["loss"]), run.metrics()["loss"]
 
 
-def test_cut_connections_store_each_point_once(server: RunningServer, tmp_path: Path) -> None:
-    proxy = CuttingProxy(server.port)
-    run = assay.init(
+def init_through(proxy: CuttingProxy, server: RunningServer, tmp_path: Path) -> assay.Run:
+    """Start a run of project "faults" whose connections pass through ``proxy``."""
+    return assay.init(
         "faults",
         server=proxy.url,
         api_key=server.api_key,
         spool_dir=tmp_path,
         settings=FAST_RETRY,
     )
+
+
+def test_cut_connections_store_each_point_once(server: RunningServer, tmp_path: Path) -> None:
+    proxy = CuttingProxy(server.port)
+    run = init_through(proxy, server, tmp_path)
     cuts = 0
     for step in range(6000):
         run.log({"loss": step / 1000})
@@ -72,13 +77,7 @@ def test_cut_connections_store_each_point_once(server: RunningServer, tmp_path: 
 
 def test_finish_resent_after_lost_reply(server: RunningServer, tmp_path: Path) -> None:
     proxy = CuttingProxy(server.port)
-    run = assay.init(
-        "faults",
-        server=proxy.url,
-        api_key=server.api_key,
-        spool_dir=tmp_path,
-        settings=FAST_RETRY,
-    )
+    run = init_through(proxy, server, tmp_path)
     sender = run._sender
     for step in range(100):
         run.log({"loss": step / 100})

@@ -115,14 +115,19 @@ def test_smoothing_control_changes_line(workspace: Page) -> None:
     assert after["y"][1] == pytest.approx(0.6875)
 
 
-def test_layout_survives_reload(workspace: Page) -> None:
-    page = workspace
+def add_bar_panel(page: Page) -> None:
+    """Add a bar panel of config.lr through the workspace's "Add panel" form."""
     form = page.locator(".add-panel-form")
     form.locator("summary").click()
     form.locator("select.panel-type").select_option("bar")
     form.locator("select[name=field]").select_option("config.lr")
     form.locator("button.add-panel").click()
     page.wait_for_selector('.panel[data-panel-type="bar"] .plot[data-revision]')
+
+
+def test_layout_survives_reload(workspace: Page) -> None:
+    page = workspace
+    add_bar_panel(page)
     page.wait_for_function("() => document.body.dataset.layoutSaves >= 1")
     line_panel = page.locator('.panel[data-panel-type="line"]').first
     line_panel.locator('button[data-action="wider"]').click()
@@ -143,12 +148,7 @@ def test_layout_survives_reload(workspace: Page) -> None:
 
 def test_charts_offer_no_cloud_upload(workspace: Page) -> None:
     page = workspace
-    form = page.locator(".add-panel-form")
-    form.locator("summary").click()
-    form.locator("select.panel-type").select_option("bar")
-    form.locator("select[name=field]").select_option("config.lr")
-    form.locator("button.add-panel").click()
-    page.wait_for_selector('.panel[data-panel-type="bar"] .plot[data-revision]')
+    add_bar_panel(page)
     page.locator('.plot[data-key="loss"]').hover()
     titles = page.locator(".modebar-btn").evaluate_all(
         "(buttons) => buttons.map((button) => button.dataset.title ?? '')"
