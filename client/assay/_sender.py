@@ -116,8 +116,8 @@ class Sender(threading.Thread):
         self.last_sent = 0.0
         self.heartbeat_interval = 5.0
         self.finish_code: int | None = None
-        #: The time of the finish request. Every finish frame carries it, so a
-        #: frame resent after a lost reply does not move the run's end time.
+        #: The time of the finish request, saved with a spooled finish so that
+        #: ``assay sync`` sets the run's end time to it rather than to the upload's.
         self.finished_at = 0.0
         self.finish_deadline = 0.0
         #: Whether the finish was sent on this connection. A new connection sends it again.
@@ -224,12 +224,9 @@ class Sender(threading.Thread):
         assert self.client is not None
         self._send_pending()
         if finishing and not self.unacked and not self.finish_sent:
-            finish = {
-                "type": "finish",
-                "exit_code": self.finish_code,
-                "finished_at": self.finished_at,
-            }
-            self.client.send(protocol.pack(finish))
+            # The server's clock sets the end time, so a client clock that is off
+            # cannot make the server reject the finish.
+            self.client.send(protocol.pack({"type": "finish", "exit_code": self.finish_code}))
             self.finish_sent = True
         elif time.monotonic() - self.last_sent > self.heartbeat_interval:
             self.client.send(protocol.pack({"type": "heartbeat"}))
@@ -343,8 +340,8 @@ class Sender(threading.Thread):
         self.heartbeat_interval = float(welcome.get("heartbeat_interval", 5.0))
         self.sent_up_to = -1
         # A cut between the finish and the server's reply loses the reply, so
-        # the new connection sends the finish again. The server applies it
-        # again with the same end time and replies.
+        # the new connection sends the finish again. The server finds the run
+        # ended by this session, keeps its end time and replies.
         self.finish_sent = False
         self.attempts = 0
         self.last_sent = time.monotonic()

@@ -293,6 +293,13 @@ class IngestConnection:
                 f"of now, got {finished_at!r}",
             )
             return
+        if self.run.state != runs.RUNNING:
+            # The hello found the run already ended by this session: the SDK
+            # lost the reply to its finish and sent it again. The run keeps
+            # its end time, and the reply repeats its state.
+            await self._send({"type": "finished", "state": self.run.state})
+            log.info("run %s: finish sent again; it stays %s", self.run.run_id, self.run.state)
+            return
         async with self.context.db.transaction() as connection:
             state = await runs.finish_run(connection, self.run.pk, exit_code, finished_at)
         await self.context.compactor.compact_now(self.run.pk, self.run.run_id)
