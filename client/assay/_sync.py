@@ -38,7 +38,8 @@ def _sync_one(spool: Spool, credentials: Credentials, timeout: float) -> SyncRes
     except protocol.ProtocolError as exc:
         return SyncResult(spool.directory, spool.directory.name, 0, False, exc.message)
     label = f"{hello['project']}/{hello['run']['id']}"
-    unreadable = [path for path in spool.batch_files() if _batch_problem(path) is not None]
+    problems = {path: _batch_problem(path) for path in spool.batch_files()}
+    unreadable = {path: problem for path, problem in problems.items() if problem is not None}
     # The batches keep their session and numbers, so batches that reached the
     # server before are skipped there, and the run is created if it never did.
     hello["resume"] = "allow"
@@ -57,10 +58,12 @@ def _sync_one(spool: Spool, credentials: Credentials, timeout: float) -> SyncRes
     finally:
         client.close()
     if unreadable:
-        problems = "; ".join(f"{path.name}: {_batch_problem(path)}" for path in unreadable[:3])
+        named = "; ".join(
+            f"{path.name}: {problem}" for path, problem in list(unreadable.items())[:3]
+        )
         error = (
             f"uploaded {sent} batches, but {len(unreadable)} batch files are unreadable and "
-            f"were kept, with the finish ({problems})"
+            f"were kept, with the finish ({named})"
         )
         return SyncResult(spool.directory, label, sent, False, error)
     spool.remove_if_done()
