@@ -294,11 +294,13 @@ class IngestConnection:
             )
             return
         if self.run.state != runs.RUNNING:
-            # The hello found the run already ended by this session: the SDK
-            # lost the reply to its finish and sent it again. The run keeps
+            # The hello found the run already ended by this session, because the
+            # SDK lost the reply to its finish and sent it again. The run keeps
             # its end time, and the reply repeats its state.
             await self._send({"type": "finished", "state": self.run.state})
-            log.info("run %s: finish sent again; it stays %s", self.run.run_id, self.run.state)
+            log.info(
+                "run %s: repeated finish ignored, run stays %s", self.run.run_id, self.run.state
+            )
             return
         async with self.context.db.transaction() as connection:
             state = await runs.finish_run(connection, self.run.pk, exit_code, finished_at)

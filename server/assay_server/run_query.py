@@ -28,7 +28,7 @@ from assay_server.errors import BadRequest
 from assay_server.request_body import read_json
 from assay_server.runset_routes import body_limit
 
-#: The fields a query body may hold.
+#: The fields a query body may contain.
 QUERY_FIELDS = ("filter", "limit", "offset", "cursor")
 
 
@@ -49,7 +49,7 @@ async def query_runs(request: Request) -> Response:
     unknown = sorted(set(body) - set(QUERY_FIELDS))
     if unknown:
         raise BadRequest(
-            f"unknown field {unknown[0]!r:.60} in the body; the fields are "
+            f"invalid body: unknown field {unknown[0]!r:.60}; the fields are "
             f"{', '.join(QUERY_FIELDS)}"
         )
     text = body.get("filter")

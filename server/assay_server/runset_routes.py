@@ -45,7 +45,7 @@ async def create_runset(request: Request) -> Response:
     async with database.transaction() as db:
         created = await runsets.create_runset(db, project_id, changes)
         if position is not None:
-            # A new run set goes last, then moves where the body asked.
+            # A new run set goes last, then moves to the position the body requests.
             created = await runsets.update_runset(db, project_id, created["id"], {}, position)
     assert granted.user is not None
     log.info(
@@ -68,7 +68,7 @@ async def update_runset(request: Request) -> Response:
 
 
 def check_position(body: dict[str, Any]) -> int | None:
-    """Return the body's ``position``, or None without one; raise BadRequest for a bad one."""
+    """Return the body's ``position``, or None when missing; raise BadRequest when invalid."""
     position = body.get("position")
     if position is not None and (type(position) is not int or position < 0):
         raise BadRequest(

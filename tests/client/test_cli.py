@@ -162,14 +162,14 @@ def test_missing_server_names_the_fixes(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 @pytest.mark.parametrize(
-    ("given", "missing"),
+    ("options", "missing"),
     [
         ([], "no assay server configured; pass --server,"),
         (["--server", "http://127.0.0.1:9"], "no API key configured; pass --api-key,"),
     ],
 )
 def test_sync_without_credentials_names_options(
-    given: list[str],
+    options: list[str],
     missing: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -181,7 +181,7 @@ def test_sync_without_credentials_names_options(
     run = assay.init("p", mode="offline", spool_dir=tmp_path / "spool")
     run.finish()
 
-    exit_code = main(["sync", str(tmp_path / "spool"), *given])
+    exit_code = main(["sync", str(tmp_path / "spool"), *options])
 
     assert exit_code != 0
     assert missing in capsys.readouterr().err

@@ -350,10 +350,10 @@ def test_resume_must_of_unknown_run_is_rejected(server: RunningServer, tmp_path:
 def test_init_argument_of_wrong_type_raises(
     arguments: dict[str, Any], message: str, tmp_path: Path
 ) -> None:
-    given = {"project": "tests", **arguments}
+    init_arguments = {"project": "tests", **arguments}
 
     with pytest.raises(assay.InvalidValueError) as rejected:
-        assay.init(**given, mode="offline", spool_dir=tmp_path)
+        assay.init(**init_arguments, mode="offline", spool_dir=tmp_path)
 
     assert message in str(rejected.value)
     assert list(tmp_path.iterdir()) == [], "a rejected init wrote a spool"

@@ -63,7 +63,7 @@ def test_huge_body_is_413(client: httpx.Client) -> None:
         ({"filter": 1}, "'filter' must be a string"),
         ({"limit": 0}, "'limit' must be an integer from 1"),
         ({"offset": -1}, "'offset' must be an integer from 0"),
-        ({"where": "x"}, "unknown field 'where' in the body; the fields are filter, limit"),
+        ({"where": "x"}, "invalid body: unknown field 'where'; the fields are filter, limit"),
         ([1], "the body must be a JSON object"),
     ],
 )
